@@ -1,0 +1,214 @@
+"""Everything the sync and async credentials share; neither sends, awaits nor sleeps here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Generator, Mapping
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
+from azure.core.rest import HttpRequest
+
+from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
+from ._constants import CONNECTION_TIMEOUT, MAX_RESPONSE_BYTES, READ_TIMEOUT, RESPONSE_DEADLINE
+from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
+from ._errors import CredentialUnavailableError, unavailable
+from ._protocol import Answer, BodyCollector, Identity, build_request, parse_response, wants_post
+from ._retry import RetrySettings
+from ._scopes import scopes_to_resource
+
+_LOGGER = logging.getLogger("legacy_msi_credential")
+
+#: Cached tokens kept per credential before the fast lookup table is rebuilt from scratch.
+_FAST_TABLE_MAX = 256
+_FastRow = tuple[float, SafeAccessToken, SafeAccessTokenInfo]
+
+
+def _seconds_argument(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
+        raise ValueError(f"{name} must be a number of seconds from 0 to 86400, not {value!r}")
+    return float(value)
+
+
+class CredentialBase:
+    """Configuration, cache and the reading of answers, for both credentials."""
+
+    _credential_name = "LegacyMsiCredential"
+
+    def __init__(
+        self,
+        *,
+        endpoint: Optional[str] = None,
+        client_id: Optional[str] = None,
+        object_id: Optional[str] = None,
+        msi_res_id: Optional[str] = None,
+        use_post: bool = False,
+        wait_for_endpoint: float = 0,
+        allow_insecure_http: bool = False,
+        clock: Optional[Callable[[], float]] = None,
+        **kwargs: Any,
+    ) -> None:
+        self._identity = Identity.from_arguments(client_id, object_id, msi_res_id)
+        self._endpoint: Optional[EndpointChoice] = None
+        self._endpoint_error: Optional[SettingsFileError] = None
+        try:
+            self._endpoint = resolve_endpoint(endpoint, allow_insecure_http=allow_insecure_http)
+        except SettingsFileError as exc:
+            # The extension is installed but its settings are broken: say so on every
+            # token request (a chain moves on) rather than failing at construction.
+            self._endpoint_error = exc
+            _LOGGER.warning("%s: %s", self._credential_name, exc)
+        retry_total = kwargs.pop("retry_total", None)
+        max_attempts = RetrySettings.max_attempts if retry_total is None else int(retry_total) + 1
+        self._retry_settings = RetrySettings(
+            max_attempts=max_attempts,
+            wait_for_endpoint=_seconds_argument("wait_for_endpoint", wait_for_endpoint),
+        )
+        self._request_options = {
+            "connection_timeout": _seconds_argument(
+                "connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT)
+            ),
+            "read_timeout": _seconds_argument("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT)),
+        }
+        self._response_deadline = max(RESPONSE_DEADLINE, self._request_options["read_timeout"])
+        host = urlsplit(self._endpoint.url).hostname if self._endpoint else None
+        self._trust_env = bool(host) and not is_loopback_host(host or "")
+        self._pipeline_kwargs = kwargs
+        self._method = "POST" if use_post else "GET"
+        self._clock: Callable[[], float] = clock or time.time
+        self._cache = TokenCache()
+        self._fresh: dict[tuple[str, ...], _FastRow] = {}
+        self._pid = os.getpid()
+        self._setup_io()
+
+    def _setup_io(self) -> None:
+        """Create the transport side; each credential has its own."""
+        raise NotImplementedError
+
+    # --- what callers may inspect ------------------------------------------------------
+
+    @property
+    def endpoint(self) -> Optional[EndpointChoice]:
+        """The endpoint this credential calls and why, or ``None`` if its settings file is broken."""
+        return self._endpoint
+
+    @property
+    def identity(self) -> Identity:
+        """The managed identity this credential asks for."""
+        return self._identity
+
+    def __repr__(self) -> str:
+        where = (
+            f"{self._endpoint.url!r} ({self._endpoint.source})"
+            if self._endpoint
+            else f"unusable ({self._endpoint_error})"
+        )
+        return f"{self._credential_name}(endpoint={where}, identity={self._identity.describe()!r})"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"{self._credential_name} cannot be pickled: it holds connections and locks. "
+            "Create one in each process instead."
+        )
+
+    # --- steps of a token request ----------------------------------------------------
+
+    def _resource_for(self, scopes: tuple[str, ...]) -> str:
+        """Validate the request before any I/O, and return its resource."""
+        resource = scopes_to_resource(scopes)
+        if self._endpoint is None:
+            raise unavailable(
+                f"{self._credential_name}: the legacy endpoint's settings are unusable: {self._endpoint_error}"
+            ) from self._endpoint_error
+        return resource
+
+    def _forked(self) -> bool:
+        """Whether this object was inherited through ``fork``: locks and connections are the parent's."""
+        if os.getpid() == self._pid:
+            return False
+        self._pid = os.getpid()
+        return True
+
+    def _request(self, resource: str, method: str) -> HttpRequest:
+        assert self._endpoint is not None
+        return build_request(self._endpoint.url, resource, self._identity, method=method)
+
+    def _collector(self, status: int, headers: Mapping[str, str]) -> BodyCollector:
+        """A collector for the body of an answer, which refuses an announced oversized body at once."""
+        assert self._endpoint is not None
+        collector = BodyCollector(
+            self._endpoint.url,
+            status=status,
+            content_type=headers.get("Content-Type", ""),
+            deadline=time.monotonic() + self._response_deadline,
+            limit=MAX_RESPONSE_BYTES,
+        )
+        collector.check_length(headers.get("Content-Length"))
+        return collector
+
+    def _fetch_flow(self, resource: str) -> Generator[HttpRequest, Answer, CacheEntry]:
+        """The steps of one token request, without I/O: yields requests, receives answers.
+
+        A GET answered 405 is sent once more as a form POST; the final answer is read,
+        cached and logged.
+        """
+        started = time.monotonic()
+        answer = yield self._request(resource, self._method)
+        if wants_post(self._method, answer.status):
+            answer = yield self._request(resource, "POST")
+        assert self._endpoint is not None
+        now = self._clock()
+        result = parse_response(
+            answer.status, answer.content_type, answer.body, now=now, url=self._endpoint.url, resource=resource
+        )
+        entry = self._cache.store(resource, result, now)
+        _LOGGER.info(
+            "%s: token for %s (%s) from %s: HTTP %d in %.0f ms, expires in %d s",
+            self._credential_name,
+            resource,
+            self._identity.describe(),
+            self._endpoint.url,
+            answer.status,
+            (time.monotonic() - started) * 1000,
+            result.expires_on - now,
+        )
+        return entry
+
+    def _transport_failure(self, error: AzureError) -> ClientAuthenticationError:
+        """Translate a transport error into "the endpoint is not there"."""
+        assert self._endpoint is not None
+        url = self._endpoint.url
+        if isinstance(error, ServiceRequestError):
+            message = f"nothing is listening at {url} (connection refused or unreachable)"
+            if self._endpoint.source == "default":
+                message += "; the legacy managed identity extension is not running on this machine"
+        else:
+            message = f"the endpoint at {url} did not answer (the connection broke or timed out)"
+        _LOGGER.info("%s: %s", self._credential_name, message)
+        return unavailable(f"{self._credential_name}: {message}")
+
+    def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
+        """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
+        if len(self._fresh) >= _FAST_TABLE_MAX:
+            self._fresh.clear()
+        self._fresh[scopes] = (entry.refresh_on, entry.access_token, entry.info)
+        return entry
+
+    def _refresh_failed(self, entry: CacheEntry, error: ClientAuthenticationError) -> CacheEntry:
+        """A proactive refresh failed: log it and keep serving the valid token."""
+        self._cache.refresh_failed(entry, self._clock())
+        _LOGGER.warning(
+            "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
+            self._credential_name,
+            entry.expires_on - self._clock(),
+            error.message,
+        )
+        return entry
+
+    def _log_failure(self, resource: str, error: ClientAuthenticationError) -> None:
+        """Log a refusal; "not there" was logged at INFO where it was found (chains expect it)."""
+        if not isinstance(error, CredentialUnavailableError):
+            _LOGGER.warning("No token for %s (%s): %s", resource, self._identity.describe(), error.message)

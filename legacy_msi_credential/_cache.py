@@ -1,0 +1,142 @@
+"""The token cache and its refresh decisions. No I/O and no clock of its own: callers pass ``now``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from ._constants import (
+    EXPIRY_MARGIN,
+    REFRESH_BEFORE_EXPIRY,
+    REFRESH_HALF_LIFE_THRESHOLD,
+    REFRESH_MAX_INTERVAL,
+    REFRESH_MIN_INTERVAL,
+    REFRESH_RETRY_DELAY,
+)
+from ._protocol import TokenResult
+
+
+class SafeAccessToken(AccessToken):
+    """An ``AccessToken`` whose ``repr`` and ``str`` do not show the token."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"AccessToken(token='<redacted>', expires_on={self.expires_on})"
+
+    __str__ = __repr__
+
+
+class SafeAccessTokenInfo(AccessTokenInfo):
+    """An ``AccessTokenInfo`` whose ``repr`` and ``str`` do not show the token."""
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessTokenInfo(token='<redacted>', expires_on={self.expires_on}, "
+            f"token_type={self.token_type!r}, refresh_on={self.refresh_on})"
+        )
+
+    __str__ = __repr__
+
+
+class Action(enum.Enum):
+    """What a caller holding a cache lookup should do."""
+
+    #: The cached token is fresh: return it, no I/O.
+    SERVE = "serve"
+    #: The cached token is valid but due for refresh: one caller refreshes; the others, and
+    #: that caller if the refresh fails, return the cached token.
+    TRY_REFRESH = "try_refresh"
+    #: There is no usable token: wait for one request and raise its failure.
+    FETCH = "fetch"
+
+
+@dataclass
+class CacheEntry:
+    """A cached token with its refresh schedule. Its ``repr`` never shows the token."""
+
+    access_token: SafeAccessToken
+    info: SafeAccessTokenInfo = field(repr=False)
+    refresh_on: float
+    #: Set after a failed proactive refresh: no new attempt before this time.
+    retry_refresh_after: float = 0.0
+
+    @property
+    def expires_on(self) -> int:
+        """Expiry in Unix seconds."""
+        return self.access_token.expires_on
+
+
+def refresh_time(now: float, expires_on: int) -> float:
+    """When a token that arrived at ``now`` should be refreshed.
+
+    Half its life for tokens living 2 h or more, else 5 minutes before expiry; never
+    sooner than 30 s (or half the life of a very short token) and never later than 12 h
+    after it arrived.
+    """
+    lifetime = expires_on - now
+    long_lived = lifetime >= REFRESH_HALF_LIFE_THRESHOLD
+    moment = now + lifetime / 2 if long_lived else expires_on - REFRESH_BEFORE_EXPIRY
+    moment = max(moment, now + min(REFRESH_MIN_INTERVAL, lifetime / 2))
+    return min(moment, now + REFRESH_MAX_INTERVAL)
+
+
+def make_entry(result: TokenResult, now: float) -> CacheEntry:
+    """Wrap a fresh result for the cache."""
+    refresh_on = refresh_time(now, result.expires_on)
+    return CacheEntry(
+        access_token=SafeAccessToken(result.token, result.expires_on),
+        info=SafeAccessTokenInfo(
+            result.token, result.expires_on, token_type=result.token_type, refresh_on=int(refresh_on)
+        ),
+        refresh_on=refresh_on,
+    )
+
+
+class TokenCache:
+    """Tokens per resource, for one credential and so one identity."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, CacheEntry] = {}
+
+    def decide(self, key: str, now: float, *, force: bool = False) -> tuple[Action, Optional[CacheEntry]]:
+        """Look ``key`` up and say what to do.
+
+        Args:
+            key: The resource.
+            now: Unix seconds.
+            force: A new token is required whatever the cache holds (a claims challenge).
+
+        Returns:
+            The action and the entry it concerns (``None`` when there is none usable).
+        """
+        entry = self._entries.get(key)
+        if entry is None or now >= entry.expires_on - EXPIRY_MARGIN:
+            return Action.FETCH, None
+        if force:
+            return Action.FETCH, entry
+        if now < entry.refresh_on:
+            return Action.SERVE, entry
+        if now < entry.retry_refresh_after:
+            return Action.SERVE, entry
+        return Action.TRY_REFRESH, entry
+
+    def store(self, key: str, result: TokenResult, now: float) -> CacheEntry:
+        """Cache a newly issued token and return its entry."""
+        entry = make_entry(result, now)
+        self._entries[key] = entry
+        return entry
+
+    def refresh_failed(self, entry: CacheEntry, now: float) -> None:
+        """Note a failed proactive refresh: keep serving ``entry`` for a while."""
+        entry.retry_refresh_after = now + REFRESH_RETRY_DELAY
+
+    def clear(self) -> None:
+        """Forget every token."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

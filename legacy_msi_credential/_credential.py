@@ -1,0 +1,186 @@
+"""``LegacyMsiCredential``: the synchronous shell that sends requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import Pipeline
+from azure.core.rest import HttpRequest
+
+from ._base import CredentialBase
+from ._cache import Action, CacheEntry
+from ._pipeline import build_pipeline
+from ._protocol import Answer
+
+
+class LegacyMsiCredential(CredentialBase):
+    """Authenticates as a VM's managed identity through the legacy VM extension.
+
+    The extension served tokens at ``http://localhost:50342/oauth2/token`` before Azure
+    moved that job to IMDS. Use this credential on VMs that only have the extension, as
+    ``credential=`` of any Azure SDK client.
+
+    Args:
+        endpoint: The token URL. Default: ``LEGACY_MSI_ENDPOINT``, then ``MSI_ENDPOINT``
+            (when ``MSI_SECRET`` is unset), then the extension's settings file, then
+            ``http://localhost:50342/oauth2/token``.
+        client_id: Client ID of a user-assigned identity.
+        object_id: Object (principal) ID of a user-assigned identity.
+        msi_res_id: ARM resource ID of a user-assigned identity. At most one of the three.
+        use_post: Send a form POST instead of a GET (GET answered 405 switches by itself).
+        wait_for_endpoint: Seconds to keep trying while the connection is refused, for a VM
+            whose extension is still starting. 0 (default) gives up at once, so that a
+            credential chain moves on quickly.
+        allow_insecure_http: Accept a plain ``http`` endpoint that is not loopback.
+        clock: Source of Unix time in seconds for the token cache (default ``time.time``).
+        **kwargs: azure-core pipeline settings: ``transport``, ``connection_timeout``,
+            ``read_timeout``, ``retry_total``, ``logging_enable``, ``user_agent``,
+            ``headers``, ``proxies``, ...
+
+    Raises:
+        ValueError: Conflicting identities, or an endpoint that is not a usable URL.
+    """
+
+    def _setup_io(self) -> None:
+        self._pipeline: Pipeline[Any, Any] = self._new_pipeline()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _new_pipeline(self) -> Pipeline[Any, Any]:
+        return build_pipeline(self._retry_settings, trust_env=self._trust_env, **dict(self._pipeline_kwargs))
+
+    # --- azure-core's TokenCredential and SupportsTokenInfo ----------------------------
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """Get a token for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope, such as ``https://management.azure.com/.default``.
+            claims: Claims from a claims challenge: the cached token was rejected, so a new
+                one is requested.
+            tenant_id: Ignored: a managed identity belongs to one tenant.
+            enable_cae: Ignored: the legacy endpoint has no continuous access evaluation.
+            **kwargs: Ignored.
+
+        Returns:
+            The token, with its expiry in Unix seconds.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
+        row = self._fresh.get(scopes)
+        if row is not None and claims is None and self._clock() < row[0]:
+            return row[1]
+        return self._entry(scopes, claims).access_token
+
+    def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
+        """Get a token and its refresh time for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope.
+            options: ``claims`` forces a new token; ``tenant_id`` and ``enable_cae`` are ignored.
+
+        Returns:
+            The token with ``expires_on``, ``refresh_on`` and ``token_type``.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
+        claims = options.get("claims") if options else None
+        row = self._fresh.get(scopes)
+        if row is not None and claims is None and self._clock() < row[0]:
+            return row[2]
+        return self._entry(scopes, claims).info
+
+    def close(self) -> None:
+        """Close the transport's connections. The credential can still be used afterwards."""
+        self._pipeline.__exit__()
+
+    def __enter__(self) -> LegacyMsiCredential:
+        self._pipeline.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.close()
+
+    # --- the slow path -----------------------------------------------------------------
+
+    def _lock(self, resource: str) -> threading.Lock:
+        lock = self._locks.get(resource)
+        if lock is None:
+            with self._locks_guard:
+                lock = self._locks.setdefault(resource, threading.Lock())
+        return lock
+
+    def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
+        resource = self._resource_for(scopes)
+        if self._forked():
+            self._locks = {}
+            self._locks_guard = threading.Lock()
+            self._pipeline = self._new_pipeline()
+        force = claims is not None
+        action, entry = self._cache.decide(resource, self._clock(), force=force)
+        if action is Action.SERVE and entry is not None:
+            return self._remember(scopes, entry)
+        lock = self._lock(resource)
+        if action is Action.TRY_REFRESH and entry is not None:
+            if not lock.acquire(blocking=False):
+                return entry  # another thread is refreshing; this token is still valid
+            try:
+                return self._remember(scopes, self._fetch(resource))
+            except ClientAuthenticationError as exc:
+                return self._refresh_failed(entry, exc)
+            finally:
+                lock.release()
+        with lock:
+            if not force:
+                action, entry = self._cache.decide(resource, self._clock())
+                if action is not Action.FETCH and entry is not None:
+                    return self._remember(scopes, entry)  # another thread fetched it meanwhile
+            try:
+                return self._remember(scopes, self._fetch(resource))
+            except ClientAuthenticationError as exc:
+                self._log_failure(resource, exc)
+                raise
+
+    def _fetch(self, resource: str) -> CacheEntry:
+        """Drive the shared request flow, doing its I/O."""
+        flow = self._fetch_flow(resource)
+        request = next(flow)
+        while True:
+            try:
+                request = flow.send(self._exchange(request))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def _exchange(self, request: HttpRequest) -> Answer:
+        """Send one request through the pipeline (retries included) and read its answer."""
+        try:
+            response = self._pipeline.run(request, stream=True, **self._request_options)
+            http_response = response.http_response
+            try:
+                collector = self._collector(http_response.status_code, http_response.headers)
+                for chunk in http_response.iter_bytes():
+                    collector.feed(chunk, time.monotonic())
+            finally:
+                http_response.close()
+        except ClientAuthenticationError:
+            raise
+        except AzureError as exc:
+            raise self._transport_failure(exc) from exc
+        return collector.answer()

@@ -1,0 +1,234 @@
+"""Where the legacy endpoint is: argument, environment, settings file or default."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from ._constants import (
+    DEFAULT_ENDPOINT,
+    ENV_ENDPOINT,
+    ENV_MSI_ENDPOINT,
+    ENV_MSI_SECRET,
+    ENV_SETTINGS_FILE,
+    LINUX_SETTINGS_FILE,
+    SETTINGS_FILE_MAX_BYTES,
+    TOKEN_PATH,
+    WINDOWS_SETTINGS_FILE,
+)
+
+#: The sources, in the order they are consulted.
+SOURCE_ARGUMENT = "argument"
+SOURCE_ENV = ENV_ENDPOINT
+SOURCE_CLOUD_SHELL = ENV_MSI_ENDPOINT
+SOURCE_SETTINGS_FILE = "settings file"
+SOURCE_DEFAULT = "default"
+
+
+class SettingsFileError(ValueError):
+    """The extension's settings file exists but cannot be used."""
+
+
+@dataclass(frozen=True)
+class EndpointChoice:
+    """The token endpoint a credential calls, and why.
+
+    Attributes:
+        url: The full token URL, ending in ``/oauth2/token`` unless given otherwise.
+        source: One of ``argument``, ``LEGACY_MSI_ENDPOINT``, ``MSI_ENDPOINT``,
+            ``settings file`` or ``default``.
+        detail: A sentence saying where the URL came from.
+    """
+
+    url: str
+    source: str
+    detail: str
+
+
+def is_loopback_host(host: str) -> bool:
+    """Tell whether ``host`` names this machine over loopback (localhost, 127.0.0.0/8, ::1)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_url(url: str, *, what: str, allow_insecure_http: bool = False) -> str:
+    """Check a token URL and return it unchanged.
+
+    Args:
+        url: The URL to check.
+        what: Where it came from, for the error message.
+        allow_insecure_http: Accept plain ``http`` to a host that is not loopback.
+
+    Returns:
+        ``url``.
+
+    Raises:
+        ValueError: The URL is not an absolute http(s) URL, carries credentials or a
+            fragment, or is plain http to a host other than loopback without the opt-in.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"{what}: the endpoint URL is empty")
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise ValueError(f"{what}: the endpoint URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{what}: {url!r} is not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what}: {url!r} is not an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what}: the endpoint URL must not carry user information")
+    if parts.fragment:
+        raise ValueError(f"{what}: the endpoint URL must not have a fragment")
+    if port == 0:
+        raise ValueError(f"{what}: port 0 is not a port one can connect to")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
+        raise ValueError(
+            f"{what}: refusing plain http to {parts.hostname!r}, which is not a loopback address; "
+            "the legacy extension only listens on localhost. Pass allow_insecure_http=True "
+            "if this really is intended."
+        )
+    return url
+
+
+def token_url_from_base(base: str) -> str:
+    """Append ``/oauth2/token`` to a base URL, tolerating a trailing slash or the full path."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith(TOKEN_PATH):
+        path += TOKEN_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def default_settings_file(environ: Mapping[str, str], platform: str = sys.platform) -> str:
+    """The path of the extension's settings file on this platform, or its override."""
+    override = environ.get(ENV_SETTINGS_FILE)
+    if override:
+        return override
+    if platform.startswith("win"):
+        drive = environ.get("SystemDrive") or environ.get("SYSTEMDRIVE") or "C:"
+        return drive.rstrip("\\/") + "\\" + WINDOWS_SETTINGS_FILE
+    return LINUX_SETTINGS_FILE
+
+
+def read_settings_file(path: str) -> Optional[str]:
+    """Read the base URL the extension wrote, or ``None`` when the file does not exist.
+
+    Args:
+        path: The settings file.
+
+    Returns:
+        The ``url`` value, or ``None`` when there is no file.
+
+    Raises:
+        SettingsFileError: The file exists but is a link, not a regular file, too large,
+            not UTF-8 JSON, or has no string ``url``.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SettingsFileError(f"settings file {path}: cannot be examined ({exc.strerror})") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise SettingsFileError(f"settings file {path}: is a symbolic link; refusing to follow it")
+    if not stat.S_ISREG(info.st_mode):
+        raise SettingsFileError(f"settings file {path}: is not a regular file")
+    if info.st_size > SETTINGS_FILE_MAX_BYTES:
+        raise SettingsFileError(
+            f"settings file {path}: is {info.st_size} bytes, more than the "
+            f"{SETTINGS_FILE_MAX_BYTES} a settings file can be"
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(SETTINGS_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise SettingsFileError(f"settings file {path}: cannot be read ({exc.strerror})") from exc
+    if len(raw) > SETTINGS_FILE_MAX_BYTES:
+        raise SettingsFileError(f"settings file {path}: is larger than {SETTINGS_FILE_MAX_BYTES} bytes")
+    try:
+        document = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SettingsFileError(f"settings file {path}: is not UTF-8 JSON") from exc
+    if not isinstance(document, dict):
+        raise SettingsFileError(f"settings file {path}: is not a JSON object")
+    url = document.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise SettingsFileError(f'settings file {path}: has no "url" string')
+    return url.strip()
+
+
+def resolve_endpoint(
+    endpoint: Optional[str] = None,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    platform: str = sys.platform,
+    allow_insecure_http: bool = False,
+) -> EndpointChoice:
+    """Find the token endpoint.
+
+    The order: the ``endpoint`` argument, ``LEGACY_MSI_ENDPOINT``, ``MSI_ENDPOINT`` when
+    ``MSI_SECRET`` is unset (Azure Cloud Shell), the extension's settings file (path
+    overridable by ``LEGACY_MSI_SETTINGS_FILE``), then ``http://localhost:50342/oauth2/token``.
+
+    Args:
+        endpoint: An explicit token URL.
+        environ: The environment to read; ``os.environ`` by default.
+        platform: ``sys.platform`` by default; decides where the settings file is.
+        allow_insecure_http: Accept plain ``http`` to a host that is not loopback.
+
+    Returns:
+        The chosen endpoint and its source.
+
+    Raises:
+        ValueError: The chosen URL is unusable.
+        SettingsFileError: The settings file exists but cannot be used.
+    """
+    env = os.environ if environ is None else environ
+    if endpoint is not None:
+        url = validate_url(endpoint, what="endpoint argument", allow_insecure_http=allow_insecure_http)
+        return EndpointChoice(url, SOURCE_ARGUMENT, "passed as the endpoint argument")
+    value = env.get(ENV_ENDPOINT)
+    if value:
+        url = validate_url(value, what=ENV_ENDPOINT, allow_insecure_http=allow_insecure_http)
+        return EndpointChoice(url, SOURCE_ENV, f"from the {ENV_ENDPOINT} environment variable")
+    value = env.get(ENV_MSI_ENDPOINT)
+    if value and not env.get(ENV_MSI_SECRET):
+        url = validate_url(value, what=ENV_MSI_ENDPOINT, allow_insecure_http=allow_insecure_http)
+        return EndpointChoice(
+            url,
+            SOURCE_CLOUD_SHELL,
+            f"from the {ENV_MSI_ENDPOINT} environment variable ({ENV_MSI_SECRET} unset: Cloud Shell's protocol)",
+        )
+    path = default_settings_file(env, platform)
+    base = read_settings_file(path)
+    if base is not None:
+        try:
+            url = validate_url(
+                token_url_from_base(base),
+                what=f"settings file {path}",
+                allow_insecure_http=allow_insecure_http,
+            )
+        except ValueError as exc:
+            raise SettingsFileError(str(exc)) from exc
+        return EndpointChoice(url, SOURCE_SETTINGS_FILE, f"from the extension's settings file {path}")
+    return EndpointChoice(
+        DEFAULT_ENDPOINT,
+        SOURCE_DEFAULT,
+        f"the extension's default; no argument, environment variable or settings file ({path})",
+    )

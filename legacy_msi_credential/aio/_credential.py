@@ -1,0 +1,188 @@
+"""``LegacyMsiCredential`` for asyncio: the shell that awaits requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any, Optional
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.pipeline import AsyncPipeline
+from azure.core.pipeline.transport import AsyncHttpTransport
+from azure.core.rest import HttpRequest
+
+from .._base import CredentialBase
+from .._cache import Action, CacheEntry
+from .._protocol import Answer
+from ._pipeline import build_async_pipeline, default_async_transport
+
+
+class LegacyMsiCredential(CredentialBase):
+    """Authenticates as a VM's managed identity through the legacy VM extension, for asyncio.
+
+    Takes the same arguments and behaves the same as
+    :class:`legacy_msi_credential.LegacyMsiCredential`; pass it as ``credential=`` to
+    ``azure.*.aio`` clients. Concurrent tasks share one request per resource. One
+    credential may serve several event loops (one per thread, say): each loop gets its
+    own connections and locks; :meth:`close` closes those of the calling loop.
+
+    Uses aiohttp when it is installed (the ``aio`` extra), otherwise ``requests`` in a
+    worker thread (azure-core's ``AsyncioRequestsTransport``).
+    """
+
+    def _setup_io(self) -> None:
+        self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._pipeline_kwargs.pop("transport", None)
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock]]
+        ] = weakref.WeakKeyDictionary()
+        self._loops_guard = threading.Lock()
+
+    def _for_loop(self) -> tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock]]:
+        """The pipeline and locks of the running event loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            with self._loops_guard:
+                state = self._loops.get(loop)
+                if state is None:
+                    transport = self._given_transport or default_async_transport(
+                        trust_env=self._trust_env, **self._pipeline_kwargs
+                    )
+                    pipeline = build_async_pipeline(self._retry_settings, transport=transport, **self._pipeline_kwargs)
+                    state = (pipeline, {})
+                    self._loops[loop] = state
+        return state
+
+    # --- azure-core's AsyncTokenCredential and AsyncSupportsTokenInfo ------------------
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """Get a token for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope, such as ``https://management.azure.com/.default``.
+            claims: Claims from a claims challenge: a new token is requested.
+            tenant_id: Ignored: a managed identity belongs to one tenant.
+            enable_cae: Ignored: the legacy endpoint has no continuous access evaluation.
+            **kwargs: Ignored.
+
+        Returns:
+            The token, with its expiry in Unix seconds.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
+        row = self._fresh.get(scopes)
+        if row is not None and claims is None and self._clock() < row[0]:
+            return row[1]
+        return (await self._entry(scopes, claims)).access_token
+
+    async def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
+        """Get a token and its refresh time for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope.
+            options: ``claims`` forces a new token; ``tenant_id`` and ``enable_cae`` are ignored.
+
+        Returns:
+            The token with ``expires_on``, ``refresh_on`` and ``token_type``.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
+        claims = options.get("claims") if options else None
+        row = self._fresh.get(scopes)
+        if row is not None and claims is None and self._clock() < row[0]:
+            return row[2]
+        return (await self._entry(scopes, claims)).info
+
+    async def close(self) -> None:
+        """Close the calling event loop's connections. The credential can still be used afterwards."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state[0].__aexit__()
+
+    async def __aenter__(self) -> LegacyMsiCredential:
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self.close()
+
+    # --- the slow path -----------------------------------------------------------------
+
+    def _lock(self, resource: str) -> asyncio.Lock:
+        locks = self._for_loop()[1]
+        lock = locks.get(resource)
+        if lock is None:
+            lock = locks.setdefault(resource, asyncio.Lock())
+        return lock
+
+    async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
+        resource = self._resource_for(scopes)
+        if self._forked():
+            self._loops = weakref.WeakKeyDictionary()
+            self._loops_guard = threading.Lock()
+        force = claims is not None
+        action, entry = self._cache.decide(resource, self._clock(), force=force)
+        if action is Action.SERVE and entry is not None:
+            return self._remember(scopes, entry)
+        lock = self._lock(resource)
+        if action is Action.TRY_REFRESH and entry is not None:
+            if lock.locked():
+                return entry  # another task is refreshing; this token is still valid
+            async with lock:
+                try:
+                    return self._remember(scopes, await self._fetch(resource))
+                except ClientAuthenticationError as exc:
+                    return self._refresh_failed(entry, exc)
+        async with lock:
+            if not force:
+                action, entry = self._cache.decide(resource, self._clock())
+                if action is not Action.FETCH and entry is not None:
+                    return self._remember(scopes, entry)  # another task fetched it meanwhile
+            try:
+                return self._remember(scopes, await self._fetch(resource))
+            except ClientAuthenticationError as exc:
+                self._log_failure(resource, exc)
+                raise
+
+    async def _fetch(self, resource: str) -> CacheEntry:
+        """Drive the shared request flow, awaiting its I/O."""
+        flow = self._fetch_flow(resource)
+        request = next(flow)
+        while True:
+            try:
+                request = flow.send(await self._exchange(request))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def _exchange(self, request: HttpRequest) -> Answer:
+        """Send one request through the pipeline (retries included) and read its answer."""
+        pipeline = self._for_loop()[0]
+        try:
+            response = await pipeline.run(request, stream=True, **self._request_options)
+            http_response = response.http_response
+            try:
+                collector = self._collector(http_response.status_code, http_response.headers)
+                async for chunk in http_response.iter_bytes():
+                    collector.feed(chunk, time.monotonic())
+            finally:
+                await http_response.close()
+        except ClientAuthenticationError:
+            raise
+        except AzureError as exc:
+            raise self._transport_failure(exc) from exc
+        return collector.answer()

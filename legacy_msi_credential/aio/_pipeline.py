@@ -1,0 +1,66 @@
+"""The asynchronous pipeline: the same policies, an awaiting retry policy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.transport import AsyncHttpTransport
+
+from .._pipeline import RetryHelper, pipeline_policies
+from .._retry import RetrySettings
+
+
+class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
+    """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited sleeps."""
+
+    def __init__(self, settings: RetrySettings) -> None:
+        super().__init__()
+        self._helper = RetryHelper(settings)
+
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        controller = self._helper.controller(request)
+        transport: Any = request.context.transport
+        while True:
+            controller.started()
+            started = time.monotonic()
+            response: Optional[PipelineResponse[Any, Any]] = None
+            error: Optional[Exception] = None
+            try:
+                response = await self.next.send(request)
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                error = exc
+            delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
+            if delay is None:
+                if error is not None:
+                    raise error
+                assert response is not None
+                return response
+            if response is not None:
+                await response.http_response.close()
+            await transport.sleep(delay)
+
+
+def default_async_transport(*, trust_env: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
+    """aiohttp's transport when aiohttp is installed (the ``aio`` extra), else requests in a thread."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+        fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(use_env_settings=trust_env, **kwargs)
+        return fallback
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    transport: AsyncHttpTransport[Any, Any] = AioHttpTransport(use_env_settings=trust_env, **kwargs)
+    return transport
+
+
+def build_async_pipeline(
+    settings: RetrySettings, *, transport: AsyncHttpTransport[Any, Any], **kwargs: Any
+) -> AsyncPipeline[Any, Any]:
+    """The asynchronous pipeline over ``transport``."""
+    return AsyncPipeline(transport, policies=pipeline_policies(AsyncRetryPolicy(settings), **kwargs))

@@ -1,0 +1,493 @@
+"""``legacy-msi``: get a token, diagnose a machine, or run the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional, TextIO
+from urllib.parse import urlencode, urlsplit
+
+from azure.core.exceptions import ClientAuthenticationError
+
+from ._constants import ENV_ENDPOINT, ENV_IMDS_URL, ENV_MSI_ENDPOINT, ENV_MSI_SECRET, IMDS_DEFAULT_URL, IMDS_TOKEN_PATH
+from ._endpoint import (
+    EndpointChoice,
+    SettingsFileError,
+    default_settings_file,
+    is_loopback_host,
+    read_settings_file,
+    resolve_endpoint,
+)
+from ._errors import CredentialUnavailableError, TokenRequestError
+from ._version import VERSION
+
+DEFAULT_RESOURCE = "https://management.azure.com/"
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+_SHOWN_CLAIMS = ("aud", "iss", "tid", "oid", "appid", "xms_mirid", "idtyp", "iat", "nbf", "exp")
+#: How long doctor waits for IMDS before concluding it is absent.
+_IMDS_PROBE_TIMEOUT = 1.0  # s
+#: How long doctor waits for the legacy endpoint's raw probes.
+_PROBE_TIMEOUT = 3.0  # s
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The JWT's claims, decoded but **not verified**; ``{}`` for a token that is not a JWT."""
+    parts = token.split(".")
+    if len(parts) < 2:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _when(epoch: int, now: float) -> str:
+    moment = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    left = int(epoch - now)
+    if left >= 0:
+        return f"{moment} (in {left // 60} min {left % 60} s)"
+    return f"{moment} ({-left} s ago)"
+
+
+def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = {name: getattr(args, name) for name in ("client_id", "object_id", "msi_res_id")}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
+def _add_identity_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--client-id", help="client ID of a user-assigned identity")
+    group.add_argument("--object-id", help="object (principal) ID of a user-assigned identity")
+    group.add_argument("--msi-res-id", help="ARM resource ID of a user-assigned identity")
+
+
+# --- token -----------------------------------------------------------------------------
+
+
+def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
+    from ._credential import LegacyMsiCredential
+
+    with LegacyMsiCredential(
+        endpoint=args.endpoint, wait_for_endpoint=args.wait_for_endpoint, **_identity_kwargs(args)
+    ) as credential:
+        info = credential.get_token_info(args.resource)
+        choice = credential.endpoint
+    assert choice is not None
+    now = time.time()
+    claims = decode_claims(info.token)
+    if args.output == "raw":
+        out.write(info.token + "\n")
+        return 0
+    resource = args.resource[: -len("/.default")] if args.resource.endswith("/.default") else args.resource
+    if args.output == "json":
+        document = {
+            "accessToken": info.token,
+            "tokenType": info.token_type,
+            "expiresOn": datetime.fromtimestamp(info.expires_on, timezone.utc).isoformat(),
+            "expires_on": info.expires_on,
+            "refresh_on": info.refresh_on,
+            "resource": resource,
+            "tenant": claims.get("tid"),
+            "endpoint": choice.url,
+            "endpointSource": choice.source,
+            "identity": credential.identity.describe(),
+            "claims": claims,
+        }
+        json.dump(document, out, indent=2)
+        out.write("\n")
+        return 0
+    rows = [
+        ("Resource", resource),
+        ("Token type", info.token_type),
+        ("Expires", _when(info.expires_on, now)),
+        ("Refresh at", _when(info.refresh_on, now) if info.refresh_on else "-"),
+        ("Endpoint", f"{choice.url} ({choice.detail})"),
+        ("Identity", credential.identity.describe()),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        out.write(f"{name + ':':<{width + 2}}{value}\n")
+    if claims:
+        out.write("Claims (decoded, not verified):\n")
+        for name in _SHOWN_CLAIMS:
+            if name in claims:
+                value = claims[name]
+                if name in ("iat", "nbf", "exp") and isinstance(value, int):
+                    value = f"{value} ({_when(value, now)})"
+                out.write(f"  {name:<10}{value}\n")
+    out.write("The token itself is shown only with --output raw or --output json.\n")
+    return 0
+
+
+# --- doctor ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Report:
+    out: TextIO
+    problems: int = 0
+
+    def line(self, status: str, text: str) -> None:
+        self.out.write(f"[{status:^4}] {text}\n")
+        if status == "FAIL":
+            self.problems += 1
+
+
+def _probe(url: str, *, headers: dict[str, str], timeout: float) -> tuple[Optional[int], str, bytes, str]:
+    """One raw GET, no proxies, no retries: (status, content type, first bytes, error)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        with session.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True) as response:
+            body = response.raw.read(4096, decode_content=True)
+            return response.status_code, response.headers.get("Content-Type", ""), body, ""
+    except requests.RequestException as exc:
+        return None, "", b"", type(exc).__name__
+    finally:
+        session.close()
+
+
+def _json_field(body: bytes, name: str) -> Optional[str]:
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    from ._credential import LegacyMsiCredential
+    from ._protocol import describe_body
+
+    report = _Report(out)
+    env = os.environ
+    out.write(f"legacy-msi doctor {VERSION}\n\nWhere the endpoint comes from, in order:\n")
+    report.line("info", f"--endpoint: {args.endpoint or 'not given'}")
+    report.line("info", f"{ENV_ENDPOINT}: {env.get(ENV_ENDPOINT) or 'not set'}")
+    cloud_shell = env.get(ENV_MSI_ENDPOINT)
+    secret_note = " (ignored: MSI_SECRET is set, so it is App Service's protocol)" if env.get(ENV_MSI_SECRET) else ""
+    report.line("info", f"{ENV_MSI_ENDPOINT}: {cloud_shell or 'not set'}{secret_note if cloud_shell else ''}")
+    settings_path = default_settings_file(env)
+    try:
+        base = read_settings_file(settings_path)
+        report.line("info", f"settings file {settings_path}: " + (f"url {base!r}" if base else "absent"))
+    except SettingsFileError as exc:
+        report.line("FAIL", f"{exc}")
+        out.write(f"\nVerdict: the extension's settings file is unusable. Fix: repair or remove {settings_path}.\n")
+        return 1
+    try:
+        choice: EndpointChoice = resolve_endpoint(args.endpoint)
+    except ValueError as exc:
+        report.line("FAIL", str(exc))
+        out.write("\nVerdict: the configured endpoint is unusable. Fix: correct the URL named above.\n")
+        return 1
+    report.line(" ok ", f"chosen: {choice.url}, {choice.detail}")
+
+    out.write("\nProxies:\n")
+    proxies = [name for name in _PROXY_VARIABLES if env.get(name)]
+    host = urlsplit(choice.url).hostname or ""
+    if proxies and is_loopback_host(host):
+        report.line(
+            "warn",
+            f"{', '.join(proxies)} set: this credential ignores them for a loopback endpoint, but other "
+            "tools may send loopback traffic through the proxy unless NO_PROXY lists localhost,127.0.0.1",
+        )
+    elif proxies:
+        report.line("warn", f"{', '.join(proxies)} set and the endpoint is not loopback: requests go through them")
+    else:
+        report.line(" ok ", "no proxy variables set")
+
+    out.write("\nThe endpoint:\n")
+    listening = _listening(choice.url, timeout=args.timeout)
+    verdict = ""
+    if not listening:
+        report.line("FAIL", f"nothing listens at {choice.url}")
+        verdict = (
+            "the legacy extension is not running here. Fix: enable the ManagedIdentityExtension on the VM "
+            "(or wait for it: wait_for_endpoint=SECONDS on a booting VM)"
+        )
+    else:
+        report.line(" ok ", f"something listens at {choice.url}")
+        bare_status, bare_type, bare_body, bare_error = _probe(
+            choice.url + ("&" if "?" in choice.url else "?") + urlencode({"resource": args.resource}),
+            headers={},
+            timeout=args.timeout,
+        )
+        if bare_status == 400 and _json_field(bare_body, "error") == "bad_request_102":
+            report.line(
+                " ok ", "it answers like the extension (a request without 'Metadata: true' gets 400 bad_request_102)"
+            )
+        elif bare_status is None:
+            report.line("warn", f"a request without 'Metadata: true' got no answer ({bare_error})")
+        else:
+            report.line(
+                "warn",
+                f"a request without 'Metadata: true' got HTTP {bare_status} with "
+                f"{describe_body(bare_type, bare_body)}; the extension answers 400 bad_request_102",
+            )
+
+    out.write("\nA token:\n")
+    got_token = False
+    if listening:
+        try:
+            with LegacyMsiCredential(endpoint=args.endpoint, **_identity_kwargs(args)) as credential:
+                info = credential.get_token_info(args.resource)
+            got_token = True
+            claims = decode_claims(info.token)
+            report.line(
+                " ok ",
+                f"token for {args.resource} ({credential.identity.describe()}), "
+                f"expires {_when(info.expires_on, time.time())}"
+                + (f", tenant {claims['tid']}" if "tid" in claims else ""),
+            )
+        except CredentialUnavailableError as exc:
+            report.line("FAIL", exc.message)
+            verdict = (
+                "something else is listening on the extension's port. Fix: find the program "
+                f"(`ss -ltnp | grep {urlsplit(choice.url).port or 80}`) and stop it, or point the credential "
+                "at the real endpoint"
+            )
+        except TokenRequestError as exc:
+            report.line("FAIL", exc.message)
+            verdict = "the extension refused. Fix: " + _fix_for(exc)
+    else:
+        report.line("skip", "not tried: nothing listens")
+
+    out.write("\nIMDS:\n")
+    if args.skip_imds:
+        report.line("skip", "not probed (--skip-imds)")
+    else:
+        imds = (args.imds_url or env.get(ENV_IMDS_URL) or IMDS_DEFAULT_URL).rstrip("/")
+        status, _, _, error = _probe(
+            f"{imds}{IMDS_TOKEN_PATH}?" + urlencode({"api-version": "2018-02-01", "resource": args.resource}),
+            headers={"Metadata": "true"},
+            timeout=_IMDS_PROBE_TIMEOUT,
+        )
+        if status is None:
+            report.line("info", f"IMDS at {imds} does not answer ({error}): this VM depends on the legacy extension")
+        else:
+            report.line(
+                "info",
+                f"IMDS at {imds} answers (HTTP {status}): azure-identity's ManagedIdentityCredential works "
+                "here too; see the README's recommended chain",
+            )
+
+    out.write("\nVerdict: ")
+    if got_token:
+        out.write("healthy: LegacyMsiCredential gets tokens on this machine.\n")
+        return 0
+    out.write(verdict + ".\n")
+    return 1
+
+
+def _fix_for(error: TokenRequestError) -> str:
+    fixes = {
+        "unauthorized_client": "assign the managed identity to this VM, or pass the right --client-id/--object-id",
+        "invalid_resource": "ask for a resource Azure AD knows, e.g. https://management.azure.com/",
+        "bad_request_102": "remove the proxy or gateway that strips the 'Metadata: true' header",
+        "unknown_source": "the endpoint URL must end in /oauth2/token",
+    }
+    return fixes.get(error.error_code or "", "see the message above; the extension's log on the VM has details")
+
+
+def _listening(url: str, *, timeout: float) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- emulate ---------------------------------------------------------------------------
+
+
+def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
+    from .emulator import Emulator, UserAssignedIdentity, parse_fault_spec
+
+    faults = [fault for spec in args.fault for fault in parse_fault_spec(spec)]
+    emulator = Emulator(
+        args.host,
+        args.port,
+        lifetime=args.lifetime,
+        tenant_id=args.tenant_id,
+        user_assigned=[UserAssignedIdentity(client_id=c) for c in args.user_assigned] or None,
+        accept_get=not args.post_only,
+        sign=False if args.unsigned else None,
+        allow_remote=args.allow_remote,
+    )
+    emulator.add_faults(*faults)
+    written: Optional[str] = None
+    emulator.start()
+    try:
+        if args.write_settings:
+            written = emulator.write_settings(args.write_settings)
+        out.write(f"Emulator listening on {emulator.endpoint}\n")
+        if written:
+            out.write(f"Settings file written: {written}\n")
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if command:
+            env = dict(os.environ, **{ENV_ENDPOINT: emulator.endpoint})
+            out.flush()
+            return subprocess.call(command, env=env)  # noqa: S603 - the user's own command
+        out.write(f"export {ENV_ENDPOINT}={emulator.endpoint}\nPress Ctrl+C to stop.\n")
+        out.flush()
+        _stop_on_signals(emulator)
+        emulator.wait()
+        return 0
+    finally:
+        emulator.stop()
+        if written:
+            with contextlib.suppress(OSError):
+                os.remove(written)
+
+
+def _stop_on_signals(emulator: Any) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        emulator._stopping.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- the parser ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``legacy-msi`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="legacy-msi",
+        description="Tokens from the legacy Azure managed identity VM extension (localhost:50342), "
+        "diagnostics, and a local emulator of it.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+
+    token = commands.add_parser(
+        "token",
+        help="get an access token, like `az account get-access-token`",
+        description="Get an access token from the legacy endpoint and show its expiry and decoded "
+        "(never verified) claims. The token itself is printed only with --output raw or json.",
+    )
+    token.add_argument(
+        "resource",
+        nargs="?",
+        default=DEFAULT_RESOURCE,
+        metavar="SCOPE_OR_RESOURCE",
+        help=f"a scope (https://vault.azure.net/.default) or a resource (default: {DEFAULT_RESOURCE})",
+    )
+    _add_identity_options(token)
+    token.add_argument("--endpoint", help="token URL (default: environment, settings file, then localhost:50342)")
+    token.add_argument(
+        "--output", "-o", choices=("table", "json", "raw"), default="table", help="output form (default: table)"
+    )
+    token.add_argument(
+        "--wait-for-endpoint",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep trying this long while nothing listens (a booting VM)",
+    )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="diagnose this machine",
+        description="Say which endpoint would be used and why, whether something listens there and "
+        "answers like the extension, whether a token can be had, whether IMDS answers too, which "
+        "proxy variables could interfere, and what to fix. Exit status 0 when a token can be had.",
+    )
+    doctor.add_argument(
+        "resource", nargs="?", default=DEFAULT_RESOURCE, metavar="SCOPE_OR_RESOURCE", help="what to ask a token for"
+    )
+    _add_identity_options(doctor)
+    doctor.add_argument("--endpoint", help="token URL to check instead of the resolved one")
+    doctor.add_argument("--skip-imds", action="store_true", help="do not probe IMDS")
+    doctor.add_argument(
+        "--imds-url",
+        help=f"IMDS address to probe (default: ${ENV_IMDS_URL}, else {IMDS_DEFAULT_URL})",
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=_PROBE_TIMEOUT, metavar="SECONDS", help="timeout of each raw probe"
+    )
+
+    emulate = commands.add_parser(
+        "emulate",
+        help="run a local emulator of the legacy endpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the legacy endpoint's protocol locally, minting JWTs that look like Azure AD's "
+        "(they are not: no Azure service accepts them). With COMMAND, run it with "
+        f"{ENV_ENDPOINT} pointing at the emulator and exit with its status; otherwise serve until "
+        "Ctrl+C or SIGTERM.",
+        epilog="""fault SPEC (used one per token request, in order; comma-separated; xN repeats):
+  503  429@5  400/invalid_resource    an error answer, optionally with Retry-After
+  drop | reset                        close the connection / reset it mid-body
+  hang[=S] | delay=S                  never answer (or for S seconds) / answer after S
+  not-json | truncated | expired      an HTML page / half a JSON body / an expired token
+  huge=BYTES | flood=BYTES            an oversized body, announced / not announced
+  trickle=S                           a good answer, one byte every S seconds
+  lifetime=S                          a new token living S seconds
+example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
+    )
+    emulate.add_argument("--port", type=int, default=50342, help="port to bind; 0 for a free one (default: 50342)")
+    emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    emulate.add_argument("--allow-remote", action="store_true", help="allow binding an address that is not loopback")
+    emulate.add_argument("--lifetime", type=int, default=3599, metavar="SECONDS", help="token lifetime (default: 3599)")
+    emulate.add_argument("--tenant-id", help="tenant ID put in tokens (default: a fixed made-up one)")
+    emulate.add_argument(
+        "--user-assigned",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID",
+        help="a user-assigned identity the VM has (repeatable); without any, every identity is accepted",
+    )
+    emulate.add_argument("--fault", action="append", default=[], metavar="SPEC", help="scripted answers, see below")
+    emulate.add_argument(
+        "--write-settings", metavar="PATH", help="write a ManagedIdentity-Settings file (removed on exit)"
+    )
+    emulate.add_argument("--post-only", action="store_true", help="answer GET with 405, as POST-only deployments did")
+    emulate.add_argument("--unsigned", action="store_true", help="mint unsigned tokens (alg none)")
+    emulate.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run, then stop")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``legacy-msi``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = sys.stdout
+    if args.debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"token": _cmd_token, "doctor": _cmd_doctor, "emulate": _cmd_emulate}
+    try:
+        return handlers[args.command_name](args, out)
+    except (ValueError, ClientAuthenticationError, OSError) as exc:
+        if args.debug:
+            raise
+        message = exc.message if isinstance(exc, ClientAuthenticationError) else str(exc)
+        sys.stderr.write(f"legacy-msi: error: {message}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
