@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
@@ -13,10 +13,10 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, Service
 from azure.core.rest import HttpRequest
 
 from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
-from ._constants import CONNECTION_TIMEOUT, MAX_RESPONSE_BYTES, READ_TIMEOUT, RESPONSE_DEADLINE
+from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
 from ._errors import CredentialUnavailableError, unavailable
-from ._protocol import Answer, BodyCollector, Identity, build_request, parse_response, wants_post
+from ._protocol import Answer, Identity, build_request, parse_response, wants_post
 from ._retry import RetrySettings
 from ._scopes import scopes_to_resource
 
@@ -135,19 +135,6 @@ class CredentialBase:
     def _request(self, resource: str, method: str) -> HttpRequest:
         assert self._endpoint is not None
         return build_request(self._endpoint.url, resource, self._identity, method=method)
-
-    def _collector(self, status: int, headers: Mapping[str, str]) -> BodyCollector:
-        """A collector for the body of an answer, which refuses an announced oversized body at once."""
-        assert self._endpoint is not None
-        collector = BodyCollector(
-            self._endpoint.url,
-            status=status,
-            content_type=headers.get("Content-Type", ""),
-            deadline=time.monotonic() + self._response_deadline,
-            limit=MAX_RESPONSE_BYTES,
-        )
-        collector.check_length(headers.get("Content-Length"))
-        return collector
 
     def _fetch_flow(self, resource: str) -> Generator[HttpRequest, Answer, CacheEntry]:
         """The steps of one token request, without I/O: yields requests, receives answers.

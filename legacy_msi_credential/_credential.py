@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
@@ -13,7 +12,8 @@ from azure.core.rest import HttpRequest
 
 from ._base import CredentialBase
 from ._cache import Action, CacheEntry
-from ._pipeline import build_pipeline
+from ._constants import MAX_RESPONSE_BYTES
+from ._pipeline import ANSWER_KEY, build_pipeline
 from ._protocol import Answer
 
 
@@ -46,12 +46,20 @@ class LegacyMsiCredential(CredentialBase):
     """
 
     def _setup_io(self) -> None:
+        self._own_transport = self._pipeline_kwargs.get("transport") is None
         self._pipeline: Pipeline[Any, Any] = self._new_pipeline()
+        self._closed = False
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
     def _new_pipeline(self) -> Pipeline[Any, Any]:
-        return build_pipeline(self._retry_settings, trust_env=self._trust_env, **dict(self._pipeline_kwargs))
+        return build_pipeline(
+            self._retry_settings,
+            trust_env=self._trust_env,
+            body_limit=MAX_RESPONSE_BYTES,
+            body_deadline=self._response_deadline,
+            **dict(self._pipeline_kwargs),
+        )
 
     # --- azure-core's TokenCredential and SupportsTokenInfo ----------------------------
 
@@ -108,8 +116,13 @@ class LegacyMsiCredential(CredentialBase):
         return self._entry(scopes, claims).info
 
     def close(self) -> None:
-        """Close the transport's connections. The credential can still be used afterwards."""
+        """Close the transport's connections.
+
+        The credential stays usable: the next request opens new connections, unless the
+        transport was passed in (azure-core transports cannot be reopened).
+        """
         self._pipeline.__exit__()
+        self._closed = True
 
     def __enter__(self) -> LegacyMsiCredential:
         self._pipeline.__enter__()
@@ -133,6 +146,9 @@ class LegacyMsiCredential(CredentialBase):
             self._locks = {}
             self._locks_guard = threading.Lock()
             self._pipeline = self._new_pipeline()
+        elif self._closed and self._own_transport:
+            self._pipeline = self._new_pipeline()
+            self._closed = False
         force = claims is not None
         action, entry = self._cache.decide(resource, self._clock(), force=force)
         if action is Action.SERVE and entry is not None:
@@ -169,18 +185,12 @@ class LegacyMsiCredential(CredentialBase):
                 return done.value  # type: ignore[no-any-return]
 
     def _exchange(self, request: HttpRequest) -> Answer:
-        """Send one request through the pipeline (retries included) and read its answer."""
+        """Send one request through the pipeline (retries and reading the answer included)."""
         try:
             response = self._pipeline.run(request, stream=True, **self._request_options)
-            http_response = response.http_response
-            try:
-                collector = self._collector(http_response.status_code, http_response.headers)
-                for chunk in http_response.iter_bytes():
-                    collector.feed(chunk, time.monotonic())
-            finally:
-                http_response.close()
         except ClientAuthenticationError:
             raise
         except AzureError as exc:
             raise self._transport_failure(exc) from exc
-        return collector.answer()
+        answer: Answer = response.context[ANSWER_KEY]
+        return answer

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
 from azure.core.pipeline import Pipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import (
     CustomHookPolicy,
@@ -19,7 +19,7 @@ from azure.core.pipeline.policies import (
     UserAgentPolicy,
 )
 
-from ._protocol import IDENTITY_PARAMETERS
+from ._protocol import IDENTITY_PARAMETERS, Answer, BodyCollector
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
 from ._version import VERSION
 
@@ -52,15 +52,33 @@ def http_logging_policy(**kwargs: Any) -> HttpLoggingPolicy:
     return policy
 
 
-class RetryHelper:
-    """What the sync and async retry policies share: reading an outcome into a decision."""
+#: Where the retry policy leaves the answer it read, in the response's context.
+ANSWER_KEY = "legacy_msi_credential.answer"
 
-    def __init__(self, settings: RetrySettings) -> None:
+
+class RetryHelper:
+    """What the sync and async retry policies share: the limits, and outcomes read into decisions."""
+
+    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float) -> None:
         self.settings = settings
+        self._limit = body_limit
+        self._deadline = body_deadline
 
     def controller(self, request: PipelineRequest[Any]) -> RetryController:
-        url = request.http_request.url.split("?", 1)[0]
-        return RetryController(self.settings, url=url)
+        return RetryController(self.settings, url=_url(request))
+
+    def collector(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> BodyCollector:
+        """A collector for the body, which refuses an announced oversized body at once."""
+        http_response = response.http_response
+        collector = BodyCollector(
+            _url(request),
+            status=http_response.status_code,
+            content_type=http_response.headers.get("Content-Type", ""),
+            deadline=time.monotonic() + self._deadline,
+            limit=self._limit,
+        )
+        collector.check_length(http_response.headers.get("Content-Length"))
+        return collector
 
     @staticmethod
     def outcome(
@@ -81,16 +99,22 @@ class RetryHelper:
         return controller.next_delay(failure=failure, elapsed=elapsed)
 
 
-class RetryPolicy(HTTPPolicy[Any, Any]):
-    """Retries with the decisions of :class:`RetryController`; sleeps through the transport.
+def _url(request: PipelineRequest[Any]) -> str:
+    return str(request.http_request.url).split("?", 1)[0]
 
-    Sleeping through ``transport.sleep`` (as azure-core's own retry policy does) lets a
-    caller supply a transport whose clock is simulated.
+
+class RetryPolicy(HTTPPolicy[Any, Any]):
+    """Sends, reads the whole (bounded) answer, and retries by :class:`RetryController`'s decisions.
+
+    The body is read here, not by the caller, so that a connection broken halfway through
+    an answer is retried like any other broken connection. The answer is left in the
+    response's context under :data:`ANSWER_KEY`. Sleeps go through ``transport.sleep``
+    (as azure-core's own retry policy does), so a transport may simulate time.
     """
 
-    def __init__(self, settings: RetrySettings) -> None:
+    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float) -> None:
         super().__init__()
-        self._helper = RetryHelper(settings)
+        self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
@@ -102,17 +126,28 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
             error: Optional[Exception] = None
             try:
                 response = self.next.send(request)
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                error = exc
+                response.context[ANSWER_KEY] = self._read(request, response)
+            except ClientAuthenticationError:
+                raise
+            except AzureError as exc:
+                response, error = None, exc
             delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
             if delay is None:
                 if error is not None:
                     raise error
                 assert response is not None
                 return response
-            if response is not None:
-                response.http_response.close()
             transport.sleep(delay)
+
+    def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
+        collector = self._helper.collector(request, response)
+        http_response = response.http_response
+        try:
+            for chunk in http_response.iter_bytes():
+                collector.feed(chunk, time.monotonic())
+        finally:
+            http_response.close()
+        return collector.answer()
 
 
 def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:
@@ -129,11 +164,15 @@ def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:
     ]
 
 
-def build_pipeline(settings: RetrySettings, *, trust_env: bool, **kwargs: Any) -> Pipeline[Any, Any]:
+def build_pipeline(
+    settings: RetrySettings, *, trust_env: bool, body_limit: int, body_deadline: float, **kwargs: Any
+) -> Pipeline[Any, Any]:
     """The synchronous pipeline: azure-core policies over ``RequestsTransport`` unless given one.
 
     Args:
         settings: Retry bounds.
+        body_limit: Most bytes of an answer read.
+        body_deadline: Seconds an answer's body may take to arrive.
         trust_env: Whether the transport may take proxies and the like from the
             environment (never for a loopback endpoint).
         **kwargs: azure-core pipeline settings (``transport``, ``logging_enable``, ...).
@@ -143,4 +182,5 @@ def build_pipeline(settings: RetrySettings, *, trust_env: bool, **kwargs: Any) -
         from azure.core.pipeline.transport import RequestsTransport
 
         transport = RequestsTransport(use_env_settings=trust_env, **kwargs)
-    return Pipeline(transport, policies=pipeline_policies(RetryPolicy(settings), **kwargs))
+    retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline)
+    return Pipeline(transport, policies=pipeline_policies(retry, **kwargs))

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import weakref
 from typing import Any, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline
-from azure.core.pipeline.transport import AsyncHttpTransport
+from azure.core.pipeline.transport import AsyncHttpTransport, AsyncioRequestsTransport
 from azure.core.rest import HttpRequest
 
 from .._base import CredentialBase
 from .._cache import Action, CacheEntry
+from .._constants import MAX_RESPONSE_BYTES
+from .._pipeline import ANSWER_KEY
 from .._protocol import Answer
 from ._pipeline import build_async_pipeline, default_async_transport
+
+#: Per event loop: its pipeline, its locks per resource, the transport's request options.
+_LoopState = tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock], dict[str, Any]]
 
 
 class LegacyMsiCredential(CredentialBase):
@@ -35,12 +39,18 @@ class LegacyMsiCredential(CredentialBase):
 
     def _setup_io(self) -> None:
         self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._pipeline_kwargs.pop("transport", None)
-        self._loops: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock]]
-        ] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._loops_guard = threading.Lock()
 
-    def _for_loop(self) -> tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock]]:
+    def _transport_options(self, transport: AsyncHttpTransport[Any, Any]) -> dict[str, Any]:
+        """Timeouts in the form the transport reads them."""
+        if isinstance(transport, AsyncioRequestsTransport):
+            # It hands ``connection_timeout`` to requests as is and knows no ``read_timeout``.
+            options = self._request_options
+            return {"connection_timeout": (options["connection_timeout"], options["read_timeout"])}
+        return dict(self._request_options)
+
+    def _for_loop(self) -> _LoopState:
         """The pipeline and locks of the running event loop, made on first use."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
@@ -51,8 +61,14 @@ class LegacyMsiCredential(CredentialBase):
                     transport = self._given_transport or default_async_transport(
                         trust_env=self._trust_env, **self._pipeline_kwargs
                     )
-                    pipeline = build_async_pipeline(self._retry_settings, transport=transport, **self._pipeline_kwargs)
-                    state = (pipeline, {})
+                    pipeline = build_async_pipeline(
+                        self._retry_settings,
+                        transport=transport,
+                        body_limit=MAX_RESPONSE_BYTES,
+                        body_deadline=self._response_deadline,
+                        **self._pipeline_kwargs,
+                    )
+                    state = (pipeline, {}, self._transport_options(transport))
                     self._loops[loop] = state
         return state
 
@@ -110,7 +126,11 @@ class LegacyMsiCredential(CredentialBase):
         return (await self._entry(scopes, claims)).info
 
     async def close(self) -> None:
-        """Close the calling event loop's connections. The credential can still be used afterwards."""
+        """Close the calling event loop's connections.
+
+        The credential stays usable: the next request opens new connections, unless the
+        transport was passed in (azure-core transports cannot be reopened).
+        """
         state = self._loops.pop(asyncio.get_running_loop(), None)
         if state is not None:
             await state[0].__aexit__()
@@ -170,19 +190,13 @@ class LegacyMsiCredential(CredentialBase):
                 return done.value  # type: ignore[no-any-return]
 
     async def _exchange(self, request: HttpRequest) -> Answer:
-        """Send one request through the pipeline (retries included) and read its answer."""
-        pipeline = self._for_loop()[0]
+        """Send one request through the pipeline (retries and reading the answer included)."""
+        pipeline, _, options = self._for_loop()
         try:
-            response = await pipeline.run(request, stream=True, **self._request_options)
-            http_response = response.http_response
-            try:
-                collector = self._collector(http_response.status_code, http_response.headers)
-                async for chunk in http_response.iter_bytes():
-                    collector.feed(chunk, time.monotonic())
-            finally:
-                await http_response.close()
+            response = await pipeline.run(request, stream=True, **options)
         except ClientAuthenticationError:
             raise
         except AzureError as exc:
             raise self._transport_failure(exc) from exc
-        return collector.answer()
+        answer: Answer = response.context[ANSWER_KEY]
+        return answer

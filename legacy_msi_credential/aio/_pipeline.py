@@ -5,21 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from .._pipeline import RetryHelper, pipeline_policies
+from .._pipeline import ANSWER_KEY, RetryHelper, pipeline_policies
+from .._protocol import Answer
 from .._retry import RetrySettings
 
 
 class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
-    """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited sleeps."""
+    """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited I/O."""
 
-    def __init__(self, settings: RetrySettings) -> None:
+    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float) -> None:
         super().__init__()
-        self._helper = RetryHelper(settings)
+        self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
@@ -31,17 +32,28 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
             error: Optional[Exception] = None
             try:
                 response = await self.next.send(request)
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                error = exc
+                response.context[ANSWER_KEY] = await self._read(request, response)
+            except ClientAuthenticationError:
+                raise
+            except AzureError as exc:
+                response, error = None, exc
             delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
             if delay is None:
                 if error is not None:
                     raise error
                 assert response is not None
                 return response
-            if response is not None:
-                await response.http_response.close()
             await transport.sleep(delay)
+
+    async def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
+        collector = self._helper.collector(request, response)
+        http_response = response.http_response
+        try:
+            async for chunk in http_response.iter_bytes():
+                collector.feed(chunk, time.monotonic())
+        finally:
+            await http_response.close()
+        return collector.answer()
 
 
 def default_async_transport(*, trust_env: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
@@ -60,7 +72,13 @@ def default_async_transport(*, trust_env: bool, **kwargs: Any) -> AsyncHttpTrans
 
 
 def build_async_pipeline(
-    settings: RetrySettings, *, transport: AsyncHttpTransport[Any, Any], **kwargs: Any
+    settings: RetrySettings,
+    *,
+    transport: AsyncHttpTransport[Any, Any],
+    body_limit: int,
+    body_deadline: float,
+    **kwargs: Any,
 ) -> AsyncPipeline[Any, Any]:
     """The asynchronous pipeline over ``transport``."""
-    return AsyncPipeline(transport, policies=pipeline_policies(AsyncRetryPolicy(settings), **kwargs))
+    retry = AsyncRetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline)
+    return AsyncPipeline(transport, policies=pipeline_policies(retry, **kwargs))

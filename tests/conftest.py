@@ -1,0 +1,194 @@
+"""Shared fixtures: an isolated environment, the emulator, a simulated clock and sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
+
+from legacy_msi_credential import LegacyMsiCredential
+from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
+from legacy_msi_credential.emulator import Emulator
+
+_ISOLATED_VARIABLES = (
+    "LEGACY_MSI_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IMDS_ENDPOINT",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test sees this machine's Azure settings, proxies or settings file, or reaches IMDS."""
+    for name in _ISOLATED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    missing = tmp_path_factory.mktemp("no-settings") / "ManagedIdentity-Settings"
+    monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", str(missing))
+    dead = f"http://127.0.0.1:{closed_port()}"
+    # azure-identity's IMDS path and this package's diagnostics both go to a dead loopback port.
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", dead)
+    monkeypatch.setenv("LEGACY_MSI_IMDS_URL", dead)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(port=0) as running:
+        yield running
+
+
+class Clock:
+    """A settable clock, starting at the real time."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+class SleepRecorder:
+    """Sleeps that are recorded instead of slept."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    @property
+    def total(self) -> float:
+        return sum(self.sleeps)
+
+
+class RecordingTransport(RequestsTransport):
+    """azure-core's requests transport, whose retry sleeps are recorded, not slept."""
+
+    def __init__(self, recorder: SleepRecorder, **kwargs: Any) -> None:
+        super().__init__(use_env_settings=False, **kwargs)
+        self.recorder = recorder
+
+    def sleep(self, duration: float) -> None:
+        self.recorder.sleeps.append(duration)
+
+
+class AsyncRecordingTransport(AsyncioRequestsTransport):
+    """The async twin of :class:`RecordingTransport`."""
+
+    def __init__(self, recorder: SleepRecorder, **kwargs: Any) -> None:
+        super().__init__(use_env_settings=False, **kwargs)
+        self.recorder = recorder
+
+    async def sleep(self, duration: float) -> None:
+        self.recorder.sleeps.append(duration)
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+class SyncTwin:
+    """Drives the sync credential."""
+
+    name = "sync"
+    cls = LegacyMsiCredential
+
+    def __init__(self, recorder: SleepRecorder) -> None:
+        self.recorder = recorder
+        self.made: list[Any] = []
+
+    def make(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("transport", RecordingTransport(self.recorder))
+        credential = self.cls(**kwargs)
+        self.made.append(credential)
+        return credential
+
+    def run(self, value: Any) -> Any:
+        return value
+
+    def get_token(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
+        return credential.get_token(*scopes, **kwargs)
+
+    def get_token_info(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
+        return credential.get_token_info(*scopes, **kwargs)
+
+    def close_all(self) -> None:
+        for credential in self.made:
+            credential.close()
+
+
+class AsyncTwin(SyncTwin):
+    """Drives the async credential, each call in its own event loop run."""
+
+    name = "async"
+    cls = AsyncLegacyMsiCredential
+
+    def __init__(self, recorder: SleepRecorder) -> None:
+        super().__init__(recorder)
+        self.loop = asyncio.new_event_loop()
+
+    def make(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("transport", AsyncRecordingTransport(self.recorder))
+        credential = self.cls(**kwargs)
+        self.made.append(credential)
+        return credential
+
+    def run(self, value: Any) -> Any:
+        return self.loop.run_until_complete(value) if inspect.isawaitable(value) else value
+
+    def get_token(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
+        return self.run(credential.get_token(*scopes, **kwargs))
+
+    def get_token_info(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
+        return self.run(credential.get_token_info(*scopes, **kwargs))
+
+    def close_all(self) -> None:
+        for credential in self.made:
+            self.run(credential.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def twin(request: pytest.FixtureRequest, sleeps: SleepRecorder) -> Iterator[SyncTwin]:
+    """Each scenario runs against both credentials."""
+    driver = SyncTwin(sleeps) if request.param == "sync" else AsyncTwin(sleeps)
+    yield driver
+    driver.close_all()
+
+
+Twin = SyncTwin
+MakeCredential = Callable[..., Any]
