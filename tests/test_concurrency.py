@@ -1,0 +1,140 @@
+"""Single flight, stale-while-refreshing, several event loops, cancellation, fork."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from legacy_msi_credential import LegacyMsiCredential
+from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
+from legacy_msi_credential.emulator import Emulator, Fault
+
+from .conftest import Clock
+
+ARM = "https://management.azure.com/.default"
+
+
+def test_64_threads_cold_start_with_one_request(emulator: Emulator) -> None:
+    emulator.add_faults(Fault.delay(0.3))  # keep the first request in flight while the others arrive
+    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
+    barrier = threading.Barrier(64)
+
+    def ask() -> str:
+        barrier.wait()
+        return credential.get_token(ARM).token
+
+    with ThreadPoolExecutor(64) as pool:
+        tokens = list(pool.map(lambda _: ask(), range(64)))
+    assert len(set(tokens)) == 1
+    assert emulator.request_count == 1
+    credential.close()
+
+
+def test_stale_token_is_served_while_one_thread_refreshes(clock: Clock) -> None:
+    with Emulator(port=0, clock=clock) as vm:
+        credential = LegacyMsiCredential(endpoint=vm.endpoint, clock=clock)
+        old = credential.get_token_info(ARM)
+        clock.now = old.refresh_on + 1
+        vm.add_faults(Fault.delay(0.5))
+        barrier = threading.Barrier(16)
+
+        def ask() -> str:
+            barrier.wait()
+            return credential.get_token(ARM).token
+
+        with ThreadPoolExecutor(16) as pool:
+            tokens = list(pool.map(lambda _: ask(), range(16)))
+        assert vm.request_count == 2  # the first token, then exactly one refresh
+        assert old.token in tokens  # callers that did not refresh were not blocked
+        assert credential.get_token(ARM).token != old.token
+        credential.close()
+
+
+async def test_1000_tasks_cold_start_with_one_request(emulator: Emulator) -> None:
+    emulator.add_faults(Fault.delay(0.2))
+    async with AsyncLegacyMsiCredential(endpoint=emulator.endpoint) as credential:
+        tokens = await asyncio.gather(*(credential.get_token(ARM) for _ in range(1000)))
+    assert len({t.token for t in tokens}) == 1
+    assert emulator.request_count == 1
+
+
+async def test_stale_token_is_served_while_one_task_refreshes(clock: Clock) -> None:
+    with Emulator(port=0, clock=clock) as vm:
+        async with AsyncLegacyMsiCredential(endpoint=vm.endpoint, clock=clock) as credential:
+            old = await credential.get_token_info(ARM)
+            clock.now = old.refresh_on + 1
+            vm.add_faults(Fault.delay(0.3))
+            tokens = await asyncio.gather(*(credential.get_token(ARM) for _ in range(50)))
+            assert vm.request_count == 2
+            assert sum(t.token == old.token for t in tokens) == 49
+            assert (await credential.get_token(ARM)).token != old.token
+
+
+def test_one_async_credential_serves_several_event_loops(emulator: Emulator) -> None:
+    credential = AsyncLegacyMsiCredential(endpoint=emulator.endpoint)
+    errors: list[BaseException] = []
+    tokens: list[str] = []
+
+    async def work(scope: str) -> None:
+        for _ in range(20):
+            tokens.append((await credential.get_token(scope)).token)
+        await credential.close()
+
+    def thread_main(index: int) -> None:
+        try:
+            asyncio.run(work(f"https://resource-{index % 3}.example/.default"))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread_main, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(tokens) == 120
+    assert len(set(tokens)) == 3
+
+
+async def test_cancelled_get_token_leaves_nothing_locked(emulator: Emulator) -> None:
+    emulator.add_faults(Fault.hang(5))
+    async with AsyncLegacyMsiCredential(endpoint=emulator.endpoint) as credential:
+        waiting = asyncio.ensure_future(credential.get_token(ARM))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if emulator.request_count:
+                break
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        token = await asyncio.wait_for(credential.get_token(ARM), timeout=5)
+        assert token.token
+        assert emulator.request_count == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_credential_works_in_a_forked_child(emulator: Emulator) -> None:
+    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
+    credential.get_token(ARM)
+    lock = credential._lock("https://vault.azure.net")
+    lock.acquire()  # held by this process at fork time: the child must not inherit it held
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            ok = credential.get_token("https://vault.azure.net/.default").token
+            os.write(write, b"ok" if ok else b"no")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 2) == b"ok"
+    assert os.waitstatus_to_exitcode(status) == 0
+    lock.release()
+    credential.close()

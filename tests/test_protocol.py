@@ -1,0 +1,217 @@
+"""Reading the endpoint's answers: pure, tested directly and with arbitrary JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from legacy_msi_credential import CredentialUnavailableError, TokenRequestError
+from legacy_msi_credential._protocol import (
+    Identity,
+    TokenResult,
+    build_request,
+    describe_body,
+    parse_response,
+    redact,
+    wants_post,
+)
+
+NOW = 1_700_000_000.0
+URL = "http://127.0.0.1:50342/oauth2/token"
+
+
+def parse(status: int, document: Any, content_type: str = "application/json") -> TokenResult:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return parse_response(status, content_type, body, now=NOW, url=URL, resource="https://r")
+
+
+def good(**overrides: Any) -> dict[str, Any]:
+    document = {
+        "access_token": "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJyIn0.c2ln",
+        "refresh_token": "",
+        "expires_in": "3599",
+        "expires_on": str(int(NOW) + 3599),
+        "not_before": str(int(NOW) - 300),
+        "resource": "https://r",
+        "token_type": "Bearer",
+    }
+    document.update(overrides)
+    return {k: v for k, v in document.items() if v is not None}
+
+
+def test_documented_answer() -> None:
+    result = parse(200, good())
+    assert result.expires_on == int(NOW) + 3599
+    assert result.token_type == "Bearer"
+    assert result.resource == "https://r"
+    assert "eyJ" not in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expires_on"),
+    [
+        ({"expires_in": 100}, int(NOW) + 100),
+        ({"expires_in": 100.7}, int(NOW + 100.7)),
+        ({"expires_in": None, "expires_on": int(NOW) + 50}, int(NOW) + 50),
+        ({"expires_in": None, "expires_on": str(int(NOW) + 50)}, int(NOW) + 50),
+        ({"expires_in": None, "expires_on": "11/14/2023 11:13:20 PM +00:00", "not_before": None}, 1700003600),
+        ({"expires_in": None, "expires_on": "11/14/2023 23:13:20 +00:00", "not_before": None}, 1700003600),
+        ({"expires_in": None, "expires_on": "11/15/2023 12:13:20 AM +01:00", "not_before": None}, 1700003600),
+        ({"expires_in": None, "expires_on": "11/15/2023 1:13:20 AM +02:00", "not_before": None}, 1700003600),
+        ({"expires_in": None, "expires_on": "11/14/2023 09:13:20 PM -02:00", "not_before": None}, 1700003600),
+        ({"expires_in": "garbage", "expires_on": int(NOW) + 60}, int(NOW) + 60),
+    ],
+)
+def test_expiry_forms(fields: dict[str, Any], expires_on: int) -> None:
+    assert parse(200, good(**fields)).expires_on == expires_on
+
+
+def test_expires_in_wins_over_a_skewed_expires_on() -> None:
+    result = parse(200, good(expires_in="3599", expires_on=str(int(NOW) - 3600 + 3599)))
+    assert result.expires_on == int(NOW) + 3599
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"access_token": None}, "without an access_token"),
+        ({"access_token": 12}, "without an access_token"),
+        ({"access_token": "a\nb"}, "not printable ASCII"),
+        ({"expires_in": None, "expires_on": None}, "usable expires_in"),
+        ({"expires_in": True, "expires_on": None}, "usable expires_in"),
+        ({"expires_in": "1e999", "expires_on": None}, "usable expires_in"),
+        ({"expires_in": None, "expires_on": "13/45/2023 99:00:00 PM"}, "usable expires_in"),
+        ({"expires_in": None, "expires_on": "02/30/2023 10:00:00 +00:00", "not_before": None}, "usable"),
+        ({"expires_in": "5"}, "expired or is about to"),
+        ({"expires_in": "-1"}, "expired or is about to"),
+        ({"expires_on": "100", "not_before": "200"}, "earlier than its not_before"),
+    ],
+)
+def test_unusable_answers(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(TokenRequestError, match=message):
+        parse(200, good(**fields))
+
+
+def test_token_type_other_than_bearer_is_passed_through_and_garbage_defaults() -> None:
+    assert parse(200, good(token_type="pop")).token_type == "pop"
+    assert parse(200, good(token_type=["x"])).token_type == "Bearer"
+
+
+def test_200_with_a_json_array_is_a_refusal() -> None:
+    with pytest.raises(TokenRequestError, match="JSON list"):
+        parse(200, [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "shown"),
+    [
+        (b"<html>hello</html>", "text/html", "<html>hello"),
+        (b"", "", "empty body"),
+        (b'{"access_token": "eyJabc.def.ghi", "expires', "application/json", "{"),
+    ],
+)
+def test_non_json_means_unavailable(body: bytes, content_type: str, shown: str) -> None:
+    with pytest.raises(CredentialUnavailableError) as caught:
+        parse(200, body, content_type)
+    assert shown in caught.value.message
+    assert "eyJabc" not in caught.value.message
+    assert caught.value.status_code == 200
+
+
+def test_redirect_means_unavailable() -> None:
+    with pytest.raises(CredentialUnavailableError, match="redirect"):
+        parse(302, b"")
+
+
+def test_error_fields_are_carried_and_tokens_in_them_redacted() -> None:
+    with pytest.raises(TokenRequestError) as caught:
+        parse(401, {"error": "access_denied", "error_description": "nope eyJhbGciOi.eyJzdWIi.c2ln"})
+    error = caught.value
+    assert (error.status_code, error.error_code) == (401, "access_denied")
+    assert error.error_description == "nope <redacted>"
+    assert "eyJ" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "document", "hint"),
+    [
+        (429, {"error": "throttled"}, "throttling"),
+        (503, {}, "failed"),
+        (410, [], "being updated"),
+    ],
+)
+def test_undocumented_errors_get_a_status_hint(status: int, document: Any, hint: str) -> None:
+    with pytest.raises(TokenRequestError, match=hint):
+        parse(status, document)
+
+
+def test_describe_body_never_shows_a_token() -> None:
+    text = describe_body("text/plain", b"token=eyJhbGciOiJSUzI1NiJ9.eyJ4IjoxfQ.sig and more")
+    assert "eyJ" not in text
+    assert "<redacted>" in text
+    assert redact("a eyJx.y.z b") == "a <redacted> b"
+
+
+def test_wants_post_only_for_a_get_answered_405() -> None:
+    assert wants_post("GET", 405)
+    assert not wants_post("POST", 405)
+    assert not wants_post("GET", 404)
+
+
+def test_build_request_shapes() -> None:
+    get = build_request("http://127.0.0.1:1/oauth2/token?x=1", "https://r/", Identity("object_id", "o"))
+    assert get.url == "http://127.0.0.1:1/oauth2/token?x=1&resource=https%3A%2F%2Fr%2F&object_id=o"
+    assert get.headers["Metadata"] == "true"
+    post = build_request("http://127.0.0.1:1/oauth2/token", "https://r/", Identity(), method="POST")
+    assert post.content == "resource=https%3A%2F%2Fr%2F"
+    assert post.headers["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_identity_arguments() -> None:
+    assert Identity.from_arguments().describe() == "system-assigned identity"
+    assert Identity.from_arguments(msi_res_id="/x").params() == [("msi_res_id", "/x")]
+    for bad in ("", " x", "x\n"):
+        with pytest.raises(ValueError, match="client_id"):
+            Identity.from_arguments(client_id=bad)
+    with pytest.raises(ValueError, match="mutually exclusive; got object_id, msi_res_id"):
+        Identity.from_arguments(object_id="o", msi_res_id="m")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+_fields = ["access_token", "expires_in", "expires_on", "not_before", "token_type", "resource", "error", "error_description"]
+
+
+@settings(max_examples=400)
+@given(
+    status=st.sampled_from([200, 200, 200, 400, 401, 404, 429, 500, 503]),
+    document=st.one_of(
+        st.fixed_dictionaries({}, optional={name: _json_values for name in _fields}),
+        _json_values,
+    ),
+)
+def test_any_json_gives_a_token_or_a_typed_error(status: int, document: Any) -> None:
+    body = json.dumps(document, allow_nan=True).encode()
+    try:
+        result = parse_response(status, "application/json", body, now=NOW, url=URL, resource="r")
+    except (TokenRequestError, CredentialUnavailableError):
+        return
+    assert status == 200
+    assert result.expires_on > NOW
+    assert result.token
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.sampled_from([200, 401, 500]))
+def test_any_bytes_give_a_token_or_a_typed_error(body: bytes, status: int) -> None:
+    try:
+        parse_response(status, "application/octet-stream", body, now=NOW, url=URL, resource="r")
+    except (TokenRequestError, CredentialUnavailableError):
+        pass
