@@ -196,6 +196,6 @@ class CredentialBase:
         return entry
 
     def _log_failure(self, resource: str, error: ClientAuthenticationError) -> None:
-        """Log a refusal; "not there" was logged at INFO where it was found (chains expect it)."""
+        """Log a refusal at INFO: the exception raised carries it; "not there" was logged where found."""
         if not isinstance(error, CredentialUnavailableError):
-            _LOGGER.warning("No token for %s (%s): %s", resource, self._identity.describe(), error.message)
+            _LOGGER.info("No token for %s (%s): %s", resource, self._identity.describe(), error.message)

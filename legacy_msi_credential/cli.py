@@ -6,6 +6,7 @@ import argparse
 import base64
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -477,9 +478,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     out = sys.stdout
     if args.debug:
-        import logging
-
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.WARNING, format="legacy-msi: warning: %(message)s")
     handlers = {"token": _cmd_token, "doctor": _cmd_doctor, "emulate": _cmd_emulate}
     try:
         return handlers[args.command_name](args, out)

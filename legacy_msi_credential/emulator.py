@@ -434,7 +434,7 @@ class Emulator:
         self._stopping.wait()
 
     def __enter__(self) -> Emulator:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(
         self,

@@ -70,7 +70,9 @@ def test_import_does_not_load_azure_identity() -> None:
     assert output.strip() == "False"
 
 
-def test_bearer_policy_puts_the_token_on_requests(emulator: Emulator, service: tuple[str, list[dict[str, str]]]) -> None:
+def test_bearer_policy_puts_the_token_on_requests(
+    emulator: Emulator, service: tuple[str, list[dict[str, str]]]
+) -> None:
     url, seen = service
     with LegacyMsiCredential(endpoint=emulator.endpoint) as credential:
         policy = BearerTokenCredentialPolicy(credential, ARM)

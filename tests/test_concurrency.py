@@ -87,7 +87,7 @@ def test_one_async_credential_serves_several_event_loops(emulator: Emulator) -> 
     def thread_main(index: int) -> None:
         try:
             asyncio.run(work(f"https://resource-{index % 3}.example/.default"))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=thread_main, args=(i,)) for i in range(6)]

@@ -45,17 +45,25 @@ def test_scope_forms_become_the_resource(twin: SyncTwin, emulator: Emulator, sco
     assert emulator.requests[0].method == "GET"
 
 
-@pytest.mark.parametrize("scopes", [(), (ARM, "https://vault.azure.net/.default"), ("",), ("  ",), ("a\x00b",), ("/.default",)])
-def test_bad_scopes_raise_value_error_before_any_request(twin: SyncTwin, emulator: Emulator, scopes: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "scopes", [(), (ARM, "https://vault.azure.net/.default"), ("",), ("  ",), ("a\x00b",), ("/.default",)]
+)
+def test_bad_scopes_raise_value_error_before_any_request(
+    twin: SyncTwin, emulator: Emulator, scopes: tuple[str, ...]
+) -> None:
     credential = twin.make(endpoint=emulator.endpoint)
-    with pytest.raises(ValueError):  # noqa: PT011 - the message is checked in test_scopes
+    with pytest.raises(ValueError):
         twin.get_token(credential, *scopes)
     assert emulator.request_count == 0
 
 
 @pytest.mark.parametrize("parameter", ["client_id", "object_id", "msi_res_id"])
 def test_user_assigned_identity_is_sent_and_reflected(twin: SyncTwin, emulator: Emulator, parameter: str) -> None:
-    value = "/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i" if parameter == "msi_res_id" else "6d1e8a7c-0000-4000-8000-000000000001"
+    value = (
+        "/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i"
+        if parameter == "msi_res_id"
+        else "6d1e8a7c-0000-4000-8000-000000000001"
+    )
     credential = twin.make(endpoint=emulator.endpoint, **{parameter: value})
     token = twin.get_token(credential, ARM)
     assert emulator.requests[0].params[parameter] == [value]
@@ -120,7 +128,9 @@ def test_use_post_sends_a_form_post(twin: SyncTwin, emulator: Emulator) -> None:
     assert [r.method for r in emulator.requests] == ["POST"]
 
 
-def test_proxy_variables_are_ignored_for_loopback(twin: SyncTwin, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_variables_are_ignored_for_loopback(
+    twin: SyncTwin, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dead_proxy = f"http://127.0.0.1:{closed_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
         monkeypatch.setenv(name, dead_proxy)
@@ -447,9 +457,7 @@ def test_plain_http_to_a_remote_host_is_refused_at_construction(twin: SyncTwin) 
 # --- hygiene -----------------------------------------------------------------------------
 
 
-def test_no_token_in_logs_reprs_or_errors(
-    twin: SyncTwin, emulator: Emulator, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_no_token_in_logs_reprs_or_errors(twin: SyncTwin, emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     credential = twin.make(endpoint=emulator.endpoint, logging_enable=True)
     emulator.add_faults(Fault.http_error(503), Fault.drop())
     texts: list[str] = []

@@ -1,0 +1,233 @@
+"""``legacy-msi``: through main(argv) and as a subprocess, against the emulator."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from legacy_msi_credential.cli import decode_claims, main
+from legacy_msi_credential.emulator import Emulator, Fault
+
+from .conftest import closed_port
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "legacy_msi_credential", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_token_table_shows_claims_but_not_the_token(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "https://vault.azure.net/.default", "--endpoint", emulator.endpoint]) == 0
+    out = capsys.readouterr().out
+    token = emulator.mint_token("x")[0]  # any token: none may show up
+    assert "Resource:   https://vault.azure.net" in out
+    assert "aud       https://vault.azure.net" in out
+    assert f"tid       {emulator.tenant_id}" in out
+    assert "Expires:" in out
+    assert "(argument)" in out or "passed as the endpoint argument" in out
+    assert "eyJ" not in out
+    assert token not in out
+
+
+def test_token_json_and_raw(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "--endpoint", emulator.endpoint, "--client-id", "cid", "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["resource"] == "https://management.azure.com/"
+    assert document["claims"]["appid"] == "cid"
+    assert decode_claims(document["accessToken"]) == document["claims"]
+    assert document["endpointSource"] == "argument"
+    assert main(["token", "--endpoint", emulator.endpoint, "--client-id", "cid", "--output", "raw"]) == 0
+    assert capsys.readouterr().out.strip() == document["accessToken"]
+
+
+def test_token_from_environment_as_a_subprocess(emulator: Emulator) -> None:
+    result = run("token", "https://storage.azure.com/", env={"LEGACY_MSI_ENDPOINT": emulator.endpoint})
+    assert result.returncode == 0, result.stderr
+    assert "LEGACY_MSI_ENDPOINT" in result.stdout
+    assert "eyJ" not in result.stdout + result.stderr
+
+
+def test_errors_are_one_line_without_traceback(emulator: Emulator) -> None:
+    emulator.add_faults(Fault.http_error(400, error="invalid_resource", description="AADSTS50001: nope"))
+    result = run("token", "--endpoint", emulator.endpoint)
+    assert result.returncode == 1
+    assert result.stderr.startswith("legacy-msi: error: ")
+    assert "invalid_resource" in result.stderr
+    assert "Traceback" not in result.stderr
+    refused = run("token", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token")
+    assert refused.returncode == 1
+    assert "nothing is listening" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    bad = run("token", "--endpoint", "http://10.9.9.9/oauth2/token")
+    assert bad.returncode == 1
+    assert "not a loopback address" in bad.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = run("--debug", "token", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["token", "--client-id", "a", "--object-id", "b"])
+    assert caught.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["token"], ["doctor"], ["emulate"]])
+def test_help_is_complete(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: legacy-msi" in text
+    expected = {
+        (): ["token", "doctor", "emulate", "--debug"],
+        ("token",): ["--output", "--client-id", "--object-id", "--msi-res-id", "--endpoint", "--wait-for-endpoint"],
+        ("doctor",): ["--skip-imds", "--imds-url", "--endpoint", "Exit status 0"],
+        ("emulate",): ["--port", "--host", "--lifetime", "--fault", "--write-settings", "503x2,drop"],
+    }[tuple(command)]
+    for word in expected:
+        assert word in text
+
+
+# --- doctor ------------------------------------------------------------------------------
+
+
+def test_doctor_healthy_with_imds_absent(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--endpoint", emulator.endpoint]) == 0
+    out = capsys.readouterr().out
+    assert "answers like the extension" in out
+    assert "Verdict: healthy" in out
+    assert "does not answer" in out  # IMDS, at the dead loopback address of the test environment
+
+
+def test_doctor_reports_imds_when_it_answers(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    imds = Emulator(port=0).start()
+    try:
+        assert main(["doctor", "--endpoint", emulator.endpoint, "--imds-url", imds.imds_authority]) == 0
+    finally:
+        imds.stop()
+    out = capsys.readouterr().out
+    assert "answers (HTTP 200)" in out
+    assert imds.requests[0].path == "/metadata/identity/oauth2/token"
+
+
+def test_doctor_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token", "--skip-imds"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] nothing listens" in out
+    assert "Verdict: the legacy extension is not running here" in out
+    assert "not probed (--skip-imds)" in out
+
+
+class _NotTheExtension(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html>a web app</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def squatter() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheExtension)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/token"
+    server.shutdown()
+    server.server_close()
+
+
+def test_doctor_something_else_listening(squatter: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--endpoint", squatter, "--skip-imds"]) == 1
+    out = capsys.readouterr().out
+    assert "the extension answers 400 bad_request_102" in out
+    assert "not the legacy managed identity endpoint" in out
+    assert "Verdict: something else is listening" in out
+
+
+def test_doctor_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    with Emulator(port=0, system_assigned=False) as vm:
+        assert main(["doctor", "--endpoint", vm.endpoint, "--skip-imds"]) == 1
+    out = capsys.readouterr().out
+    assert "unauthorized_client" in out
+    assert "Verdict: the extension refused. Fix: assign the managed identity" in out
+
+
+def test_doctor_broken_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    broken = tmp_path / "ManagedIdentity-Settings"
+    broken.write_bytes(b"\x00\x01binary")
+    monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", str(broken))
+    assert main(["doctor", "--skip-imds"]) == 1
+    out = capsys.readouterr().out
+    assert "not UTF-8 JSON" in out
+    assert f"repair or remove {broken}" in out
+
+
+def test_doctor_explains_the_chosen_endpoint_and_proxies(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    settings = emulator.write_settings(tmp_path / "ManagedIdentity-Settings")
+    monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", settings)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("MSI_ENDPOINT", "http://127.0.0.1:1/oauth2/token")
+    monkeypatch.setenv("MSI_SECRET", "s")
+    assert main(["doctor", "--skip-imds"]) == 0
+    out = capsys.readouterr().out
+    assert f"chosen: {emulator.endpoint}, from the extension's settings file {settings}" in out
+    assert "ignored: MSI_SECRET is set" in out
+    assert "HTTPS_PROXY set: this credential ignores them for a loopback endpoint" in out
+
+
+def test_doctor_invalid_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--endpoint", "ftp://x", "--skip-imds"]) == 1
+    assert "configured endpoint is unusable" in capsys.readouterr().out
+
+
+# --- emulate -----------------------------------------------------------------------------
+
+
+def test_emulate_runs_a_command_against_itself_with_faults() -> None:
+    code = (
+        "import os; from legacy_msi_credential import LegacyMsiCredential as C; "
+        "t = C(wait_for_endpoint=0).get_token('https://storage.azure.com/.default'); "
+        "print(os.environ['LEGACY_MSI_ENDPOINT'], t.expires_on > 0)"
+    )
+    result = run("emulate", "--port", "0", "--fault", "503", "--lifetime", "600", "--", sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Emulator listening on http://127.0.0.1:")
+    assert lines[-1].endswith("True")
+    assert "attempt 1 of 5" in result.stderr
+
+
+def test_emulate_passes_the_command_exit_status_through() -> None:
+    result = run("emulate", "--port", "0", "--", sys.executable, "-c", "raise SystemExit(7)")
+    assert result.returncode == 7
+
+
+def test_emulate_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["emulate", "--port", "0", "--fault", "teapot"]) == 1
+    assert "unknown fault 'teapot'" in capsys.readouterr().err
+    assert main(["emulate", "--host", "0.0.0.0", "--port", "0"]) == 1
+    assert "loopback only" in capsys.readouterr().err

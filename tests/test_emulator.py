@@ -1,0 +1,407 @@
+"""The emulator's fidelity to the protocol, its faults, log, concurrency and shutdown, over raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from legacy_msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, parse_fault_spec
+
+ARM = "https://management.azure.com/"
+
+
+@pytest.fixture
+def http() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    yield session
+    session.close()
+
+
+def get(
+    http: requests.Session, emulator: Emulator, *, headers: dict[str, str] | None = None, **params: str
+) -> requests.Response:
+    return http.get(
+        emulator.endpoint, params=params, headers={"Metadata": "true"} if headers is None else headers, timeout=5
+    )
+
+
+def claims_of(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_documented_success_shape(emulator: Emulator, http: requests.Session) -> None:
+    response = get(http, emulator, resource=ARM)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "expires_on",
+        "not_before",
+        "resource",
+        "token_type",
+    }
+    assert body["refresh_token"] == ""
+    assert body["token_type"] == "Bearer"
+    assert body["resource"] == ARM
+    for name in ("expires_in", "expires_on", "not_before"):
+        assert isinstance(body[name], str)
+        assert body[name].isdigit()
+    assert int(body["expires_on"]) - int(body["not_before"]) == 3599 + 300
+    claims = claims_of(body["access_token"])
+    assert claims["aud"] == ARM
+    assert claims["iss"] == f"https://sts.windows.net/{emulator.tenant_id}/"
+    assert claims["tid"] == emulator.tenant_id
+    assert claims["idtyp"] == "app"
+    assert {"oid", "appid", "iat", "nbf", "exp", "xms_mirid"} <= set(claims)
+
+
+def test_tokens_are_signed_rs256_and_verify(emulator: Emulator, http: requests.Session) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    token = get(http, emulator, resource=ARM).json()["access_token"]
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(header_b64 + "=="))
+    assert header["alg"] == "RS256"
+    jwk = emulator.public_jwk
+    assert jwk is not None
+    assert header["kid"] == jwk["kid"]
+    n = int.from_bytes(base64.urlsafe_b64decode(jwk["n"] + "=="), "big")
+    e = int.from_bytes(base64.urlsafe_b64decode(jwk["e"] + "=="), "big")
+    key = rsa.RSAPublicNumbers(e, n).public_key()
+    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+    key.verify(signature, f"{header_b64}.{payload_b64}".encode(), padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_unsigned_tokens_when_asked(http: requests.Session) -> None:
+    with Emulator(port=0, sign=False) as vm:
+        token = get(http, vm, resource=ARM).json()["access_token"]
+        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        assert header["alg"] == "none"
+        assert token.endswith(".")
+        assert vm.public_jwk is None
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "params", "status", "error"),
+    [
+        ("/oauth2/token", {}, {"resource": ARM}, 400, "bad_request_102"),
+        ("/oauth2/token", {"Metadata": "True"}, {"resource": ARM}, 400, "bad_request_102"),
+        ("/oauth2/token", {"Metadata": "true"}, {}, 400, "invalid_resource"),
+        ("/oauth2/token", {"Metadata": "true"}, {"resource": "not a uri"}, 400, "invalid_resource"),
+        (
+            "/oauth2/token",
+            {"Metadata": "true"},
+            {"resource": "https://storage.azure.com/.default"},
+            400,
+            "invalid_resource",
+        ),
+        ("/oauth2/tokens", {"Metadata": "true"}, {"resource": ARM}, 401, "unknown_source"),
+        ("/", {"Metadata": "true"}, {"resource": ARM}, 401, "unknown_source"),
+        (
+            "/oauth2/token",
+            {"Metadata": "true"},
+            {"resource": ARM, "client_id": "a", "object_id": "b"},
+            401,
+            "invalid_request",
+        ),
+        ("/metadata/identity/oauth2/token", {"Metadata": "true"}, {"resource": ARM}, 400, "invalid_request"),
+    ],
+)
+def test_documented_errors(
+    emulator: Emulator,
+    http: requests.Session,
+    path: str,
+    headers: dict[str, str],
+    params: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    response = http.get(emulator.base_url.rstrip("/") + path, params=params, headers=headers, timeout=5)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert response.json()["error_description"]
+
+
+def test_repeated_parameter_is_invalid_request(emulator: Emulator, http: requests.Session) -> None:
+    response = http.get(f"{emulator.endpoint}?resource=a&resource=b", headers={"Metadata": "true"}, timeout=5)
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_request")
+
+
+def test_form_post_and_405_for_other_methods(emulator: Emulator, http: requests.Session) -> None:
+    response = http.post(
+        emulator.endpoint, data={"resource": ARM, "client_id": "c"}, headers={"Metadata": "true"}, timeout=5
+    )
+    assert response.status_code == 200
+    assert claims_of(response.json()["access_token"])["appid"] == "c"
+    put = http.put(emulator.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5)
+    assert put.status_code == 405
+    assert put.headers["Allow"] == "GET, POST"
+
+
+def test_post_only_mode(http: requests.Session) -> None:
+    with Emulator(port=0, accept_get=False) as vm:
+        assert get(http, vm, resource=ARM).status_code == 405
+        assert (
+            http.post(vm.endpoint, data={"resource": ARM}, headers={"Metadata": "true"}, timeout=5).status_code == 200
+        )
+
+
+def test_imds_path_answers_the_same_way(emulator: Emulator, http: requests.Session) -> None:
+    url = emulator.imds_authority + "/metadata/identity/oauth2/token"
+    response = http.get(
+        url, params={"api-version": "2018-02-01", "resource": ARM}, headers={"Metadata": "true"}, timeout=5
+    )
+    assert response.status_code == 200
+    assert response.json()["client_id"] == claims_of(response.json()["access_token"])["appid"]
+
+
+def test_identities_are_reflected_and_registered_ones_enforced(http: requests.Session) -> None:
+    identity = UserAssignedIdentity(client_id="c-1", object_id="o-1", msi_res_id="/subscriptions/s/x/uai")
+    with Emulator(port=0, user_assigned=[identity]) as vm:
+        for parameter, value in (("client_id", "c-1"), ("object_id", "o-1"), ("msi_res_id", "/subscriptions/s/x/uai")):
+            claims = claims_of(get(http, vm, resource=ARM, **{parameter: value}).json()["access_token"])
+            assert (claims["appid"], claims["oid"], claims["xms_mirid"]) == ("c-1", "o-1", "/subscriptions/s/x/uai")
+        refused = get(http, vm, resource=ARM, client_id="other")
+        assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized_client")
+
+
+def test_tokens_are_cached_per_resource_and_identity_until_near_expiry(http: requests.Session) -> None:
+    now = [1_800_000_000.0]
+    with Emulator(port=0, clock=lambda: now[0]) as vm:
+        first = get(http, vm, resource=ARM).json()
+        assert get(http, vm, resource=ARM).json()["access_token"] == first["access_token"]
+        assert get(http, vm, resource=ARM, client_id="x").json()["access_token"] != first["access_token"]
+        now[0] += 1000
+        again = get(http, vm, resource=ARM).json()
+        assert again["access_token"] == first["access_token"]
+        assert int(again["expires_in"]) == 3599 - 1000  # part-way through its life
+        now[0] += 3599 - 1000 - 299
+        assert get(http, vm, resource=ARM).json()["access_token"] != first["access_token"]
+        assert vm.tokens_issued == 3
+
+
+def test_fault_script_is_played_in_order(emulator: Emulator, http: requests.Session) -> None:
+    emulator.add_faults(
+        Fault.http_error(429, retry_after=7),
+        Fault.http_error(503, error="unknown", description="d"),
+        Fault.not_json(),
+        Fault.truncated(),
+        Fault.expired(),
+        Fault.lifetime(60),
+    )
+    assert emulator.pending_faults == 6
+    throttled = get(http, emulator, resource=ARM)
+    assert (throttled.status_code, throttled.headers["Retry-After"]) == (429, "7")
+    assert get(http, emulator, resource=ARM).json() == {"error": "unknown", "error_description": "d"}
+    assert get(http, emulator, resource=ARM).headers["Content-Type"] == "text/html"
+    with pytest.raises(ValueError):
+        get(http, emulator, resource=ARM).json()
+    assert int(get(http, emulator, resource=ARM).json()["expires_in"]) < 0
+    assert int(get(http, emulator, resource=ARM).json()["expires_in"]) == 60
+    assert get(http, emulator, resource=ARM).status_code == 200
+    assert emulator.pending_faults == 0
+
+
+def test_drop_and_reset_break_the_connection(emulator: Emulator, http: requests.Session) -> None:
+    emulator.add_faults(Fault.drop(), Fault.reset())
+    with pytest.raises(requests.ConnectionError):
+        get(http, emulator, resource=ARM)
+    with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        get(http, emulator, resource=ARM).json()
+
+
+def test_delay_hang_and_trickle(emulator: Emulator, http: requests.Session) -> None:
+    emulator.add_faults(Fault.delay(0.3), Fault.hang(2), Fault.trickle(0.001))
+    started = time.monotonic()
+    assert get(http, emulator, resource=ARM).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    with pytest.raises(requests.ReadTimeout):
+        http.get(emulator.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=0.3)
+    assert get(http, emulator, resource=ARM).json()["token_type"] == "Bearer"
+
+
+def test_huge_answers(emulator: Emulator, http: requests.Session) -> None:
+    emulator.add_faults(Fault.huge(1_000_000), Fault.huge(100_000, announced=False))
+    response = get(http, emulator, resource=ARM)
+    assert response.headers["Content-Length"] == "1000000"
+    assert len(response.content) == 1_000_000
+    unannounced = get(http, emulator, resource=ARM)
+    assert "Content-Length" not in unannounced.headers
+    assert len(unannounced.content) == 100_000
+
+
+def test_request_log(emulator: Emulator, http: requests.Session) -> None:
+    http.post(
+        emulator.endpoint + "?api-version=1.0",
+        data={"resource": ARM, "authority": "x"},
+        headers={"Metadata": "true"},
+        timeout=5,
+    )
+    (request,) = emulator.requests
+    assert request.method == "POST"
+    assert request.path == "/oauth2/token"
+    assert request.params == {"api-version": ["1.0"], "resource": [ARM], "authority": ["x"]}
+    assert request.param("resource") == ARM
+    assert request.param("missing") is None
+    assert request.headers["Metadata"] == "true"
+    assert request.client == "127.0.0.1"
+    emulator.reset()
+    assert emulator.request_count == 0
+
+
+def test_100_parallel_clients(emulator: Emulator) -> None:
+    def one(index: int) -> int:
+        with requests.Session() as session:
+            session.trust_env = False
+            return get(session, emulator, resource=f"https://r{index % 10}.example/").status_code
+
+    with ThreadPoolExecutor(100) as pool:
+        statuses = list(pool.map(one, range(100)))
+    assert statuses == [200] * 100
+    assert emulator.request_count == 100
+    assert emulator.tokens_issued == 10
+
+
+def test_binding_rules() -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        Emulator("0.0.0.0", 0)
+    with pytest.raises(ValueError, match="port"):
+        Emulator(port=70000)
+    with pytest.raises(ValueError, match="lifetime"):
+        Emulator(port=0, lifetime=0)
+    vm = Emulator(port=0)
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = vm.port
+    with vm, pytest.raises(RuntimeError, match="already running"):
+        vm.start()
+    assert not vm.running
+
+
+def test_ipv6_loopback(http: requests.Session) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        vm = Emulator("::1", 0).start()
+    except OSError:
+        pytest.skip("::1 cannot be bound here")
+    with vm:
+        assert vm.endpoint.startswith("http://[::1]:")
+        assert get(http, vm, resource=ARM).status_code == 200
+
+
+def test_stop_releases_the_port_and_hung_requests(http: requests.Session) -> None:
+    vm = Emulator(port=0).start()
+    port = vm.port
+    vm.add_faults(Fault.hang())
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(http.get, vm.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
+        while vm.request_count == 0:
+            time.sleep(0.01)
+        started = time.monotonic()
+        vm.stop()
+        with pytest.raises(requests.ConnectionError):
+            pending.result()
+        assert time.monotonic() - started < 5
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    vm.stop()  # stopping twice is harmless
+
+
+def test_write_settings(emulator: Emulator, tmp_path: Path) -> None:
+    path = emulator.write_settings(tmp_path / "ManagedIdentity-Settings")
+    assert json.loads(Path(path).read_text()) == {"url": emulator.base_url}
+
+
+def test_mint_token_directly(emulator: Emulator) -> None:
+    token, claims = emulator.mint_token("https://storage.azure.com/.default", object_id="o", lifetime=10)
+    assert claims_of(token) == claims
+    assert claims["aud"] == "https://storage.azure.com/.default"
+    assert claims["oid"] == "o"
+    assert claims["exp"] - time.time() <= 10
+    assert emulator.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "kinds"),
+    [
+        ("503", ["status"]),
+        ("503x3", ["status"] * 3),
+        ("429@5,drop,reset", ["status", "drop", "reset"]),
+        ("hang,hang=2,delay=0.5,trickle=0.01", ["hang", "hang", "delay", "trickle"]),
+        ("not-json,truncated,expired,lifetime=60", ["not_json", "truncated", "expired", "lifetime"]),
+        ("huge=1000,flood=1000x2", ["huge", "flood", "flood"]),
+    ],
+)
+def test_fault_spec_grammar(spec: str, kinds: list[str]) -> None:
+    assert [fault.kind for fault in parse_fault_spec(spec)] == kinds
+
+
+def test_fault_spec_values() -> None:
+    (fault,) = parse_fault_spec("400/invalid_resource@bogus")
+    assert (fault.status, fault.error, fault.retry_after) == (400, "invalid_resource", "bogus")
+
+
+@pytest.mark.parametrize("spec", ["", "teapot", "delay", "delay=x", "503x0", "huge=-5", "drop=3", ","])
+def test_bad_fault_specs(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_fault_spec(spec)
+
+
+def test_emulate_command_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> None:
+    settings = tmp_path / "ManagedIdentity-Settings"
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "legacy_msi_credential",
+                "emulate",
+                "--port",
+                "0",
+                "--write-settings",
+                str(settings),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("Emulator listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        with requests.Session() as session:
+            session.trust_env = False
+            assert (
+                session.get(url, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5).status_code == 200
+            )
+        assert settings.exists()
+        process.send_signal(sig)
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()
+        assert not settings.exists()  # what it wrote, it removed
+
+
+def test_pytest_plugin_fixture_announces_the_emulator(legacy_msi_endpoint: Emulator) -> None:
+    from legacy_msi_credential import LegacyMsiCredential
+
+    with LegacyMsiCredential() as credential:
+        assert credential.endpoint is not None
+        assert credential.endpoint.source == "LEGACY_MSI_ENDPOINT"
+        assert credential.get_token("https://storage.azure.com/.default").token
+    assert legacy_msi_endpoint.request_count == 1
