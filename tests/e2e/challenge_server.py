@@ -15,6 +15,7 @@ the suite. It issues the documented challenges and checks each bearer token's ``
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import ssl
@@ -139,3 +140,31 @@ class ChallengeServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def main() -> None:
+    """Serve until interrupted, printing the URL and the CA file (for the samples' docstrings)."""
+    import signal
+    import tempfile
+
+    import trustme
+
+    folder = tempfile.mkdtemp(prefix="challenge-server-")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = (f"{folder}/{name}.pem" for name in ("cert", "key", "ca"))
+    cert.private_key_and_cert_chain_pem.write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    ca.cert_pem.write_to_path(ca_file)
+    tenant = "00000000-0000-0000-0000-0000000000aa"
+    server = ChallengeServer(tenant, cert_file, key_file).start()
+    print(f"URL {server.url}\nCA  {ca_file}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Every sample, run as a user would run it, so that none rots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from legacy_msi_credential.emulator import Emulator
+
+from ..conftest import closed_port
+from .challenge_server import ChallengeServer
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+ALL_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.py") if p.name != "local_services.py")
+
+
+def run_sample(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, str(SAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=SAMPLES.parent,
+    )
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_every_sample_is_covered_here() -> None:
+    tested = {
+        "quickstart.py",
+        "blob_sync.py",
+        "blob_async.py",
+        "user_assigned_identity.py",
+        "raw_token.py",
+        "arm_list_resource_groups.py",
+        "keyvault_secret.py",
+        "chain_fallback.py",
+    }
+    assert set(ALL_SAMPLES) == tested
+    for name in ALL_SAMPLES:
+        docstring = (SAMPLES / name).read_text().split('"""')[1]
+        assert "python samples/" in docstring, f"{name} says how to run it"
+
+
+@pytest.mark.azurite
+@pytest.mark.parametrize("name", ["quickstart.py", "blob_sync.py", "blob_async.py"])
+def test_storage_samples_against_azurite(name: str, azurite, session_emulator: Emulator) -> None:
+    del azurite  # the samples start their own Azurite; this fixture fails clearly if it is missing
+    result = run_sample(name, "--azurite", env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint})
+    assert "eyJ" not in result.stdout
+
+
+def test_user_assigned_identity_sample(session_emulator: Emulator) -> None:
+    result = run_sample(
+        "user_assigned_identity.py",
+        "--client-id",
+        "6d1e8a7c-0000-4000-8000-000000000001",
+        env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint},
+    )
+    assert "appid     6d1e8a7c-0000-4000-8000-000000000001" in result.stdout
+
+
+def test_raw_token_sample(challenge_server: ChallengeServer, session_emulator: Emulator, tls_files) -> None:
+    result = run_sample(
+        "raw_token.py",
+        "--arm-url",
+        challenge_server.url,
+        "--ca-file",
+        tls_files[2],
+        env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint},
+    )
+    assert "legacy-vm-rg (westeurope)" in result.stdout
+
+
+def test_arm_sample(challenge_server: ChallengeServer, session_emulator: Emulator, tls_files) -> None:
+    result = run_sample(
+        "arm_list_resource_groups.py",
+        "--endpoint",
+        session_emulator.endpoint,
+        "--arm-url",
+        challenge_server.url,
+        "--ca-file",
+        tls_files[2],
+        "--subscription-id",
+        "00000000-0000-0000-0000-000000000001",
+        env={},
+    )
+    assert "legacy-vm-rg (westeurope)" in result.stdout
+
+
+def test_keyvault_sample(challenge_server: ChallengeServer, session_emulator: Emulator, tls_files) -> None:
+    result = run_sample(
+        "keyvault_secret.py",
+        "--vault-url",
+        challenge_server.url,
+        "--ca-file",
+        tls_files[2],
+        "--secret",
+        "db-password",
+        env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint},
+    )
+    assert "db-password: 27 characters" in result.stdout
+
+
+def test_chain_sample_uses_the_legacy_endpoint_when_present(session_emulator: Emulator) -> None:
+    result = run_sample("chain_fallback.py", env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint})
+    assert "acquired a token from LegacyMsiCredential" in result.stderr
+    assert session_emulator.tenant_id in result.stdout
+
+
+def test_chain_sample_falls_back_to_imds_when_absent() -> None:
+    with Emulator(port=0) as imds:
+        result = run_sample(
+            "chain_fallback.py",
+            env={
+                "LEGACY_MSI_ENDPOINT": f"http://127.0.0.1:{closed_port()}/oauth2/token",
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST": imds.imds_authority,
+            },
+        )
+        assert "acquired a token from ManagedIdentityCredential" in result.stderr
+        assert [r.path for r in imds.requests][-1] == "/metadata/identity/oauth2/token"
