@@ -6,7 +6,7 @@ On a VM with the legacy extension::
 
 Anywhere, against the emulator (which accepts any identity unless told otherwise)::
 
-    legacy-msi emulate --port 0 -- python samples/user_assigned_identity.py --client-id 6d1e8a7c-0000-4000-8000-000000000001
+    legacy-msi emulate --port 0 -- python samples/user_assigned_identity.py --client-id 6d1e8a7c-0001
 """
 
 from __future__ import annotations
