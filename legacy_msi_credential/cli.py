@@ -353,22 +353,18 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
             return subprocess.call(command, env=env)  # noqa: S603 - the user's own command
         out.write(f"export {ENV_ENDPOINT}={emulator.endpoint}\nPress Ctrl+C to stop.\n")
         out.flush()
-        _stop_on_signals(emulator)
-        emulator.wait()
+        previous = {sig: signal.signal(sig, lambda *_: emulator.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            emulator.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return 0
     finally:
         emulator.stop()
         if written:
             with contextlib.suppress(OSError):
                 os.remove(written)
-
-
-def _stop_on_signals(emulator: Any) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        emulator._stopping.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 # --- the parser ------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/python -m coverage erase
+rm -rf .coverage && mkdir -p .coverage
 .venv/bin/python -m coverage run -m pytest "$@"
+.venv/bin/python -m coverage combine --quiet
 .venv/bin/python -m coverage report --fail-under=95
