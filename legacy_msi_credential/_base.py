@@ -73,7 +73,10 @@ class CredentialBase:
             ),
             "read_timeout": _seconds_argument("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT)),
         }
-        self._response_deadline = max(RESPONSE_DEADLINE, self._request_options["read_timeout"])
+        self._response_deadline = _seconds_argument(
+            "response_timeout",
+            kwargs.pop("response_timeout", max(RESPONSE_DEADLINE, self._request_options["read_timeout"])),
+        )
         host = urlsplit(self._endpoint.url).hostname if self._endpoint else None
         self._trust_env = bool(host) and not is_loopback_host(host or "")
         self._pipeline_kwargs = kwargs

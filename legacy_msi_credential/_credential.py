@@ -37,9 +37,10 @@ class LegacyMsiCredential(CredentialBase):
             credential chain moves on quickly.
         allow_insecure_http: Accept a plain ``http`` endpoint that is not loopback.
         clock: Source of Unix time in seconds for the token cache (default ``time.time``).
-        **kwargs: azure-core pipeline settings: ``transport``, ``connection_timeout``,
-            ``read_timeout``, ``retry_total``, ``logging_enable``, ``user_agent``,
-            ``headers``, ``proxies``, ...
+        **kwargs: ``connection_timeout`` (1 s), ``read_timeout`` (10 s, between bytes),
+            ``response_timeout`` (15 s, for a whole answer however slowly it trickles),
+            ``retry_total`` (4), and azure-core pipeline settings: ``transport``,
+            ``logging_enable``, ``user_agent``, ``headers``, ``proxies``, ...
 
     Raises:
         ValueError: Conflicting identities, or an endpoint that is not a usable URL.

@@ -18,6 +18,7 @@ from azure.core.pipeline.policies import (
     ProxyPolicy,
     UserAgentPolicy,
 )
+from azure.core.pipeline.transport import RequestsTransport
 
 from ._protocol import IDENTITY_PARAMETERS, Answer, BodyCollector
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
@@ -179,8 +180,6 @@ def build_pipeline(
     """
     transport = kwargs.pop("transport", None)
     if transport is None:
-        from azure.core.pipeline.transport import RequestsTransport
-
         transport = RequestsTransport(use_env_settings=trust_env, **kwargs)
     retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline)
     return Pipeline(transport, policies=pipeline_policies(retry, **kwargs))

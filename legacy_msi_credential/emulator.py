@@ -391,7 +391,7 @@ class Emulator:
         self._faults: deque[Fault] = deque()
         self._log: list[RecordedRequest] = []
         self._issued: dict[tuple[str, str, str], dict[str, str]] = {}
-        self._issued_count = 0
+        self._minted: list[str] = []
         self._stopping = threading.Event()
         self._server: Optional[_ReuseServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -518,9 +518,15 @@ class Emulator:
 
     @property
     def tokens_issued(self) -> int:
-        """How many distinct tokens were minted (cache hits excluded)."""
+        """How many distinct tokens were minted for requests (cache hits excluded)."""
         with self._lock:
-            return self._issued_count
+            return len(self._minted)
+
+    @property
+    def minted_tokens(self) -> list[str]:
+        """Every token minted for a request, oldest first (for leak checks in tests)."""
+        with self._lock:
+            return list(self._minted)
 
     def reset(self) -> None:
         """Forget the request log, the faults and the token cache."""
@@ -627,7 +633,7 @@ class Emulator:
                     "resource": resource,
                     "token_type": "Bearer",
                 }
-                self._issued_count += 1
+                self._minted.append(token)
                 if not bypass:
                     self._issued[key] = cached
         answer = dict(cached)
@@ -657,6 +663,9 @@ def _is_loopback_client(address: str) -> bool:
 class _Handler(http.server.BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle's algorithm holds
+    # the body back until the client's delayed ACK, 40 ms on Linux.
+    disable_nagle_algorithm = True
 
     def version_string(self) -> str:
         return "legacy-msi-emulator"

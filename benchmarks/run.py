@@ -1,0 +1,406 @@
+"""legacy-msi-credential against azure-identity's ManagedIdentityCredential, side by side.
+
+Every figure is measured for this package and for azure-identity on the same emulator on
+loopback, in one run, and printed with its ratio and target. Exit status 1 when a target
+is missed.
+
+    python benchmarks/run.py            # full: the targets as published
+    python benchmarks/run.py --quick    # CI: fewer runs; exact request counts, ratios with margins
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _setup import CREDENTIALS, SCOPE  # noqa: E402
+
+from legacy_msi_credential import LegacyMsiCredential  # noqa: E402
+from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential  # noqa: E402
+from legacy_msi_credential.emulator import Emulator, Fault  # noqa: E402
+
+logging.disable(logging.WARNING)
+OURS = "legacy-msi-credential"
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    values: dict[str, float]
+    target: str
+    ok: bool
+    ratio: Optional[float] = None
+    spread: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("MSI_ENDPOINT", "MSI_SECRET", "AZURE_POD_IDENTITY_AUTHORITY_HOST", "LEGACY_MSI_ENDPOINT"):
+        env.pop(name, None)
+    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# --- cached path (pyperf) ------------------------------------------------------------------
+
+
+def cached_path(quick: bool) -> list[Figure]:
+    from pyperf import BenchmarkSuite
+
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "cached.json"
+        command = [sys.executable, str(HERE / "bench_cached.py"), "--quiet", "-o", str(output)]
+        command += ["--processes", "3", "--values", "3"] if quick else ["--processes", "8", "--values", "5"]
+        subprocess.run(command, check=True, env=_clean_env(), cwd=HERE)
+        suite = BenchmarkSuite.load(str(output))
+    medians = {b.get_name(): b.median() * 1e6 for b in suite.get_benchmarks()}
+    spreads = {b.get_name(): b.stdev() * 1e6 for b in suite.get_benchmarks()}
+    figures = []
+    for method in ("get_token", "get_token_info"):
+        values = {name: medians[f"{name} {method}"] for name in CREDENTIALS}
+        others = [v for k, v in values.items() if k != OURS]
+        ratio = values[OURS] / min(others)
+        limit, factor = (5.0, 3.0) if quick else (1.0, 10.0)
+        ok = values[OURS] <= limit and min(others) / values[OURS] >= factor
+        figures.append(
+            Figure(
+                f"cached {method}",
+                "µs",
+                values,
+                f"<= {limit:g} µs and >= {factor:g}x faster than either",
+                ok,
+                ratio,
+                {name: spreads[f"{name} {method}"] for name in CREDENTIALS},
+            )
+        )
+    return figures
+
+
+# --- first token and import, in fresh processes ------------------------------------------------
+
+_FIRST_TOKEN = {
+    OURS: (
+        "from legacy_msi_credential import LegacyMsiCredential",
+        "LegacyMsiCredential(endpoint=URL).get_token(SCOPE)",
+        {},
+    ),
+    "identity (MSI_ENDPOINT)": (
+        "from azure.identity import ManagedIdentityCredential",
+        "ManagedIdentityCredential().get_token(SCOPE)",
+        {"MSI_ENDPOINT": "{url}"},
+    ),
+    "identity (IMDS)": (
+        "from azure.identity import ManagedIdentityCredential",
+        "ManagedIdentityCredential().get_token(SCOPE)",
+        {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "{imds}"},
+    ),
+    "bare requests": (
+        "import requests",
+        "requests.Session().get(URL, params={'resource': SCOPE[:-9]}, headers={'Metadata': 'true'}).json()",
+        {},
+    ),
+}
+
+
+def _first_token_once(emulator: Emulator, kind: str) -> float:
+    setup, call, extra = _FIRST_TOKEN[kind]
+    code = (
+        f"import time, logging\nlogging.disable(logging.WARNING)\n{setup}\n"
+        f"URL, SCOPE = {emulator.endpoint!r}, {SCOPE!r}\n"
+        f"t = time.perf_counter()\n{call}\nprint(time.perf_counter() - t)\n"
+    )
+    env = _clean_env()
+    env.update({k: v.format(url=emulator.endpoint, imds=emulator.imds_authority) for k, v in extra.items()})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def first_token(quick: bool) -> Figure:
+    runs = 5 if quick else 21
+    samples: dict[str, list[float]] = {kind: [] for kind in _FIRST_TOKEN}
+    with Emulator(port=0) as emulator:
+        for _ in range(runs):
+            for kind in _FIRST_TOKEN:  # interleaved, so drift affects all alike
+                samples[kind].append(_first_token_once(emulator, kind) * 1000)
+    values = {kind: statistics.median(s) for kind, s in samples.items()}
+    identity = min(values["identity (MSI_ENDPOINT)"], values["identity (IMDS)"])
+    ratio = values[OURS] / identity
+    versus_bare = values[OURS] / values["bare requests"]
+    limit_identity, limit_bare = (1.0, 3.0) if quick else (0.5, 1.5)
+    floor = values["bare requests"] / identity
+    return Figure(
+        "first token (construct + get_token)",
+        "ms",
+        values,
+        f"<= {limit_identity:g}x azure-identity, <= {limit_bare:g}x bare requests",
+        ratio <= limit_identity and versus_bare <= limit_bare,
+        ratio,
+        {kind: statistics.pstdev(s) for kind, s in samples.items()},
+        note=f"ours is {versus_bare:.2f}x a bare requests call, which is itself {floor:.2f}x azure-identity",
+    )
+
+
+_PEAK = "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])"
+
+
+def _import_once(module: str) -> tuple[float, float]:
+    """Wall time of ``python -c "import MODULE"``, and the peak memory of such a process.
+
+    The peak is read from the child's own ``VmHWM``, which exec resets (``ru_maxrss``
+    would include the parent's pages from before the child's exec).
+    """
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], env=_clean_env(), check=True)
+    elapsed = time.perf_counter() - started
+    peak = subprocess.run(
+        [sys.executable, "-c", f"import {module}\n{_PEAK}"],
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return elapsed * 1000, int(peak.stdout.strip()) / 1024  # ms, MiB
+
+
+def import_cost(quick: bool) -> list[Figure]:
+    runs = 5 if quick else 15
+    modules = {
+        OURS: "legacy_msi_credential",
+        "azure-identity": "azure.identity",
+        # What any credential built on azure-core's RequestsTransport must import.
+        "floor: azure-core + requests": "azure.core.pipeline.transport._requests_basic",
+    }
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in modules}
+    for _ in range(runs):
+        for name, module in modules.items():
+            samples[name].append(_import_once(module))
+    limit = 0.9 if quick else 0.6
+    figures = []
+    for index, (what, unit) in enumerate((("import wall time", "ms"), ("import peak memory", "MiB"))):
+        values = {name: statistics.median(s[index] for s in runs_) for name, runs_ in samples.items()}
+        ratio = values[OURS] / values["azure-identity"]
+        floor = values["floor: azure-core + requests"]
+        note = (
+            f"ours is {values[OURS] / floor:.2f}x the floor, which is itself "
+            f"{floor / values['azure-identity']:.2f}x azure-identity"
+        )
+        figures.append(Figure(what, unit, values, f"<= {limit:g}x azure-identity", ratio <= limit, ratio, note=note))
+    return figures
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+
+def threads_cold_start(threads: int = 64) -> Figure:
+    counts = {}
+    for name, make in CREDENTIALS.items():
+        with Emulator(port=0) as emulator:
+            emulator.add_faults(*[Fault.delay(0.05)] * threads)  # a cold extension asks Azure AD first
+            credential = make(emulator)
+            barrier = threading.Barrier(threads)
+
+            def ask(credential: Any = credential, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                credential.get_token(SCOPE)
+
+            workers = [threading.Thread(target=ask) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            counts[name] = float(emulator.request_count)
+    return Figure(f"{threads} threads, empty cache", "requests", counts, "exactly 1 request", counts[OURS] == 1)
+
+
+def tasks_cold_start(tasks: int = 1000) -> Figure:
+    counts = {}
+
+    async def ours(emulator: Emulator) -> None:
+        async with AsyncLegacyMsiCredential(endpoint=emulator.endpoint) as credential:
+            await asyncio.gather(*(credential.get_token(SCOPE) for _ in range(tasks)))
+
+    async def identity(emulator: Emulator) -> None:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = emulator.imds_authority
+        from azure.identity.aio import ManagedIdentityCredential
+
+        async with ManagedIdentityCredential() as credential:
+            await asyncio.gather(*(credential.get_token(SCOPE) for _ in range(tasks)))
+
+    runs: dict[str, Callable[[Emulator], Any]] = {OURS: ours, "identity (IMDS)": identity}
+    for name, run in runs.items():
+        with Emulator(port=0) as emulator:
+            emulator.add_faults(*[Fault.delay(0.05)] * 50)
+            asyncio.run(run(emulator))
+            counts[name] = float(emulator.request_count)
+    os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
+    return Figure(f"{tasks} asyncio tasks, empty cache", "requests", counts, "exactly 1 request", counts[OURS] == 1)
+
+
+class _SharedClock:
+    """Simulated time that every call moves forward by ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.now = time.time()
+        self.step = step
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self) -> None:
+        with self._lock:
+            self.now += self.step
+
+
+def steady_state(calls: int = 10_000, threads: int = 8, refreshes: int = 5) -> Figure:
+    lifetime = 3600
+    fresh_span = lifetime - 300  # refresh_on is 5 minutes before expiry for a 1 h token
+    clock = _SharedClock(step=fresh_span * (refreshes + 0.5) / calls)
+    with Emulator(port=0, lifetime=lifetime, clock=clock) as emulator:
+        credential = LegacyMsiCredential(endpoint=emulator.endpoint, clock=clock)
+        latencies: list[float] = []
+        seen: set[str] = set()
+        lock = threading.Lock()
+
+        def work() -> None:
+            mine = []
+            for _ in range(calls // threads):
+                started = time.perf_counter()
+                token = credential.get_token(SCOPE).token
+                mine.append(time.perf_counter() - started)
+                clock.tick()
+                with lock:
+                    seen.add(token)
+            with lock:
+                latencies.extend(mine)
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        requests_made = emulator.request_count
+    # One request per distinct token (no stampede), one first token plus the refreshes.
+    slowest = max(latencies) * 1000
+    values = {"requests": float(requests_made), "tokens": float(len(seen)), "slowest call ms": slowest}
+    ok = requests_made == len(seen) == refreshes + 1
+    return Figure(
+        f"steady state: {calls} calls, {threads} threads, {refreshes} refreshes",
+        "",
+        values,
+        f"requests = 1 + {refreshes} refreshes",
+        ok,
+    )
+
+
+# --- the plot ------------------------------------------------------------------------------------
+
+
+def latency_plot(path: Path, batches: int = 2000, batch: int = 100) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    with Emulator(port=0) as emulator:
+        for name, make in CREDENTIALS.items():
+            credential = make(emulator)
+            credential.get_token(SCOPE)
+            get = credential.get_token
+            samples = []
+            for _ in range(batches):
+                started = time.perf_counter_ns()
+                for _ in range(batch):
+                    get(SCOPE)
+                samples.append((time.perf_counter_ns() - started) / batch / 1000)
+            series[name] = samples
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name, samples in series.items():
+        axis.hist(samples, bins=200, histtype="step", label=f"{name} (median {statistics.median(samples):.2f} µs)")
+    axis.set_xscale("log")
+    axis.set_xlabel("get_token with a fresh cached token, µs per call (log scale)")
+    axis.set_ylabel(f"batches of {batch} calls")
+    axis.set_title("Cached-path latency: legacy-msi-credential vs azure-identity")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def report(figures: list[Figure]) -> str:
+    lines = []
+    for figure in figures:
+        status = "ok" if figure.ok else "MISSED"
+        lines.append(f"\n{figure.name} [{figure.unit}]  target: {figure.target}  -> {status}")
+        for name, value in figure.values.items():
+            spread = f" ± {_fmt(figure.spread[name])}" if name in figure.spread else ""
+            lines.append(f"    {name:<32}{_fmt(value)}{spread}")
+        if figure.ratio is not None:
+            lines.append(f"    ratio (ours / azure-identity): {figure.ratio:.3f}")
+        if figure.note:
+            lines.append(f"    {figure.note}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI mode: fewer runs, generous ratio margins")
+    parser.add_argument("--plot", action="store_true", help="also draw results/cached_latency.png")
+    args = parser.parse_args(argv)
+    os.environ.pop("MSI_ENDPOINT", None)
+
+    figures = [
+        *cached_path(args.quick),
+        first_token(args.quick),
+        *import_cost(args.quick),
+        threads_cold_start(),
+        tasks_cold_start(),
+        steady_state(),
+    ]
+    print(
+        f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} cores{' (quick mode)' if args.quick else ''}"
+    )
+    print(report(figures))
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    if not args.quick:
+        document = [figure.__dict__ for figure in figures]
+        (results / "latest.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if args.plot:
+        latency_plot(results / "cached_latency.png")
+    missed = [figure.name for figure in figures if not figure.ok]
+    if missed:
+        print(f"\nMISSED: {', '.join(missed)}")
+        return 1
+    print("\nAll targets met.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
