@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 import time
 from typing import Any, Optional
 
@@ -141,14 +144,62 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
             transport.sleep(delay)
 
     def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
-        collector = self._helper.collector(request, response)
         http_response = response.http_response
+        try:
+            collector = self._helper.collector(request, response)
+        except AzureError:
+            discard_connection(http_response)  # an oversized body announced: not read at all
+            http_response.close()
+            raise
+        # A read blocks until its chunk is complete, however slowly the bytes trickle in:
+        # at the deadline, a watchdog shuts the socket down to end it.
+        fired = threading.Event()
+        watchdog = threading.Timer(collector.seconds_left(time.monotonic()), _interrupt, (http_response, fired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for chunk in http_response.iter_bytes():
                 collector.feed(chunk, time.monotonic())
+        except AzureError as exc:
+            discard_connection(http_response)
+            if fired.is_set():
+                raise collector.too_slow() from exc
+            raise
         finally:
+            watchdog.cancel()
             http_response.close()
         return collector.answer()
+
+
+def _connection(http_response: Any) -> Any:
+    """The urllib3 connection under a requests-based response, or ``None`` (aiohttp, released)."""
+    internal = getattr(http_response, "_internal_response", None) or getattr(http_response, "internal_response", None)
+    return getattr(getattr(internal, "raw", None), "connection", None)
+
+
+def _interrupt(http_response: Any, fired: threading.Event) -> None:
+    """Shut down the socket under a requests response, ending a read blocked on it in another thread."""
+    fired.set()
+    sock = getattr(_connection(http_response), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def discard_connection(http_response: Any) -> None:
+    """End the connection of an answer abandoned halfway: it cannot carry another request.
+
+    The socket is shut down first, which wakes a read still blocked on it (a worker
+    thread of the async requests transport), so that closing does not wait for it.
+    """
+    connection = _connection(http_response)
+    if connection is None:
+        return
+    sock = getattr(connection, "sock", None)
+    with contextlib.suppress(OSError):
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
 
 
 def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from azure.core.rest import HttpRequest
 
 from ._constants import EXPIRY_MARGIN, MAX_EPOCH_SECONDS
-from ._errors import TokenRequestError, unavailable
+from ._errors import CredentialUnavailableError, TokenRequestError, unavailable
 
 IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id")
 
@@ -383,10 +383,18 @@ class BodyCollector:
                 status_code=self._status,
             )
         if now > self._deadline:
-            raise unavailable(
-                f"{self._url} is sending its answer too slowly; gave up waiting for it", status_code=self._status
-            )
+            raise self.too_slow()
         self._chunks.append(chunk)
+
+    def seconds_left(self, now: float) -> float:
+        """Seconds until the deadline; ``now`` is monotonic time."""
+        return max(0.0, self._deadline - now)
+
+    def too_slow(self) -> CredentialUnavailableError:
+        """The error for an answer that did not arrive by the deadline."""
+        return unavailable(
+            f"{self._url} is sending its answer too slowly; gave up waiting for it", status_code=self._status
+        )
 
     def answer(self) -> Answer:
         """Everything received."""

@@ -144,9 +144,10 @@ class RetryController:
                 delay = max(delay, floor)
             what = f"HTTP {status}" if status is not None else "no answer"
             limit = settings.max_attempts
-        delay = min(delay, budget - self.spent)
-        if delay < floor:
-            return None
+        remaining = budget - self.spent
+        if remaining < floor:
+            return None  # too little of the budget left to be worth another attempt
+        delay = min(delay, remaining)
         self.spent += delay
         of = f" of {limit}" if limit is not None else f" (waiting up to {budget:g} s for the endpoint)"
         _LOGGER.warning(

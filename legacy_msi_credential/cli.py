@@ -438,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl+C or SIGTERM.",
         epilog="""fault SPEC (used one per token request, in order; comma-separated; xN repeats):
   503  429@5  400/invalid_resource    an error answer, optionally with Retry-After
+  ok                                  a normal answer (spaces out the others)
   drop | reset                        close the connection / reset it mid-body
   hang[=S] | delay=S                  never answer (or for S seconds) / answer after S
   not-json | truncated | expired      an HTML page / half a JSON body / an expired token

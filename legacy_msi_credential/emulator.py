@@ -133,6 +133,11 @@ class Fault:
         )
 
     @classmethod
+    def ok(cls) -> Fault:
+        """Answer normally: a placeholder that spaces out the other faults of a script."""
+        return cls("ok")
+
+    @classmethod
     def drop(cls) -> Fault:
         """Close the connection without answering."""
         return cls("drop")
@@ -204,7 +209,7 @@ def parse_fault_spec(spec: str) -> list[Fault]:
     The grammar, items separated by commas, each optionally followed by ``xN`` to repeat::
 
         STATUS[/ERROR][@RETRY_AFTER]    503, 429@5, 400/invalid_resource, 500@bogus
-        drop | reset | truncated | expired | not-json
+        ok | drop | reset | truncated | expired | not-json
         hang[=SECONDS] | delay=SECONDS | trickle=SECONDS_PER_BYTE
         huge=BYTES (announced) | flood=BYTES (no Content-Length) | lifetime=SECONDS
 
@@ -231,7 +236,13 @@ def _parse_one(text: str) -> Fault:
             int(status.group("status")), error=status.group("error"), retry_after=status.group("retry_after")
         )
     name, _, value = text.partition("=")
-    simple = {"drop": Fault.drop, "reset": Fault.reset, "truncated": Fault.truncated, "expired": Fault.expired}
+    simple = {
+        "ok": Fault.ok,
+        "drop": Fault.drop,
+        "reset": Fault.reset,
+        "truncated": Fault.truncated,
+        "expired": Fault.expired,
+    }
     if name in simple and not value:
         return simple[name]()
     if name == "not-json" and not value:

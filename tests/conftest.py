@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import socket
 from collections.abc import Iterator
@@ -55,6 +56,13 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
     # azure-identity's IMDS path and this package's diagnostics both go to a dead loopback port.
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", dead)
     monkeypatch.setenv("LEGACY_MSI_IMDS_URL", dead)
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_each_test() -> Iterator[None]:
+    """Unclosed sockets and sessions are reported by the test that left them, not a later one."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -342,6 +342,7 @@ def test_mint_token_directly(emulator: Emulator) -> None:
     [
         ("503", ["status"]),
         ("503x3", ["status"] * 3),
+        ("503,okx2", ["status", "ok", "ok"]),
         ("429@5,drop,reset", ["status", "drop", "reset"]),
         ("hang,hang=2,delay=0.5,trickle=0.01", ["hang", "hang", "delay", "trickle"]),
         ("not-json,truncated,expired,lifetime=60", ["not_json", "truncated", "expired", "lifetime"]),

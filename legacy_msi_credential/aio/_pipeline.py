@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from .._pipeline import ANSWER_KEY, RetryHelper, pipeline_policies
+from .._pipeline import ANSWER_KEY, RetryHelper, discard_connection, pipeline_policies
 from .._protocol import Answer
 from .._retry import RetrySettings
 
@@ -46,11 +47,32 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
             await transport.sleep(delay)
 
     async def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
-        collector = self._helper.collector(request, response)
         http_response = response.http_response
         try:
-            async for chunk in http_response.iter_bytes():
-                collector.feed(chunk, time.monotonic())
+            collector = self._helper.collector(request, response)
+        except AzureError:
+            discard_connection(http_response)  # an oversized body announced: not read at all
+            await http_response.close()
+            raise
+
+        async def read() -> None:
+            chunks = http_response.iter_bytes()
+            try:
+                async for chunk in chunks:
+                    collector.feed(chunk, time.monotonic())
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        try:
+            await asyncio.wait_for(read(), timeout=collector.seconds_left(time.monotonic()))
+        except asyncio.TimeoutError:
+            discard_connection(http_response)
+            raise collector.too_slow() from None
+        except AzureError:
+            discard_connection(http_response)
+            raise
         finally:
             await http_response.close()
         return collector.answer()
