@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
 from azure.core.rest import HttpRequest
 
-from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
+from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
 from ._errors import CredentialUnavailableError, unavailable
@@ -62,7 +62,9 @@ class CredentialBase:
             self._endpoint_error = exc
             _LOGGER.warning("%s: %s", self._credential_name, exc)
         retry_total = kwargs.pop("retry_total", None)
-        max_attempts = RetrySettings.max_attempts if retry_total is None else int(retry_total) + 1
+        if retry_total is not None and (isinstance(retry_total, bool) or not isinstance(retry_total, int)):
+            raise ValueError(f"retry_total must be a whole number of retries, not {retry_total!r}")
+        max_attempts = RetrySettings.max_attempts if retry_total is None else retry_total + 1
         self._retry_settings = RetrySettings(
             max_attempts=max_attempts,
             wait_for_endpoint=_seconds_argument("wait_for_endpoint", wait_for_endpoint),
@@ -187,18 +189,30 @@ class CredentialBase:
         self._fresh[scopes] = (entry.refresh_on, entry.access_token, entry.info)
         return entry
 
-    def _refresh_failed(self, entry: CacheEntry, error: ClientAuthenticationError) -> CacheEntry:
-        """A proactive refresh failed: log it and keep serving the valid token."""
-        self._cache.refresh_failed(entry, self._clock())
-        _LOGGER.warning(
-            "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
-            self._credential_name,
-            entry.expires_on - self._clock(),
-            error.message,
-        )
-        return entry
+    def _recheck(self, resource: str, force: bool) -> tuple[Action, Optional[CacheEntry]]:
+        """Decide again once the resource's lock is held: another caller may have refreshed meanwhile."""
+        if force:
+            return Action.FETCH, None
+        return self._cache.decide(resource, self._clock())
 
-    def _log_failure(self, resource: str, error: ClientAuthenticationError) -> None:
-        """Log a refusal at INFO: the exception raised carries it; "not there" was logged where found."""
+    def _after_failure(
+        self, resource: str, action: Action, entry: Optional[CacheEntry], error: ClientAuthenticationError
+    ) -> Optional[CacheEntry]:
+        """The token to serve after a failed request, or ``None`` to raise its error.
+
+        A failed proactive refresh is logged and the still-valid token served; with no
+        valid token the failure is raised.
+        """
+        if action is Action.TRY_REFRESH and entry is not None:
+            self._cache.refresh_failed(entry, self._clock())
+            _LOGGER.warning(
+                "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
+                self._credential_name,
+                entry.expires_on - self._clock(),
+                error.message,
+            )
+            return entry
         if not isinstance(error, CredentialUnavailableError):
+            # INFO: the exception raised carries it; "not there" was logged where it was found.
             _LOGGER.info("No token for %s (%s): %s", resource, self._identity.describe(), error.message)
+        return None

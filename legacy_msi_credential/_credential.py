@@ -155,25 +155,24 @@ class LegacyMsiCredential(CredentialBase):
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
-        if action is Action.TRY_REFRESH and entry is not None:
+        if action is Action.TRY_REFRESH:
             if not lock.acquire(blocking=False):
-                return entry  # another thread is refreshing; this token is still valid
+                return entry  # type: ignore[return-value]  # another thread is refreshing; this one is valid
+        else:
+            lock.acquire()
+        try:
+            action, entry = self._recheck(resource, force)
+            if action is Action.SERVE and entry is not None:
+                return self._remember(scopes, entry)  # another thread got a token meanwhile
             try:
                 return self._remember(scopes, self._fetch(resource))
             except ClientAuthenticationError as exc:
-                return self._refresh_failed(entry, exc)
-            finally:
-                lock.release()
-        with lock:
-            if not force:
-                action, entry = self._cache.decide(resource, self._clock())
-                if action is not Action.FETCH and entry is not None:
-                    return self._remember(scopes, entry)  # another thread fetched it meanwhile
-            try:
-                return self._remember(scopes, self._fetch(resource))
-            except ClientAuthenticationError as exc:
-                self._log_failure(resource, exc)
-                raise
+                served = self._after_failure(resource, action, entry, exc)
+                if served is None:
+                    raise
+                return served
+        finally:
+            lock.release()
 
     def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, doing its I/O."""

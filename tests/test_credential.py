@@ -496,3 +496,22 @@ def test_token_json_is_what_the_emulator_sent(twin: SyncTwin, emulator: Emulator
     token = twin.get_token(credential, "https://storage.azure.com/.default")
     header = json.loads(__import__("base64").urlsafe_b64decode(token.token.split(".")[0] + "=="))
     assert header["typ"] == "JWT"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retry_total": "3"}, "retry_total"),
+        ({"retry_total": True}, "retry_total"),
+        ({"retry_total": -1}, "max_attempts"),
+        ({"wait_for_endpoint": -1}, "wait_for_endpoint"),
+        ({"connection_timeout": "1"}, "connection_timeout"),
+        ({"read_timeout": float("nan")}, "read_timeout"),
+        ({"response_timeout": 10**9}, "response_timeout"),
+        ({"client_id": ""}, "client_id"),
+        ({"endpoint": "ftp://x/oauth2/token"}, "absolute http"),
+    ],
+)
+def test_bad_options_are_clear_value_errors(twin: SyncTwin, options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        twin.make(**options)

@@ -160,24 +160,19 @@ class LegacyMsiCredential(CredentialBase):
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
-        if action is Action.TRY_REFRESH and entry is not None:
-            if lock.locked():
-                return entry  # another task is refreshing; this token is still valid
-            async with lock:
-                try:
-                    return self._remember(scopes, await self._fetch(resource))
-                except ClientAuthenticationError as exc:
-                    return self._refresh_failed(entry, exc)
+        if action is Action.TRY_REFRESH and entry is not None and lock.locked():
+            return entry  # another task is refreshing; this token is still valid
         async with lock:
-            if not force:
-                action, entry = self._cache.decide(resource, self._clock())
-                if action is not Action.FETCH and entry is not None:
-                    return self._remember(scopes, entry)  # another task fetched it meanwhile
+            action, entry = self._recheck(resource, force)
+            if action is Action.SERVE and entry is not None:
+                return self._remember(scopes, entry)  # another task got a token meanwhile
             try:
                 return self._remember(scopes, await self._fetch(resource))
             except ClientAuthenticationError as exc:
-                self._log_failure(resource, exc)
-                raise
+                served = self._after_failure(resource, action, entry, exc)
+                if served is None:
+                    raise
+                return served
 
     async def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, awaiting its I/O."""
