@@ -14,7 +14,7 @@ from azure.core.rest import HttpRequest
 
 from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
-from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
+from ._endpoint import SOURCE_DEFAULT, EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
 from ._errors import CredentialUnavailableError, unavailable
 from ._protocol import Answer, Identity, build_request, parse_response, wants_post
 from ._retry import RetrySettings
@@ -175,7 +175,7 @@ class CredentialBase:
         url = self._endpoint.url
         if isinstance(error, ServiceRequestError):
             message = f"nothing is listening at {url} (connection refused or unreachable)"
-            if self._endpoint.source == "default":
+            if self._endpoint.source == SOURCE_DEFAULT:
                 message += "; the legacy managed identity extension is not running on this machine"
         else:
             message = f"the endpoint at {url} did not answer (the connection broke or timed out)"

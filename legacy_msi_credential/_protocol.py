@@ -92,11 +92,6 @@ class Identity:
             raise ValueError(f"{name} has surrounding whitespace or control characters")
         return cls(name, value)
 
-    @property
-    def user_assigned(self) -> bool:
-        """Whether this is a user-assigned identity."""
-        return self.parameter is not None
-
     def describe(self) -> str:
         """A short, loggable description (identifiers of identities are not secrets)."""
         if self.parameter is None:

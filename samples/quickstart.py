@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     info = credential.get_token_info(STORAGE_SCOPE)
     claims = decode_claims(info.token)
     expires = datetime.datetime.fromtimestamp(info.expires_on, datetime.timezone.utc)
-    print(f"Token:    {info.token_type}, expires {expires:%Y-%m-%d %H:%M:%S} UTC, refresh at {info.refresh_on}")
+    refresh = datetime.datetime.fromtimestamp(info.refresh_on or info.expires_on, datetime.timezone.utc)
+    print(f"Token:    {info.token_type}, expires {expires:%H:%M:%S} UTC, refreshed from {refresh:%H:%M:%S} UTC")
     for name in ("aud", "iss", "tid", "oid", "appid"):
         print(f"  {name:<6}{claims.get(name)}")
 
