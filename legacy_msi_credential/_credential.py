@@ -155,9 +155,9 @@ class LegacyMsiCredential(CredentialBase):
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
-        if action is Action.TRY_REFRESH:
+        if action is Action.TRY_REFRESH and entry is not None:
             if not lock.acquire(blocking=False):
-                return entry  # type: ignore[return-value]  # another thread is refreshing; this one is valid
+                return entry  # another thread is refreshing; this token is still valid
         else:
             lock.acquire()
         try:
