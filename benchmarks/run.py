@@ -209,6 +209,15 @@ def import_cost(quick: bool) -> list[Figure]:
 # --- concurrency ---------------------------------------------------------------------------------
 
 
+def _in_threads(target: Callable[[], None], threads: int) -> None:
+    """Run ``target`` in ``threads`` threads at once and wait for all of them."""
+    workers = [threading.Thread(target=target) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
 def threads_cold_start(threads: int = 64) -> Figure:
     counts = {}
     for name, make in CREDENTIALS.items():
@@ -221,11 +230,7 @@ def threads_cold_start(threads: int = 64) -> Figure:
                 barrier.wait()
                 credential.get_token(SCOPE)
 
-            workers = [threading.Thread(target=ask) for _ in range(threads)]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
+            _in_threads(ask, threads)
             counts[name] = float(emulator.request_count)
     return Figure(f"{threads} threads, empty cache", "requests", counts, "exactly 1 request", counts[OURS] == 1)
 
@@ -292,11 +297,7 @@ def steady_state(calls: int = 10_000, threads: int = 8, refreshes: int = 5) -> F
             with lock:
                 latencies.extend(mine)
 
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        _in_threads(work, threads)
         requests_made = emulator.request_count
     # One request per distinct token (no stampede), one first token plus the refreshes.
     slowest = max(latencies) * 1000

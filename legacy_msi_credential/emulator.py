@@ -399,6 +399,7 @@ class Emulator:
                 "signed tokens need the 'cryptography' package: pip install legacy-msi-credential[emulator]"
             )
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._faults: deque[Fault] = deque()
         self._log: list[RecordedRequest] = []
         self._issued: dict[tuple[str, str, str], dict[str, str]] = {}
@@ -520,6 +521,11 @@ class Emulator:
         """Every request received, oldest first."""
         with self._lock:
             return list(self._log)
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` requests have arrived in all; ``False`` if ``timeout`` seconds pass first."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self._log) >= count, timeout=timeout)
 
     @property
     def request_count(self) -> int:
@@ -658,6 +664,7 @@ class Emulator:
     def _record(self, request: RecordedRequest) -> Optional[Fault]:
         with self._lock:
             self._log.append(request)
+            self._arrived.notify_all()
             return self._faults.popleft() if self._faults else None
 
 

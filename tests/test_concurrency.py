@@ -18,17 +18,22 @@ from .conftest import Clock
 ARM = "https://management.azure.com/.default"
 
 
-def test_64_threads_cold_start_with_one_request(emulator: Emulator) -> None:
-    emulator.add_faults(Fault.delay(0.3))  # keep the first request in flight while the others arrive
-    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
-    barrier = threading.Barrier(64)
+def tokens_from_threads_at_once(credential: LegacyMsiCredential, threads: int) -> list[str]:
+    """``threads`` threads released together by a barrier, each asking for a token once."""
+    barrier = threading.Barrier(threads)
 
-    def ask() -> str:
+    def ask(_: int) -> str:
         barrier.wait()
         return credential.get_token(ARM).token
 
-    with ThreadPoolExecutor(64) as pool:
-        tokens = list(pool.map(lambda _: ask(), range(64)))
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(ask, range(threads)))
+
+
+def test_64_threads_cold_start_with_one_request(emulator: Emulator) -> None:
+    emulator.add_faults(Fault.delay(0.3))  # keep the first request in flight while the others arrive
+    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
+    tokens = tokens_from_threads_at_once(credential, 64)
     assert len(set(tokens)) == 1
     assert emulator.request_count == 1
     credential.close()
@@ -40,14 +45,7 @@ def test_stale_token_is_served_while_one_thread_refreshes(clock: Clock) -> None:
         old = credential.get_token_info(ARM)
         clock.now = old.refresh_on + 1
         vm.add_faults(Fault.delay(0.5))
-        barrier = threading.Barrier(16)
-
-        def ask() -> str:
-            barrier.wait()
-            return credential.get_token(ARM).token
-
-        with ThreadPoolExecutor(16) as pool:
-            tokens = list(pool.map(lambda _: ask(), range(16)))
+        tokens = tokens_from_threads_at_once(credential, 16)
         assert vm.request_count == 2  # the first token, then exactly one refresh
         assert old.token in tokens  # callers that did not refresh were not blocked
         assert credential.get_token(ARM).token != old.token
@@ -104,10 +102,7 @@ async def test_cancelled_get_token_leaves_nothing_locked(emulator: Emulator) -> 
     emulator.add_faults(Fault.hang(5))
     async with AsyncLegacyMsiCredential(endpoint=emulator.endpoint) as credential:
         waiting = asyncio.ensure_future(credential.get_token(ARM))
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if emulator.request_count:
-                break
+        assert await asyncio.get_running_loop().run_in_executor(None, emulator.wait_for_requests, 1)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting

@@ -261,6 +261,8 @@ def test_request_log(emulator: Emulator, http: requests.Session) -> None:
     assert request.param("missing") is None
     assert request.headers["Metadata"] == "true"
     assert request.client == "127.0.0.1"
+    assert emulator.wait_for_requests(1)
+    assert not emulator.wait_for_requests(2, timeout=0.05)
     emulator.reset()
     assert emulator.request_count == 0
 
@@ -311,8 +313,7 @@ def test_stop_releases_the_port_and_hung_requests(http: requests.Session) -> Non
     vm.add_faults(Fault.hang())
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(http.get, vm.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
-        while vm.request_count == 0:
-            time.sleep(0.01)
+        assert vm.wait_for_requests(1)
         started = time.monotonic()
         vm.stop()
         with pytest.raises(requests.ConnectionError):
