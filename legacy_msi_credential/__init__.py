@@ -1,8 +1,11 @@
 """Azure SDK credential for VMs that only have the legacy managed identity VM extension.
 
->>> from azure.storage.blob import BlobServiceClient
->>> from legacy_msi_credential import LegacyMsiCredential
->>> client = BlobServiceClient(account_url, credential=LegacyMsiCredential())
+Pass it as ``credential=`` to any Azure SDK client::
+
+    from azure.storage.blob import BlobServiceClient
+    from legacy_msi_credential import LegacyMsiCredential
+
+    client = BlobServiceClient("https://NAME.blob.core.windows.net", credential=LegacyMsiCredential())
 """
 
 from ._credential import LegacyMsiCredential
