@@ -133,50 +133,22 @@ class SyncTwin:
     """Drives the sync credential."""
 
     name = "sync"
-    cls = LegacyMsiCredential
+    cls: Any = LegacyMsiCredential
+    transport_class: Any = RecordingTransport
 
     def __init__(self, recorder: SleepRecorder) -> None:
         self.recorder = recorder
         self.made: list[Any] = []
 
     def make(self, **kwargs: Any) -> Any:
-        kwargs.setdefault("transport", RecordingTransport(self.recorder))
+        kwargs.setdefault("transport", self.transport_class(self.recorder))
         credential = self.cls(**kwargs)
         self.made.append(credential)
         return credential
 
     def run(self, value: Any) -> Any:
+        """The value of a call: as is here, awaited by the async twin."""
         return value
-
-    def get_token(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
-        return credential.get_token(*scopes, **kwargs)
-
-    def get_token_info(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
-        return credential.get_token_info(*scopes, **kwargs)
-
-    def close_all(self) -> None:
-        for credential in self.made:
-            credential.close()
-
-
-class AsyncTwin(SyncTwin):
-    """Drives the async credential, each call in its own event loop run."""
-
-    name = "async"
-    cls = AsyncLegacyMsiCredential
-
-    def __init__(self, recorder: SleepRecorder) -> None:
-        super().__init__(recorder)
-        self.loop = asyncio.new_event_loop()
-
-    def make(self, **kwargs: Any) -> Any:
-        kwargs.setdefault("transport", AsyncRecordingTransport(self.recorder))
-        credential = self.cls(**kwargs)
-        self.made.append(credential)
-        return credential
-
-    def run(self, value: Any) -> Any:
-        return self.loop.run_until_complete(value) if inspect.isawaitable(value) else value
 
     def get_token(self, credential: Any, *scopes: str, **kwargs: Any) -> Any:
         return self.run(credential.get_token(*scopes, **kwargs))
@@ -187,6 +159,24 @@ class AsyncTwin(SyncTwin):
     def close_all(self) -> None:
         for credential in self.made:
             self.run(credential.close())
+
+
+class AsyncTwin(SyncTwin):
+    """Drives the async credential, each call in its own event loop run."""
+
+    name = "async"
+    cls = AsyncLegacyMsiCredential
+    transport_class = AsyncRecordingTransport
+
+    def __init__(self, recorder: SleepRecorder) -> None:
+        super().__init__(recorder)
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, value: Any) -> Any:
+        return self.loop.run_until_complete(value) if inspect.isawaitable(value) else value
+
+    def close_all(self) -> None:
+        super().close_all()
         self.loop.close()
 
 
