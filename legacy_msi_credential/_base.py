@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
@@ -15,8 +15,8 @@ from azure.core.rest import HttpRequest
 from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import SOURCE_DEFAULT, EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
-from ._errors import CredentialUnavailableError, unavailable
-from ._protocol import Answer, Identity, build_request, parse_response, wants_post
+from ._errors import CredentialUnavailableError, SanitizedCause, TokenRequestError, fresh_copy, unavailable
+from ._protocol import Answer, Identity, build_request, parse_response, unreadable, wants_post
 from ._retry import RetrySettings
 from ._scopes import scopes_to_resource
 
@@ -31,6 +31,46 @@ def _seconds_argument(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
         raise ValueError(f"{name} must be a number of seconds from 0 to 86400, not {value!r}")
     return float(value)
+
+
+#: azure-core retry keywords other credentials take, and what this one does with them.
+_HONOURED_RETRY_KEYWORDS = ("retry_total", "retry_backoff_factor", "retry_backoff_max")
+_REFUSED_RETRY_KEYWORDS = (
+    "retry_mode",
+    "retry_connect",
+    "retry_read",
+    "retry_status",
+    "retry_on_status_codes",
+    "retry_on_methods",
+    "timeout",
+)
+
+
+def _retry_settings(kwargs: dict[str, Any], wait_for_endpoint: Any) -> RetrySettings:
+    """Read azure-core's retry keywords from ``kwargs``: honoured, or refused by their own name."""
+    for name in _REFUSED_RETRY_KEYWORDS:
+        if name in kwargs:
+            raise ValueError(
+                f"{name} is not supported by this credential: its retries follow the legacy extension's "
+                f"guidance; it takes {', '.join(_HONOURED_RETRY_KEYWORDS)} and wait_for_endpoint"
+            )
+    retry_total = kwargs.pop("retry_total", None)
+    if retry_total is not None and (
+        isinstance(retry_total, bool) or not isinstance(retry_total, int) or not 0 <= retry_total <= 100
+    ):
+        raise ValueError(f"retry_total must be a whole number of retries from 0 to 100, not {retry_total!r}")
+    defaults = RetrySettings()
+    backoff = kwargs.pop("retry_backoff_factor", defaults.backoff_base)
+    backoff_max = kwargs.pop("retry_backoff_max", defaults.backoff_max)
+    for name, value in (("retry_backoff_factor", backoff), ("retry_backoff_max", backoff_max)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+            raise ValueError(f"{name} must be a number of seconds from 0 to 3600, not {value!r}")
+    return RetrySettings(
+        max_attempts=defaults.max_attempts if retry_total is None else retry_total + 1,
+        wait_for_endpoint=_seconds_argument("wait_for_endpoint", wait_for_endpoint),
+        backoff_base=float(backoff),
+        backoff_max=float(backoff_max),
+    )
 
 
 class CredentialBase:
@@ -51,6 +91,10 @@ class CredentialBase:
         clock: Optional[Callable[[], float]] = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(allow_insecure_http, bool) or not isinstance(use_post, bool):
+            raise ValueError("allow_insecure_http and use_post must be True or False")
+        if clock is not None and not callable(clock):
+            raise ValueError("clock must be a callable returning Unix seconds")
         self._identity = Identity.from_arguments(client_id, object_id, msi_res_id)
         self._endpoint: Optional[EndpointChoice] = None
         self._endpoint_error: Optional[SettingsFileError] = None
@@ -61,14 +105,7 @@ class CredentialBase:
             # token request (a chain moves on) rather than failing at construction.
             self._endpoint_error = exc
             _LOGGER.warning("%s: %s", self._credential_name, exc)
-        retry_total = kwargs.pop("retry_total", None)
-        if retry_total is not None and (isinstance(retry_total, bool) or not isinstance(retry_total, int)):
-            raise ValueError(f"retry_total must be a whole number of retries, not {retry_total!r}")
-        max_attempts = RetrySettings.max_attempts if retry_total is None else retry_total + 1
-        self._retry_settings = RetrySettings(
-            max_attempts=max_attempts,
-            wait_for_endpoint=_seconds_argument("wait_for_endpoint", wait_for_endpoint),
-        )
+        self._retry_settings = _retry_settings(kwargs, wait_for_endpoint)
         self._request_options = {
             "connection_timeout": _seconds_argument(
                 "connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT)
@@ -81,11 +118,15 @@ class CredentialBase:
         )
         host = urlsplit(self._endpoint.url).hostname if self._endpoint else None
         self._trust_env = bool(host) and not is_loopback_host(host or "")
+        #: Plain-http connections must reach a loopback address (checked on the socket).
+        self._require_loopback = not allow_insecure_http
         self._pipeline_kwargs = kwargs
         self._method = "POST" if use_post else "GET"
         self._clock: Callable[[], float] = clock or time.time
         self._cache = TokenCache()
         self._fresh: dict[tuple[str, ...], _FastRow] = {}
+        #: Per resource: how many requests have ended, and the last one's failure (or None).
+        self._outcomes: dict[str, tuple[int, Optional[ClientAuthenticationError]]] = {}
         self._pid = os.getpid()
         self._setup_io()
 
@@ -121,8 +162,10 @@ class CredentialBase:
 
     # --- steps of a token request ----------------------------------------------------
 
-    def _resource_for(self, scopes: tuple[str, ...]) -> str:
+    def _resource_for(self, scopes: tuple[str, ...], claims: Optional[str] = None) -> str:
         """Validate the request before any I/O, and return its resource."""
+        if claims is not None and not isinstance(claims, str):
+            raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         resource = scopes_to_resource(scopes)
         if self._endpoint is None:
             raise unavailable(
@@ -169,6 +212,25 @@ class CredentialBase:
         )
         return entry
 
+    def _boundary(self, error: Exception) -> ClientAuthenticationError:
+        """What a caller sees of a failed token request: only this package's errors, sanitised.
+
+        Every error leaves as a fresh instance with no ``__context__`` and, for a transport
+        failure, a cause that names exception types only: a transport's messages may
+        quote a hostile server's bytes, a token among them.
+        """
+        if isinstance(error, (CredentialUnavailableError, TokenRequestError)):
+            failure = fresh_copy(error)
+        elif isinstance(error, AzureError) and not isinstance(error, ClientAuthenticationError):
+            failure = self._transport_failure(error)
+            failure.__cause__ = SanitizedCause(error)
+        else:
+            assert self._endpoint is not None
+            failure = unreadable(self._endpoint.url, error)
+            failure.__cause__ = SanitizedCause(error)
+            _LOGGER.debug("%s: unexpected %s while requesting a token", self._credential_name, type(error).__name__)
+        return failure
+
     def _transport_failure(self, error: AzureError) -> ClientAuthenticationError:
         """Translate a transport error into "the endpoint is not there"."""
         assert self._endpoint is not None
@@ -178,9 +240,41 @@ class CredentialBase:
             if self._endpoint.source == SOURCE_DEFAULT:
                 message += "; the legacy managed identity extension is not running on this machine"
         else:
-            message = f"the endpoint at {url} did not answer (the connection broke or timed out)"
+            message = (
+                f"the endpoint at {url} did not answer like an HTTP server (the connection broke, timed out "
+                f"or carried something that is not HTTP: {type(error).__name__})"
+            )
         _LOGGER.info("%s: %s", self._credential_name, message)
         return unavailable(f"{self._credential_name}: {message}")
+
+    # --- callers share a failure as they share a success -----------------------------
+
+    def _outcome_count(self, resource: str) -> int:
+        """How many requests for ``resource`` have ended; read before waiting for its lock."""
+        return self._outcomes.get(resource, (0, None))[0]
+
+    def _shared_failure(self, resource: str, seen: int) -> Optional[ClientAuthenticationError]:
+        """The failure of a request that ended while this caller waited for the lock, if any."""
+        count, failure = self._outcomes.get(resource, (0, None))
+        if count == seen or failure is None:
+            return None
+        return fresh_copy(failure)
+
+    def _settle(self, resource: str, failure: Optional[ClientAuthenticationError]) -> None:
+        """Record how a request ended (under the resource's lock)."""
+        count = self._outcomes.get(resource, (0, None))[0]
+        self._outcomes[resource] = (count + 1, failure)
+
+    @staticmethod
+    def _claims_from(options: Any) -> Optional[str]:
+        if options is None:
+            return None
+        if not isinstance(options, Mapping):
+            raise ValueError(f"options must be a mapping (TokenRequestOptions), not {type(options).__name__}")
+        claims = options.get("claims")
+        if claims is not None and not isinstance(claims, str):
+            raise ValueError(f"claims must be a string, not {type(claims).__name__}")
+        return claims
 
     def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""

@@ -6,7 +6,7 @@ import threading
 from typing import Any, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
@@ -57,6 +57,7 @@ class LegacyMsiCredential(CredentialBase):
         return build_pipeline(
             self._retry_settings,
             trust_env=self._trust_env,
+            require_loopback=self._require_loopback,
             body_limit=MAX_RESPONSE_BYTES,
             body_deadline=self._response_deadline,
             **dict(self._pipeline_kwargs),
@@ -90,7 +91,10 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        row = self._fresh.get(scopes)
+        try:
+            row = self._fresh.get(scopes)
+        except TypeError:  # an unhashable scope: the slow path says what is wrong with it
+            row = None
         if row is not None and claims is None and self._clock() < row[0]:
             return row[1]
         return self._entry(scopes, claims).access_token
@@ -110,8 +114,11 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        claims = options.get("claims") if options else None
-        row = self._fresh.get(scopes)
+        claims = self._claims_from(options)
+        try:
+            row = self._fresh.get(scopes)
+        except TypeError:
+            row = None
         if row is not None and claims is None and self._clock() < row[0]:
             return row[2]
         return self._entry(scopes, claims).info
@@ -142,7 +149,7 @@ class LegacyMsiCredential(CredentialBase):
         return lock
 
     def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes)
+        resource = self._resource_for(scopes, claims)
         if self._forked():
             self._locks = {}
             self._locks_guard = threading.Lock()
@@ -155,22 +162,34 @@ class LegacyMsiCredential(CredentialBase):
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
+        seen = self._outcome_count(resource)
         if action is Action.TRY_REFRESH and entry is not None:
+            # Non-blocking: a caller holding a valid token never waits for another's refresh.
             if not lock.acquire(blocking=False):
-                return entry  # another thread is refreshing; this token is still valid
+                return entry
         else:
             lock.acquire()
         try:
             action, entry = self._recheck(resource, force)
             if action is Action.SERVE and entry is not None:
                 return self._remember(scopes, entry)  # another thread got a token meanwhile
+            shared = self._shared_failure(resource, seen)
+            if shared is not None:
+                raise shared  # the request this caller waited for failed: so does this caller
+            fetched: Optional[CacheEntry] = None
+            failure: Optional[ClientAuthenticationError] = None
             try:
-                return self._remember(scopes, self._fetch(resource))
-            except ClientAuthenticationError as exc:
-                served = self._after_failure(resource, action, entry, exc)
-                if served is None:
-                    raise
-                return served
+                fetched = self._fetch(resource)
+            except Exception as exc:
+                failure = self._boundary(exc)
+            self._settle(resource, failure)
+            if fetched is not None:
+                return self._remember(scopes, fetched)
+            assert failure is not None
+            served = self._after_failure(resource, action, entry, failure)
+            if served is None:
+                raise failure  # outside the except block: nothing of the original is chained
+            return served
         finally:
             lock.release()
 
@@ -186,11 +205,6 @@ class LegacyMsiCredential(CredentialBase):
 
     def _exchange(self, request: HttpRequest) -> Answer:
         """Send one request through the pipeline (retries and reading the answer included)."""
-        try:
-            response = self._pipeline.run(request, stream=True, **self._request_options)
-        except ClientAuthenticationError:
-            raise
-        except AzureError as exc:
-            raise self._transport_failure(exc) from exc
+        response = self._pipeline.run(request, stream=True, **self._request_options)
         answer: Answer = response.context[ANSWER_KEY]
         return answer

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ._constants import (
     DEFAULT_ENDPOINT,
@@ -53,14 +54,29 @@ class EndpointChoice:
 
 
 def is_loopback_host(host: str) -> bool:
-    """Tell whether ``host`` names this machine over loopback (localhost, 127.0.0.0/8, ::1)."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    """Tell whether ``host`` is ``localhost`` or a literal loopback address (127.0.0.0/8, ::1).
+
+    Deliberately narrow: ``localhost.``, ``name.localhost`` and ``127.0.0.1.`` go through
+    DNS, which may send them anywhere, so they are not loopback here. This is only the
+    early check; connections are checked on the address they actually reach.
+    """
+    if host.lower() == "localhost":
         return True
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:.]+", name):
+        return False
     try:
-        return ipaddress.ip_address(name).is_loopback
+        ip = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
+#: What an authority may look like: a plain name or IPv4 address, or a bracketed IPv6
+#: address, and an optional port. Anything else (backslashes, percent signs, user
+#: information, odd brackets) is a form two URL parsers may read differently.
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
 
 
 def validate_url(url: str, *, what: str, allow_insecure_http: bool = False) -> str:
@@ -82,15 +98,20 @@ def validate_url(url: str, *, what: str, allow_insecure_http: bool = False) -> s
         raise ValueError(f"{what}: the endpoint URL is empty")
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
         raise ValueError(f"{what}: the endpoint URL contains whitespace or control characters")
+    if not url.isascii() or "\\" in url:
+        raise ValueError(f"{what}: the endpoint URL must be plain ASCII without backslashes")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"{what}: {url!r} is not a valid URL ({exc})") from exc
+        raise ValueError(f"{what}: {url!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{what}: {url!r} is not an absolute http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc:
         raise ValueError(f"{what}: the endpoint URL must not carry user information")
+    if not _AUTHORITY.fullmatch(parts.netloc):
+        raise ValueError(f"{what}: {parts.netloc!r} is not a plain host[:port]")
+    _same_reading(url, parts, what)
     if parts.fragment:
         raise ValueError(f"{what}: the endpoint URL must not have a fragment")
     if port == 0:
@@ -102,6 +123,20 @@ def validate_url(url: str, *, what: str, allow_insecure_http: bool = False) -> s
             "if this really is intended."
         )
     return url
+
+
+def _same_reading(url: str, parts: SplitResult, what: str) -> None:
+    """Refuse a URL that urllib3 (which the transports use) reads differently from ``urlsplit``."""
+    from urllib3.util import parse_url
+
+    try:
+        theirs = parse_url(url)
+    except ValueError:
+        raise ValueError(f"{what}: {url!r} is not a valid URL") from None
+    mine_host = (parts.hostname or "").lower()
+    their_host = (theirs.host or "").strip("[]").lower()
+    if (theirs.scheme or "").lower() != parts.scheme or their_host != mine_host or theirs.port != parts.port:
+        raise ValueError(f"{what}: {url!r} is read differently by different URL parsers; write it plainly")
 
 
 def token_url_from_base(base: str) -> str:
@@ -142,7 +177,7 @@ def read_settings_file(path: str) -> Optional[str]:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SettingsFileError(f"settings file {path}: cannot be examined ({exc.strerror})") from exc
+        raise SettingsFileError(f"settings file {path}: cannot be examined ({exc.strerror})") from None
     if stat.S_ISLNK(info.st_mode):
         raise SettingsFileError(f"settings file {path}: is a symbolic link; refusing to follow it")
     if not stat.S_ISREG(info.st_mode):
@@ -152,19 +187,24 @@ def read_settings_file(path: str) -> Optional[str]:
             f"settings file {path}: is {info.st_size} bytes, more than the "
             f"{SETTINGS_FILE_MAX_BYTES} a settings file can be"
         )
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    # O_NONBLOCK: if the file was swapped for a FIFO or a device after lstat, opening it
+    # must not block; what was opened is checked again on the descriptor itself.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as handle:
+            opened = os.fstat(handle.fileno())
+            if not stat.S_ISREG(opened.st_mode):
+                raise SettingsFileError(f"settings file {path}: is not a regular file")
             raw = handle.read(SETTINGS_FILE_MAX_BYTES + 1)
     except OSError as exc:
-        raise SettingsFileError(f"settings file {path}: cannot be read ({exc.strerror})") from exc
+        raise SettingsFileError(f"settings file {path}: cannot be read ({exc.strerror})") from None
     if len(raw) > SETTINGS_FILE_MAX_BYTES:
         raise SettingsFileError(f"settings file {path}: is larger than {SETTINGS_FILE_MAX_BYTES} bytes")
     try:
         document = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SettingsFileError(f"settings file {path}: is not UTF-8 JSON") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise SettingsFileError(f"settings file {path}: is not UTF-8 JSON") from None
     if not isinstance(document, dict):
         raise SettingsFileError(f"settings file {path}: is not a JSON object")
     url = document.get("url")

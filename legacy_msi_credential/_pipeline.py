@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
-import threading
 import time
 from typing import Any, Optional
 
@@ -19,11 +19,13 @@ from azure.core.pipeline.policies import (
     HTTPPolicy,
     NetworkTraceLoggingPolicy,
     ProxyPolicy,
+    SansIOHTTPPolicy,
     UserAgentPolicy,
 )
 from azure.core.pipeline.transport import RequestsTransport
 
-from ._protocol import IDENTITY_PARAMETERS, Answer, BodyCollector
+from ._guard import ATTEMPT_HEADER, Attempt, guard_session, new_guarded_session
+from ._protocol import IDENTITY_PARAMETERS, Answer, BodyCollector, too_slow, unreadable
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
 from ._version import VERSION
 
@@ -31,11 +33,47 @@ USER_AGENT = f"legacy-msi-credential/{VERSION}"
 _NETWORK_LOGGER = logging.getLogger("azure.core.pipeline.policies._universal")
 
 
-class RedactingNetworkTraceLoggingPolicy(NetworkTraceLoggingPolicy):
-    """azure-core's ``logging_enable`` trace, without the response body (it holds the token).
+#: Response headers whose names and values may be logged: the extension's own, nothing a
+#: server could fill with a token. Other headers are counted, never named.
+SAFE_RESPONSE_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Transfer-Encoding",
+        "Connection",
+        "Date",
+        "Server",
+        "Retry-After",
+        "Allow",
+        "Keep-Alive",
+    )
+)
+_SAFE_VALUE = re.compile(r"[\x20-\x7e]{0,100}")
 
-    azure-core's own policy logs response bodies verbatim; this one logs the request, the
-    response status and headers, and only the size and type of the body.
+
+def _loggable_headers(headers: Any) -> list[str]:
+    """Response header lines fit for a log: safe names with printable values, the rest counted."""
+    lines: list[str] = []
+    withheld = 0
+    for name, value in headers.items():
+        if str(name).lower() in SAFE_RESPONSE_HEADERS and _SAFE_VALUE.fullmatch(str(value)):
+            lines.append(f"    '{name}': '{value}'")
+        else:
+            withheld += 1
+    if withheld:
+        lines.append(f"    ({withheld} other header(s) withheld: names and values may quote the server's bytes)")
+    return lines
+
+
+class RedactingNetworkTraceLoggingPolicy(NetworkTraceLoggingPolicy):
+    """azure-core's ``logging_enable`` trace, without the response body or unknown headers.
+
+    azure-core's own policy logs every response header and, for answers that are not
+    streamed, the body. A token response holds a secret in its body, and a hostile server
+    can put anything in a header (or make a body line parse as one), so this one logs the
+    status, the extension's own headers and a count of the others.
     """
 
     def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
@@ -43,21 +81,54 @@ class RedactingNetworkTraceLoggingPolicy(NetworkTraceLoggingPolicy):
             return
         http_response = response.http_response
         lines = [f"Response status: '{http_response.status_code}'", "Response headers:"]
-        lines.extend(f"    '{name}': '{value}'" for name, value in http_response.headers.items())
+        lines.extend(_loggable_headers(http_response.headers))
         lines.append("Response content: not logged (a token response holds a secret)")
         _NETWORK_LOGGER.debug("\n".join(lines))
 
 
+class SafeHttpLoggingPolicy(HttpLoggingPolicy):
+    """azure-core's HTTP logging policy, naming only the response headers the extension sends."""
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        options = request.context.options
+        logger = request.context.setdefault("logger", options.pop("logger", self.logger))
+        level = request.context.setdefault(
+            "http_logging_level", options.pop("http_logging_level", self.http_logging_level)
+        )
+        if not logger.isEnabledFor(level):
+            return
+        http_response = response.http_response
+        lines = [f"Response status: {http_response.status_code}", "Response headers:"]
+        lines.extend(_loggable_headers(http_response.headers))
+        logger.log(level, "\n".join(lines))
+
+
 def http_logging_policy(**kwargs: Any) -> HttpLoggingPolicy:
-    """azure-core's HTTP logging policy, allowed to show this protocol's harmless parameters."""
-    policy = HttpLoggingPolicy(**kwargs)
+    """The HTTP logging policy, allowed to show this protocol's harmless parameters."""
+    policy = SafeHttpLoggingPolicy(**kwargs)
     policy.allowed_query_params.update(("resource", "api-version", *IDENTITY_PARAMETERS))
     policy.allowed_header_names.update(("Metadata",))
     return policy
 
 
+class AttemptMarker(SansIOHTTPPolicy[Any, Any]):
+    """Names the current attempt in a private header, for :class:`GuardedAdapter` (which removes it).
+
+    Last before the transport, so that no logging policy sees it.
+    """
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        key = request.context.get(ATTEMPT_KEY)
+        if key is not None:
+            request.http_request.headers[ATTEMPT_HEADER] = key
+        else:
+            request.http_request.headers.pop(ATTEMPT_HEADER, None)
+
+
 #: Where the retry policy leaves the answer it read, in the response's context.
 ANSWER_KEY = "legacy_msi_credential.answer"
+#: Where the retry policy names the current attempt, for :class:`AttemptMarker`.
+ATTEMPT_KEY = "legacy_msi_credential.attempt"
 
 
 class RetryHelper:
@@ -71,18 +142,29 @@ class RetryHelper:
     def controller(self, request: PipelineRequest[Any]) -> RetryController:
         return RetryController(self.settings, url=_url(request))
 
-    def collector(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> BodyCollector:
-        """A collector for the body, which refuses an announced oversized body at once."""
+    @property
+    def seconds(self) -> float:
+        """Time allowed for one attempt, from sending to the last byte of the answer."""
+        return self._deadline
+
+    def collector(
+        self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float
+    ) -> BodyCollector:
+        """A collector for the body, which refuses an announced oversized or encoded body at once."""
         http_response = response.http_response
+        headers = http_response.headers
         collector = BodyCollector(
             _url(request),
             status=http_response.status_code,
-            content_type=http_response.headers.get("Content-Type", ""),
-            deadline=time.monotonic() + self._deadline,
+            content_type=headers.get("Content-Type", ""),
+            deadline=deadline,
             limit=self._limit,
         )
-        collector.check_length(http_response.headers.get("Content-Length"))
+        collector.check_headers(headers.get("Content-Length"), headers.get("Content-Encoding"))
         return collector
+
+    def too_slow(self, request: PipelineRequest[Any]) -> ClientAuthenticationError:
+        return too_slow(_url(request), self._deadline)
 
     @staticmethod
     def outcome(
@@ -114,11 +196,17 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
     an answer is retried like any other broken connection. The answer is left in the
     response's context under :data:`ANSWER_KEY`. Sleeps go through ``transport.sleep``
     (as azure-core's own retry policy does), so a transport may simulate time.
+
+    Each attempt has a deadline from the moment it is sent to the last byte of its answer
+    (``response_timeout``); on a guarded transport an :class:`Attempt` enforces it by
+    shutting the socket down. Anything but azure-core's transport errors and this
+    package's own errors is turned into "what answered is not the extension".
     """
 
-    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float) -> None:
+    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float, guarded: bool) -> None:
         super().__init__()
         self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
+        self._guarded = guarded
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
@@ -128,13 +216,27 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
             started = time.monotonic()
             response: Optional[PipelineResponse[Any, Any]] = None
             error: Optional[Exception] = None
+            attempt = Attempt(self._helper.seconds) if self._guarded else None
+            request.context[ATTEMPT_KEY] = attempt.key if attempt else None
+            deadline = attempt.deadline if attempt else started + self._helper.seconds
             try:
                 response = self.next.send(request)
-                response.context[ANSWER_KEY] = self._read(request, response)
+                response.context[ANSWER_KEY] = self._read(request, response, deadline)
+                if attempt is not None and attempt.fired:
+                    raise self._helper.too_slow(request)  # the watchdog cut the answer short
             except ClientAuthenticationError:
                 raise
-            except AzureError as exc:
+            except Exception as exc:
+                if attempt is not None and attempt.fired:
+                    raise self._helper.too_slow(request) from None
+                if not isinstance(exc, AzureError):
+                    if response is not None:
+                        discard_connection(response.http_response)
+                    raise unreadable(_url(request), exc) from None
                 response, error = None, exc
+            finally:
+                if attempt is not None:
+                    attempt.finish()
             delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
             if delay is None:
                 if error is not None:
@@ -143,30 +245,21 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
                 return response
             transport.sleep(delay)
 
-    def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
+    def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float) -> Answer:
         http_response = response.http_response
         try:
-            collector = self._helper.collector(request, response)
+            collector = self._helper.collector(request, response, deadline)
         except AzureError:
-            discard_connection(http_response)  # an oversized body announced: not read at all
+            discard_connection(http_response)  # an oversized or encoded body announced: not read at all
             http_response.close()
             raise
-        # A read blocks until its chunk is complete, however slowly the bytes trickle in:
-        # at the deadline, a watchdog shuts the socket down to end it.
-        fired = threading.Event()
-        watchdog = threading.Timer(collector.seconds_left(time.monotonic()), _interrupt, (http_response, fired))
-        watchdog.daemon = True
-        watchdog.start()
         try:
             for chunk in http_response.iter_bytes():
                 collector.feed(chunk, time.monotonic())
-        except AzureError as exc:
+        except BaseException:
             discard_connection(http_response)
-            if fired.is_set():
-                raise collector.too_slow() from exc
             raise
         finally:
-            watchdog.cancel()
             http_response.close()
         return collector.answer()
 
@@ -175,15 +268,6 @@ def _connection(http_response: Any) -> Any:
     """The urllib3 connection under a requests-based response, or ``None`` (aiohttp, released)."""
     internal = getattr(http_response, "_internal_response", None) or getattr(http_response, "internal_response", None)
     return getattr(getattr(internal, "raw", None), "connection", None)
-
-
-def _interrupt(http_response: Any, fired: threading.Event) -> None:
-    """Shut down the socket under a requests response, ending a read blocked on it in another thread."""
-    fired.set()
-    sock = getattr(_connection(http_response), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def discard_connection(http_response: Any) -> None:
@@ -213,11 +297,35 @@ def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:
         RedactingNetworkTraceLoggingPolicy(**kwargs),
         DistributedTracingPolicy(**kwargs),
         http_logging_policy(**kwargs),
+        AttemptMarker(),
     ]
 
 
+def guard_transport(transport: Any, *, require_loopback: bool) -> bool:
+    """Put the connection checks and deadlines on a requests-based transport.
+
+    Returns:
+        Whether ``transport`` is guarded: azure-core's ``RequestsTransport`` or
+        ``AsyncioRequestsTransport`` (or a subclass). Their session gets a
+        :class:`GuardedAdapter`; one is made for them if they have none yet.
+    """
+    if not isinstance(transport, RequestsTransport):  # AsyncioRequestsTransport is one too
+        return False
+    if transport.session is None:
+        transport.session = new_guarded_session(require_loopback=require_loopback)
+    else:
+        guard_session(transport.session, require_loopback=require_loopback)
+    return True
+
+
 def build_pipeline(
-    settings: RetrySettings, *, trust_env: bool, body_limit: int, body_deadline: float, **kwargs: Any
+    settings: RetrySettings,
+    *,
+    trust_env: bool,
+    require_loopback: bool,
+    body_limit: int,
+    body_deadline: float,
+    **kwargs: Any,
 ) -> Pipeline[Any, Any]:
     """The synchronous pipeline: azure-core policies over ``RequestsTransport`` unless given one.
 
@@ -227,10 +335,27 @@ def build_pipeline(
         body_deadline: Seconds an answer's body may take to arrive.
         trust_env: Whether the transport may take proxies and the like from the
             environment (never for a loopback endpoint).
+        require_loopback: Plain-http connections must reach a loopback address.
         **kwargs: azure-core pipeline settings (``transport``, ``logging_enable``, ...).
+
+    Raises:
+        ValueError: ``require_loopback`` with a transport whose connections cannot be checked.
     """
     transport = kwargs.pop("transport", None)
     if transport is None:
-        transport = RequestsTransport(use_env_settings=trust_env, **kwargs)
-    retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline)
+        transport = RequestsTransport(
+            session=new_guarded_session(require_loopback=require_loopback), use_env_settings=trust_env, **kwargs
+        )
+    guarded = guard_transport(transport, require_loopback=require_loopback)
+    if require_loopback and not guarded:
+        raise ValueError(unguardable_transport(transport))
+    retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=guarded)
     return Pipeline(transport, policies=pipeline_policies(retry, **kwargs))
+
+
+def unguardable_transport(transport: Any) -> str:
+    return (
+        f"transport={type(transport).__name__}: a plain-http endpoint is used only when this package can check "
+        "that each connection reaches a loopback address, which it does on azure-core's RequestsTransport, "
+        "AsyncioRequestsTransport and AioHttpTransport; pass allow_insecure_http=True to use this transport anyway"
+    )

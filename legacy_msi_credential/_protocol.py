@@ -47,6 +47,9 @@ _STATUS_HINTS = {
     429: "the endpoint is throttling requests",
 }
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*")
+#: A run of token characters long enough to be a secret: a JWT, an opaque token, a key.
+_SECRET_LIKE = re.compile(r"[A-Za-z0-9_\-.~+/=%]{20,}")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _DATE_FORM = re.compile(
     r"\s*(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s*([AaPp][Mm])?\s*(?:([+-])(\d{2}):?(\d{2}))?\s*"
@@ -140,7 +143,8 @@ def build_request(url: str, resource: str, identity: Identity, *, method: str = 
     """
     params = [("resource", resource), *identity.params()]
     encoded = urlencode(params, quote_via=quote, safe="")
-    headers = {"Metadata": "true"}
+    # The extension never compresses; saying so keeps clients from inviting an encoded answer.
+    headers = {"Metadata": "true", "Accept-Encoding": "identity"}
     if method == "POST":
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         return HttpRequest("POST", url, headers=headers, content=encoded)
@@ -153,9 +157,29 @@ def wants_post(method: str, status: int) -> bool:
     return method == "GET" and status == 405
 
 
+def _redact_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    has_digit = any(c.isdigit() for c in run)
+    has_letter = any(c.isalpha() for c in run)
+    if not (has_digit and has_letter) or _GUID.fullmatch(run.strip("/.")):
+        return run  # words, paths, identifiers: worth showing
+    return "<redacted>"
+
+
 def redact(text: str) -> str:
-    """Remove anything shaped like a JWT from ``text``."""
-    return _JWT_LIKE.sub("<redacted>", text)
+    """Remove anything shaped like a token from ``text``: JWTs and long runs mixing letters and digits."""
+    return _SECRET_LIKE.sub(_redact_run, _JWT_LIKE.sub("<redacted>", text))
+
+
+def clean_text(text: str, limit: int = 500) -> str:
+    """Server-sent text made fit for a message, a log line or a terminal.
+
+    Tokens are redacted; control characters (terminal escapes included) and other
+    unprintable characters become ``?``; at most ``limit`` characters are kept.
+    """
+    shown = "".join(c if c.isprintable() else "?" for c in text[: limit * 2])
+    shown = redact(shown)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def describe_body(content_type: str, body: bytes) -> str:
@@ -164,26 +188,47 @@ def describe_body(content_type: str, body: bytes) -> str:
     cut = snippet.find("access_token")
     if cut != -1:
         snippet = snippet[:cut] + "..."
-    snippet = redact(snippet).replace("\r", " ").replace("\n", " ")
-    snippet = "".join(c if c.isprintable() else "?" for c in snippet)
-    kind = content_type or "no content type"
+    snippet = clean_text(snippet.replace("\r", " ").replace("\n", " "), 80)
+    kind = clean_text(content_type, 100) or "no content type"
     if not body:
         return f"an empty body ({kind})"
     return f"{len(body)} bytes of {kind} starting {snippet!r}"
+
+
+def too_slow(url: str, seconds: float) -> CredentialUnavailableError:
+    """The error for an answer that was not complete ``seconds`` after the request was sent."""
+    return unavailable(
+        f"{url} did not send a complete answer within {seconds:g} s of the request (response_timeout); "
+        "gave up waiting for it"
+    )
+
+
+def unreadable(url: str, error: BaseException) -> CredentialUnavailableError:
+    """The error for an answer that made a library fail in a way no transport error covers.
+
+    Only the exception's type is named: its message may quote the server's bytes.
+    """
+    return unavailable(
+        f"what answered at {url} is not the legacy managed identity endpoint: its answer could not be read "
+        f"({type(error).__name__})"
+    )
 
 
 def _seconds(value: Any) -> Optional[float]:
     """A number of seconds from a JSON number or a string of digits, else ``None``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not re.fullmatch(r"[+-]?\d{1,20}(?:\.\d{0,9})?", text):
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if not re.fullmatch(r"[+-]?[0-9]{1,20}(?:\.[0-9]{0,9})?", text):
+                return None
+            number = float(text)
+        else:
             return None
-        number = float(text)
-    else:
+    except OverflowError:  # an integer of hundreds of digits
         return None
     if not math.isfinite(number) or abs(number) > MAX_EPOCH_SECONDS:
         return None
@@ -196,7 +241,7 @@ def _epoch(value: Any) -> Optional[float]:
     if number is not None or not isinstance(value, str):
         return number
     match = _DATE_FORM.fullmatch(value)
-    if match is None:
+    if match is None or not value.isascii():
         return None
     month, day, year, hour, minute, second = (int(g) for g in match.groups()[:6])
     meridiem, sign, offset_hours, offset_minutes = match.groups()[6:]
@@ -211,16 +256,20 @@ def _epoch(value: Any) -> Optional[float]:
             offset = -offset
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
-    except ValueError:
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         return None
-    return moment.timestamp()
 
 
 def _text_field(document: dict[str, Any], name: str) -> Optional[str]:
     value = document.get(name)
     if not isinstance(value, str):
         return None
-    return redact(value)[:500]
+    for key in ("access_token", "refresh_token", "id_token"):
+        secret = document.get(key)
+        if isinstance(secret, str) and len(secret) >= 4:
+            value = value.replace(secret, "<redacted>")
+    return clean_text(value)
 
 
 def parse_response(status: int, content_type: str, body: bytes, *, now: float, url: str, resource: str) -> TokenResult:
@@ -248,7 +297,7 @@ def parse_response(status: int, content_type: str, body: bytes, *, now: float, u
             status_code=status,
         )
     try:
-        document = json.loads(body.decode("utf-8"))
+        document = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise unavailable(
             f"what answered at {url} is not the legacy managed identity endpoint: "
@@ -359,14 +408,28 @@ class BodyCollector:
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def check_length(self, content_length: Optional[str]) -> None:
-        """Refuse a body announced as too large before reading any of it."""
-        if content_length and content_length.strip().isdigit() and int(content_length) > self._limit:
+    def check_headers(self, content_length: Optional[str], content_encoding: Optional[str] = None) -> None:
+        """Refuse, before reading any of it, a body announced too large or encoded.
+
+        The extension never compresses; an encoded answer (a gzip bomb, say) is refused
+        rather than inflated.
+        """
+        length = (content_length or "").strip()
+        if re.fullmatch(r"[0-9]{1,30}", length) and int(length) > self._limit:
             raise unavailable(
-                f"{self._url} answered HTTP {self._status} with a {int(content_length)}-byte body; a token "
+                f"{self._url} answered HTTP {self._status} with a {int(length)}-byte body; a token "
                 f"response is a few KiB, so this is not the legacy endpoint (limit {self._limit} bytes)",
                 status_code=self._status,
             )
+        encoding = (content_encoding or "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise unavailable(
+                f"{self._url} answered HTTP {self._status} with a {clean_text(encoding, 40)!r}-encoded body; the "
+                "legacy endpoint never encodes its answers, so this is not it",
+                status_code=self._status,
+            )
+
+    check_length = check_headers
 
     def feed(self, chunk: bytes, now: float) -> None:
         """Take one chunk; ``now`` is monotonic time."""

@@ -38,19 +38,24 @@ class RetrySettings:
         gone_total_wait: The same for 410 answers (IMDS guidance: about 70 s).
         wait_for_endpoint: Seconds to keep trying while the connection is refused (a
             booting extension); 0 gives up on the first refusal.
+        backoff_base: The first wait (``retry_backoff_factor``); doubled each attempt,
+            then jittered down by up to half.
+        backoff_max: No single wait is longer (``retry_backoff_max``), ``Retry-After`` included.
     """
 
     max_attempts: int = MAX_ATTEMPTS
     total_wait: float = RETRY_TOTAL_WAIT
     gone_total_wait: float = RETRY_GONE_TOTAL_WAIT
     wait_for_endpoint: float = 0.0
+    backoff_base: float = RETRY_BACKOFF_BASE
+    backoff_max: float = RETRY_GONE_TOTAL_WAIT
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        for name in ("total_wait", "gone_total_wait", "wait_for_endpoint"):
+        for name in ("total_wait", "gone_total_wait", "wait_for_endpoint", "backoff_base", "backoff_max"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 86400:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 86400:
                 raise ValueError(f"{name} must be a number of seconds from 0 to 86400")
 
 
@@ -121,7 +126,7 @@ class RetryController:
         settings = self._settings
         if failure == CONNECT_FAILED:
             budget = settings.wait_for_endpoint
-            delay = min(RETRY_BACKOFF_BASE * 2.0 ** (self.attempts - 1), ENDPOINT_WAIT_MAX_DELAY)
+            delay = min(settings.backoff_base * 2.0 ** (self.attempts - 1), ENDPOINT_WAIT_MAX_DELAY)
             floor = RETRY_MIN_USEFUL_DELAY
             what = "connection refused"
             limit = None
@@ -132,12 +137,13 @@ class RetryController:
                 return None
             gone = status == 410
             budget = settings.gone_total_wait if gone else settings.total_wait
-            base = RETRY_GONE_BACKOFF_BASE if gone else RETRY_BACKOFF_BASE
+            base = settings.backoff_base * (RETRY_GONE_BACKOFF_BASE / RETRY_BACKOFF_BASE if gone else 1.0)
             delay = base * 2.0 ** (self.attempts - 1)
             delay *= 0.5 + self._random() / 2
             server_said = parse_retry_after(retry_after, now)
             if server_said is not None:
                 delay = min(server_said, RETRY_AFTER_MAX)
+            delay = min(delay, settings.backoff_max)
             floor = RETRY_MIN_USEFUL_DELAY
             if status is not None and status >= 500:
                 floor = RETRY_SERVER_ERROR_MIN_DELAY

@@ -503,7 +503,7 @@ def test_token_json_is_what_the_emulator_sent(twin: SyncTwin, emulator: Emulator
     [
         ({"retry_total": "3"}, "retry_total"),
         ({"retry_total": True}, "retry_total"),
-        ({"retry_total": -1}, "max_attempts"),
+        ({"retry_total": -1}, "retry_total must be a whole number of retries from 0"),
         ({"wait_for_endpoint": -1}, "wait_for_endpoint"),
         ({"connection_timeout": "1"}, "connection_timeout"),
         ({"read_timeout": float("nan")}, "read_timeout"),

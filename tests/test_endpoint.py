@@ -111,12 +111,12 @@ def test_settings_file_locations() -> None:
     assert default_settings_file({"LEGACY_MSI_SETTINGS_FILE": "/x"}, "linux") == "/x"
 
 
-@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.9.8.7", "::1", "[::1]"])
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "127.0.0.1", "127.9.8.7", "::1", "[::1]"])
 def test_loopback_hosts(host: str) -> None:
     assert is_loopback_host(host)
 
 
-@pytest.mark.parametrize("host", ["169.254.169.254", "10.0.0.1", "example.com", "localhost.example.com", "::2", ""])
+@pytest.mark.parametrize("host", ["169.254.169.254", "10.0.0.1", "example.com", "localhost.example.com", "localhost.", "a.localhost", "127.0.0.1.", "0x7f.1", "2130706433", "::2", ""])
 def test_non_loopback_hosts(host: str) -> None:
     assert not is_loopback_host(host)
 

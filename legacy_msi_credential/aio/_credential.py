@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport, AsyncioRequestsTransport
 from azure.core.rest import HttpRequest
@@ -16,9 +18,9 @@ from azure.core.rest import HttpRequest
 from .._base import CredentialBase
 from .._cache import Action, CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
-from .._pipeline import ANSWER_KEY
+from .._pipeline import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer
-from ._pipeline import build_async_pipeline, default_async_transport
+from ._pipeline import build_async_pipeline, can_guard, default_async_transport
 
 #: Per event loop: its pipeline, its locks per resource, the transport's request options.
 _LoopState = tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock], dict[str, Any]]
@@ -39,7 +41,10 @@ class LegacyMsiCredential(CredentialBase):
 
     def _setup_io(self) -> None:
         self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._pipeline_kwargs.pop("transport", None)
+        if self._given_transport is not None and self._require_loopback and not can_guard(self._given_transport):
+            raise ValueError(unguardable_transport(self._given_transport))
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._sentinels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._loops_guard = threading.Lock()
 
     def _transport_options(self, transport: AsyncHttpTransport[Any, Any]) -> dict[str, Any]:
@@ -51,7 +56,12 @@ class LegacyMsiCredential(CredentialBase):
         return dict(self._request_options)
 
     def _for_loop(self) -> _LoopState:
-        """The pipeline and locks of the running event loop, made on first use."""
+        """The pipeline and locks of the running event loop, made on first use.
+
+        The loop's connections are closed when the loop shuts down its async generators
+        (``asyncio.run`` does, and so do test runners): a credential used from many
+        short-lived loops keeps no connection, and no loop, alive.
+        """
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -59,18 +69,50 @@ class LegacyMsiCredential(CredentialBase):
                 state = self._loops.get(loop)
                 if state is None:
                     transport = self._given_transport or default_async_transport(
-                        trust_env=self._trust_env, **self._pipeline_kwargs
+                        trust_env=self._trust_env, require_loopback=self._require_loopback, **self._pipeline_kwargs
                     )
                     pipeline = build_async_pipeline(
                         self._retry_settings,
                         transport=transport,
+                        require_loopback=self._require_loopback,
+                        trust_env=self._trust_env,
                         body_limit=MAX_RESPONSE_BYTES,
                         body_deadline=self._response_deadline,
                         **self._pipeline_kwargs,
                     )
                     state = (pipeline, {}, self._transport_options(transport))
                     self._loops[loop] = state
+                    self._close_with_loop(loop, pipeline)
         return state
+
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop, pipeline: AsyncPipeline[Any, Any]) -> None:
+        """Close ``pipeline`` when ``loop`` shuts down its async generators, and forget the loop.
+
+        An async generator, started here and never resumed, is tracked by the loop (weakly;
+        the state holds it strongly): ``shutdown_asyncgens`` closes it inside the loop,
+        which runs its ``finally``.
+        """
+        loops, sentinels = self._loops, self._sentinels
+
+        async def until_loop_ends() -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                state = loops.get(loop)
+                if state is not None and state[0] is pipeline:
+                    del loops[loop]
+                    sentinels.pop(loop, None)
+                await pipeline.__aexit__()
+
+        sentinel = until_loop_ends()
+        step: Any = sentinel.__anext__()
+        with contextlib.suppress(StopIteration):
+            step.send(None)  # runs to the ``yield``: nothing in it awaits
+        self._sentinels[loop] = sentinel
+        # A loop closed without shutting down its generators: drop what it left.
+        for other in [other for other in list(self._loops) if other.is_closed()]:
+            self._loops.pop(other, None)
+            self._sentinels.pop(other, None)
 
     # --- azure-core's AsyncTokenCredential and AsyncSupportsTokenInfo ------------------
 
@@ -99,7 +141,10 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        row = self._fresh.get(scopes)
+        try:
+            row = self._fresh.get(scopes)
+        except TypeError:  # an unhashable scope: the slow path says what is wrong with it
+            row = None
         if row is not None and claims is None and self._clock() < row[0]:
             return row[1]
         return (await self._entry(scopes, claims)).access_token
@@ -119,8 +164,11 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        claims = options.get("claims") if options else None
-        row = self._fresh.get(scopes)
+        claims = self._claims_from(options)
+        try:
+            row = self._fresh.get(scopes)
+        except TypeError:
+            row = None
         if row is not None and claims is None and self._clock() < row[0]:
             return row[2]
         return (await self._entry(scopes, claims)).info
@@ -131,9 +179,13 @@ class LegacyMsiCredential(CredentialBase):
         The credential stays usable: the next request opens new connections, unless the
         transport was passed in (azure-core transports cannot be reopened).
         """
-        state = self._loops.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        state = self._loops.pop(loop, None)
+        sentinel = self._sentinels.pop(loop, None)
         if state is not None:
             await state[0].__aexit__()
+        if sentinel is not None:
+            await sentinel.aclose()
 
     async def __aenter__(self) -> LegacyMsiCredential:
         return self
@@ -151,28 +203,42 @@ class LegacyMsiCredential(CredentialBase):
         return lock
 
     async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes)
+        resource = self._resource_for(scopes, claims)
         if self._forked():
             self._loops = weakref.WeakKeyDictionary()
+            self._sentinels = weakref.WeakKeyDictionary()
             self._loops_guard = threading.Lock()
         force = claims is not None
         action, entry = self._cache.decide(resource, self._clock(), force=force)
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
+        seen = self._outcome_count(resource)
+        # locked() rather than a non-blocking acquire, which asyncio.Lock lacks: nothing can
+        # run between this check and the return, so a caller holding a valid token never waits.
         if action is Action.TRY_REFRESH and entry is not None and lock.locked():
-            return entry  # another task is refreshing; this token is still valid
+            return entry
         async with lock:
             action, entry = self._recheck(resource, force)
             if action is Action.SERVE and entry is not None:
                 return self._remember(scopes, entry)  # another task got a token meanwhile
+            shared = self._shared_failure(resource, seen)
+            if shared is not None:
+                raise shared  # the request this task waited for failed: so does this task
+            fetched: Optional[CacheEntry] = None
+            failure: Optional[ClientAuthenticationError] = None
             try:
-                return self._remember(scopes, await self._fetch(resource))
-            except ClientAuthenticationError as exc:
-                served = self._after_failure(resource, action, entry, exc)
-                if served is None:
-                    raise
-                return served
+                fetched = await self._fetch(resource)
+            except Exception as exc:
+                failure = self._boundary(exc)
+            self._settle(resource, failure)
+            if fetched is not None:
+                return self._remember(scopes, fetched)
+            assert failure is not None
+            served = self._after_failure(resource, action, entry, failure)
+            if served is None:
+                raise failure  # outside the except block: nothing of the original is chained
+            return served
 
     async def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, awaiting its I/O."""
@@ -187,11 +253,6 @@ class LegacyMsiCredential(CredentialBase):
     async def _exchange(self, request: HttpRequest) -> Answer:
         """Send one request through the pipeline (retries and reading the answer included)."""
         pipeline, _, options = self._for_loop()
-        try:
-            response = await pipeline.run(request, stream=True, **options)
-        except ClientAuthenticationError:
-            raise
-        except AzureError as exc:
-            raise self._transport_failure(exc) from exc
+        response = await pipeline.run(request, stream=True, **options)
         answer: Answer = response.context[ANSWER_KEY]
         return answer

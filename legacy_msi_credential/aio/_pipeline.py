@@ -1,27 +1,44 @@
-"""The asynchronous pipeline: the same policies, an awaiting retry policy."""
+"""The asynchronous pipeline: the same policies, an awaiting retry policy, guarded transports."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any, Optional
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
-from azure.core.pipeline.transport import AsyncHttpTransport
+from azure.core.pipeline.transport import AsyncHttpTransport, RequestsTransport
 
-from .._pipeline import ANSWER_KEY, RetryHelper, discard_connection, pipeline_policies
-from .._protocol import Answer
+from .._errors import NotLoopbackError
+from .._guard import Attempt, describe_peer, new_guarded_session, peer_is_loopback
+from .._pipeline import (
+    ANSWER_KEY,
+    ATTEMPT_KEY,
+    RetryHelper,
+    discard_connection,
+    guard_transport,
+    pipeline_policies,
+    unguardable_transport,
+)
+from .._protocol import Answer, unreadable
 from .._retry import RetrySettings
 
 
 class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
-    """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited I/O."""
+    """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited I/O.
 
-    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float) -> None:
+    The deadline of an attempt covers sending, the status line, the headers and the body:
+    ``asyncio.wait_for`` ends the attempt, and on the requests transport an
+    :class:`Attempt` also shuts the socket down so that its worker thread ends too.
+    """
+
+    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float, guarded: bool) -> None:
         super().__init__()
         self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
+        self._guarded = guarded
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
@@ -31,13 +48,26 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
             started = time.monotonic()
             response: Optional[PipelineResponse[Any, Any]] = None
             error: Optional[Exception] = None
+            attempt = Attempt(self._helper.seconds) if self._guarded else None
+            request.context[ATTEMPT_KEY] = attempt.key if attempt else None
+            deadline = attempt.deadline if attempt else started + self._helper.seconds
             try:
-                response = await self.next.send(request)
-                response.context[ANSWER_KEY] = await self._read(request, response)
+                response = await asyncio.wait_for(self._attempt(request, deadline), timeout=self._helper.seconds)
+                if attempt is not None and attempt.fired:
+                    raise self._helper.too_slow(request)
             except ClientAuthenticationError:
                 raise
-            except AzureError as exc:
+            except asyncio.TimeoutError:
+                raise self._helper.too_slow(request) from None
+            except Exception as exc:
+                if attempt is not None and attempt.fired:
+                    raise self._helper.too_slow(request) from None
+                if not isinstance(exc, AzureError):
+                    raise unreadable(str(request.http_request.url).split("?", 1)[0], exc) from None
                 response, error = None, exc
+            finally:
+                if attempt is not None:
+                    attempt.finish()
             delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
             if delay is None:
                 if error is not None:
@@ -46,61 +76,149 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
                 return response
             await transport.sleep(delay)
 
-    async def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> Answer:
+    async def _attempt(self, request: PipelineRequest[Any], deadline: float) -> PipelineResponse[Any, Any]:
+        response = await self.next.send(request)
+        response.context[ANSWER_KEY] = await self._read(request, response, deadline)
+        return response
+
+    async def _read(
+        self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float
+    ) -> Answer:
         http_response = response.http_response
         try:
-            collector = self._helper.collector(request, response)
+            collector = self._helper.collector(request, response, deadline)
         except AzureError:
-            discard_connection(http_response)  # an oversized body announced: not read at all
+            discard_connection(http_response)  # an oversized or encoded body announced: not read at all
             await http_response.close()
             raise
-
-        async def read() -> None:
-            chunks = http_response.iter_bytes()
-            try:
-                async for chunk in chunks:
-                    collector.feed(chunk, time.monotonic())
-            finally:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-
+        chunks = http_response.iter_bytes()
         try:
-            await asyncio.wait_for(read(), timeout=collector.seconds_left(time.monotonic()))
-        except asyncio.TimeoutError:
-            discard_connection(http_response)
-            raise collector.too_slow() from None
-        except AzureError:
+            async for chunk in chunks:
+                collector.feed(chunk, time.monotonic())
+        except BaseException:
             discard_connection(http_response)
             raise
         finally:
-            await http_response.close()
+            aclose = getattr(chunks, "aclose", None)
+            try:
+                if aclose is not None:
+                    await aclose()
+            finally:
+                await http_response.close()
         return collector.answer()
 
 
-def default_async_transport(*, trust_env: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
-    """aiohttp's transport when aiohttp is installed (the ``aio`` extra), else requests in a thread."""
+@functools.cache
+def _guarded_connector_class() -> Any:
+    """aiohttp's TCP connector, checking each connection's peer before a request is written."""
+    import aiohttp
+
+    class GuardedConnector(aiohttp.TCPConnector):
+        async def connect(self, *args: Any, **kwargs: Any) -> Any:
+            connection = await super().connect(*args, **kwargs)
+            transport = connection.transport
+            plain = transport is None or transport.get_extra_info("sslcontext") is None
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            if plain and not peer_is_loopback(peer):
+                connection.close()
+                raise NotLoopbackError(
+                    f"refused to send the token request to {describe_peer(peer)}: plain http is used only to "
+                    "a loopback address, and that is where the connection went. Use https, or pass "
+                    "allow_insecure_http=True if this is intended."
+                )
+            return connection
+
+    return GuardedConnector
+
+
+def _guarded_aiohttp_session(*, require_loopback: bool, trust_env: bool) -> Any:
+    import aiohttp
+
+    connector = _guarded_connector_class()() if require_loopback else aiohttp.TCPConnector()
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=trust_env,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+
+
+def default_async_transport(*, trust_env: bool, require_loopback: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
+    """aiohttp's transport when aiohttp is installed (the ``aio`` extra), else requests in a thread.
+
+    Call it inside the event loop it will serve: the aiohttp session is made here.
+    """
     try:
         import aiohttp  # noqa: F401
     except ImportError:
         from azure.core.pipeline.transport import AsyncioRequestsTransport
 
-        fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(use_env_settings=trust_env, **kwargs)
+        fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(
+            session=new_guarded_session(require_loopback=require_loopback), use_env_settings=trust_env, **kwargs
+        )
         return fallback
     from azure.core.pipeline.transport import AioHttpTransport
 
-    transport: AsyncHttpTransport[Any, Any] = AioHttpTransport(use_env_settings=trust_env, **kwargs)
+    session = _guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
+    transport: AsyncHttpTransport[Any, Any] = AioHttpTransport(
+        session=session, session_owner=True, use_env_settings=trust_env, **kwargs
+    )
     return transport
+
+
+def guard_async_transport(transport: Any, *, require_loopback: bool, trust_env: bool) -> tuple[bool, bool]:
+    """Put the connection checks on a transport passed in, where that can be done.
+
+    Returns:
+        Whether its connections are checked, and whether its attempts are also watched
+        by an :class:`Attempt` (the requests-based transport).
+    """
+    if guard_transport(transport, require_loopback=require_loopback):
+        return True, True
+    try:
+        from azure.core.pipeline.transport import AioHttpTransport
+    except ImportError:  # pragma: no cover - aiohttp missing
+        return False, False
+    if isinstance(transport, AioHttpTransport):
+        session = getattr(transport, "session", None)
+        if session is None:
+            transport.session = _guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
+            return True, False
+        return isinstance(getattr(session, "connector", None), _guarded_connector_class()), False
+    return False, False
+
+
+def can_guard(transport: Any) -> bool:
+    """Whether this package can check the connections of a transport passed in."""
+    if isinstance(transport, RequestsTransport):
+        return True
+    try:
+        from azure.core.pipeline.transport import AioHttpTransport
+    except ImportError:  # pragma: no cover - aiohttp missing
+        return False
+    if not isinstance(transport, AioHttpTransport):
+        return False
+    session = getattr(transport, "session", None)
+    return session is None or isinstance(getattr(session, "connector", None), _guarded_connector_class())
 
 
 def build_async_pipeline(
     settings: RetrySettings,
     *,
     transport: AsyncHttpTransport[Any, Any],
+    require_loopback: bool,
+    trust_env: bool,
     body_limit: int,
     body_deadline: float,
     **kwargs: Any,
 ) -> AsyncPipeline[Any, Any]:
-    """The asynchronous pipeline over ``transport``."""
-    retry = AsyncRetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline)
+    """The asynchronous pipeline over ``transport``.
+
+    Raises:
+        ValueError: ``require_loopback`` with a transport whose connections cannot be checked.
+    """
+    guarded, watched = guard_async_transport(transport, require_loopback=require_loopback, trust_env=trust_env)
+    if require_loopback and not guarded:
+        raise ValueError(unguardable_transport(transport))
+    retry = AsyncRetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=watched)
     return AsyncPipeline(transport, policies=pipeline_policies(retry, **kwargs))

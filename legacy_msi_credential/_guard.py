@@ -1,0 +1,269 @@
+"""Trust decisions made on what happens on the wire, for the requests-based transports.
+
+Two promises cannot be kept by looking at a URL string, because the transport may read
+it differently or resolve a name to anywhere:
+
+* **Loopback only.** A plain-http connection must reach a loopback address. The check is
+  made on the connected socket's peer address, after ``connect`` and before a byte of the
+  request is written. It applies to every plain-http connection a guarded adapter makes,
+  whatever the URL said; only ``allow_insecure_http=True`` lifts it.
+* **Bounded time.** One attempt, from the moment it is sent to the last byte of its
+  answer, has a deadline. A watchdog shuts down the attempt's sockets when it passes, which
+  ends a read blocked on a server that trickles its status line, headers or body, or
+  sends ``100 Continue`` forever.
+
+Both live in :class:`GuardedAdapter`, a ``requests`` adapter mounted on the session of
+azure-core's ``RequestsTransport`` (sync) and ``AsyncioRequestsTransport`` (async twin
+without aiohttp). The retry policy opens an :class:`Attempt` per request and names it in
+a private header, which the adapter removes before anything is sent: this carries the
+attempt across the worker threads of the async requests transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import logging
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
+
+from ._errors import NotLoopbackError
+
+#: The private header naming an attempt; removed by the adapter before sending.
+ATTEMPT_HEADER = "x-legacy-msi-credential-attempt"
+
+_ATTEMPTS: dict[str, Attempt] = {}
+_ATTEMPTS_LOCK = threading.Lock()
+_ATTEMPT_IDS = itertools.count(1)
+_CURRENT = threading.local()
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether an IP address (as a socket reports it) is loopback; IPv4-mapped IPv6 included."""
+    text = address.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return bool(ip.is_loopback)
+
+
+def peer_is_loopback(peer: Any) -> bool:
+    """Whether a ``getpeername()`` result is a loopback address (a UNIX socket is local too)."""
+    if isinstance(peer, (str, bytes)):
+        return True  # AF_UNIX: this machine
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return is_loopback_address(peer[0])
+    return False
+
+
+def describe_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "an unknown address"
+
+
+class Attempt:
+    """One request's deadline and the sockets it uses.
+
+    Args:
+        seconds: Time allowed from now to the last byte of the answer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self._finished = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+        with _ATTEMPTS_LOCK:
+            self.key = f"{next(_ATTEMPT_IDS)}"
+            _ATTEMPTS[self.key] = self
+
+    def watch(self, sock: Optional[socket.socket]) -> None:
+        """Shut ``sock`` down at the deadline (at once, if it has passed)."""
+        if sock is None:
+            return
+        with self._lock:
+            if self._finished:
+                return
+            if not self.fired:
+                self._sockets.append(sock)
+                return
+        _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.fired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shutdown(sock)
+
+    def finish(self) -> None:
+        """The answer is in (or abandoned): stop watching; no socket is shut down after this."""
+        with self._lock:
+            self._finished = True
+            self._sockets = []
+        self._timer.cancel()
+        with _ATTEMPTS_LOCK:
+            _ATTEMPTS.pop(self.key, None)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Guarded:
+    """What both guarded connection classes do on connect and on each response."""
+
+    #: Set per adapter: refuse plain-http peers that are not loopback.
+    require_loopback = True
+    #: Whether this connection class speaks TLS.
+    tls = False
+
+    def _guard_socket(self) -> None:
+        sock: Optional[socket.socket] = self.__dict__.get("sock")
+        if sock is None:
+            return
+        if self.require_loopback and not self.tls:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = None
+            if not peer_is_loopback(peer):
+                _shutdown(sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self.__dict__["sock"] = None
+                raise NotLoopbackError(
+                    f"refused to send the token request to {describe_peer(peer)}: plain http is used only to a "
+                    "loopback address, and that is where the connection went. Use https, or pass "
+                    "allow_insecure_http=True if this is intended."
+                )
+        attempt: Optional[Attempt] = getattr(_CURRENT, "attempt", None)
+        if attempt is not None:
+            attempt.watch(sock)
+
+
+class _GuardedHTTPConnection(_Guarded, HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        self._guard_socket()
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        self._guard_socket()  # a kept-alive connection is watched by this attempt too
+        return super().getresponse(*args, **kwargs)
+
+
+class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
+    tls = True
+
+    def connect(self) -> None:
+        super().connect()
+        self._guard_socket()
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        self._guard_socket()
+        return super().getresponse(*args, **kwargs)
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A ``requests`` adapter whose connections are checked and whose attempts have deadlines.
+
+    Args:
+        require_loopback: Refuse plain-http connections whose peer is not loopback; also
+            send plain-http requests without a proxy, which would be the peer.
+    """
+
+    def __init__(self, *, require_loopback: bool) -> None:
+        self.require_loopback = require_loopback
+        # The classes carry the setting, so that the pools urllib3 makes use it.
+        setting = {"require_loopback": require_loopback}
+        http_connection = type("GuardedHTTPConnection", (_GuardedHTTPConnection,), setting)
+        https_connection = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), setting)
+        self._pool_classes = {
+            "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_connection}),
+            "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_connection}),
+        }
+        # No retries, no redirects inside requests: the credential's own policy decides.
+        super().__init__(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(self._pool_classes)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        key = request.headers.pop(ATTEMPT_HEADER, None)
+        attempt = _ATTEMPTS.get(key) if isinstance(key, str) else None
+        if self.require_loopback and str(request.url).lower().startswith("http://"):
+            kwargs["proxies"] = {}  # a proxy would be the peer of a plain-http request: never used
+        previous = getattr(_CURRENT, "attempt", None), getattr(_CURRENT, "guarded", False)
+        _CURRENT.attempt, _CURRENT.guarded = attempt, True
+        try:
+            return super().send(request, *args, **kwargs)
+        finally:
+            _CURRENT.attempt, _CURRENT.guarded = previous
+
+
+def guard_session(session: requests.Session, *, require_loopback: bool) -> None:
+    """Mount a :class:`GuardedAdapter` on ``session`` for http and https."""
+    adapter = GuardedAdapter(require_loopback=require_loopback)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, adapter)
+    if require_loopback:
+        session.trust_env = False
+    _install_log_filter()
+
+
+def new_guarded_session(*, require_loopback: bool) -> requests.Session:
+    session = requests.Session()
+    guard_session(session, require_loopback=require_loopback)
+    return session
+
+
+class _UnparsedHeaderFilter(logging.Filter):
+    """Withholds what urllib3 quotes of headers it could not parse, during a guarded request.
+
+    urllib3 logs a WARNING "Failed to parse headers" with the unparsed bytes; a hostile
+    endpoint can put anything there, a token included. Records of other threads, or of
+    requests not made by this package, pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not getattr(_CURRENT, "guarded", False):
+            return True  # urllib3's DEBUG lines name only the request and the status
+        record.msg = "urllib3 %s during a token request (details withheld: they may quote the server's bytes)"
+        record.args = (record.levelname,)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+_FILTER = _UnparsedHeaderFilter()
+_FILTER_INSTALLED = False
+
+
+def _install_log_filter() -> None:
+    global _FILTER_INSTALLED
+    if not _FILTER_INSTALLED:
+        logging.getLogger("urllib3.connectionpool").addFilter(_FILTER)
+        _FILTER_INSTALLED = True
