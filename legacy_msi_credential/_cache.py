@@ -75,13 +75,15 @@ def refresh_time(now: float, expires_on: int) -> float:
 
     Half its life for tokens living 2 h or more, else 5 minutes before expiry; never
     sooner than 30 s (or half the life of a very short token) and never later than 12 h
-    after it arrived.
+    after it arrived, nor later than 10 s before expiry (when the fast path must stop
+    serving it).
     """
     lifetime = expires_on - now
     long_lived = lifetime >= REFRESH_HALF_LIFE_THRESHOLD
     moment = now + lifetime / 2 if long_lived else expires_on - REFRESH_BEFORE_EXPIRY
     moment = max(moment, now + min(REFRESH_MIN_INTERVAL, lifetime / 2))
-    return min(moment, now + REFRESH_MAX_INTERVAL)
+    # Never later than the moment a token stops being served at all.
+    return min(moment, now + REFRESH_MAX_INTERVAL, expires_on - EXPIRY_MARGIN)
 
 
 def make_entry(result: TokenResult, now: float) -> CacheEntry:

@@ -164,6 +164,25 @@ class _Guarded:
             attempt.watch(sock)
 
 
+def _closing_on_error(connection: Any, getresponse: Any, *args: Any, **kwargs: Any) -> Any:
+    """Read a response's head; if its headers are refused, close the socket rather than leak it.
+
+    urllib3 raises on some header values (``Content-Length: 5, 6``) after http.client has
+    read the head, leaving nobody to close the connection's socket.
+    """
+    sock = connection.__dict__.get("sock")
+    try:
+        return getresponse(*args, **kwargs)
+    except BaseException:
+        if sock is not None and sock.fileno() >= 0:
+            # A half-read response still holds the socket through its file object, so
+            # close() alone would leave the descriptor open: take it and close it here.
+            _shutdown(sock)
+            with contextlib.suppress(OSError):
+                socket.close(sock.detach())
+        raise
+
+
 class _GuardedHTTPConnection(_Guarded, HTTPConnection):
     def connect(self) -> None:
         super().connect()
@@ -171,7 +190,7 @@ class _GuardedHTTPConnection(_Guarded, HTTPConnection):
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         self._guard_socket()  # a kept-alive connection is watched by this attempt too
-        return super().getresponse(*args, **kwargs)
+        return _closing_on_error(self, super().getresponse, *args, **kwargs)
 
 
 class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
@@ -183,7 +202,7 @@ class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         self._guard_socket()
-        return super().getresponse(*args, **kwargs)
+        return _closing_on_error(self, super().getresponse, *args, **kwargs)
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -259,11 +278,14 @@ class _UnparsedHeaderFilter(logging.Filter):
 
 
 _FILTER = _UnparsedHeaderFilter()
+#: urllib3's loggers (a filter applies only to records logged on its own logger).
+_URLLIB3_LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.response", "urllib3.util.retry")
 _FILTER_INSTALLED = False
 
 
 def _install_log_filter() -> None:
     global _FILTER_INSTALLED
     if not _FILTER_INSTALLED:
-        logging.getLogger("urllib3.connectionpool").addFilter(_FILTER)
+        for name in _URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(_FILTER)
         _FILTER_INSTALLED = True

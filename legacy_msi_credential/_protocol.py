@@ -161,8 +161,8 @@ def _redact_run(match: re.Match[str]) -> str:
     run = match.group(0)
     has_digit = any(c.isdigit() for c in run)
     has_letter = any(c.isalpha() for c in run)
-    if not (has_digit and has_letter) or _GUID.fullmatch(run.strip("/.")):
-        return run  # words, paths, identifiers: worth showing
+    if not (has_digit and has_letter) or _GUID.fullmatch(run.strip("/.")) or "/subscriptions/" in run.lower():
+        return run  # words, paths, identifiers, ARM resource IDs: worth showing
     return "<redacted>"
 
 
@@ -171,14 +171,18 @@ def redact(text: str) -> str:
     return _SECRET_LIKE.sub(_redact_run, _JWT_LIKE.sub("<redacted>", text))
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes included) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def clean_text(text: str, limit: int = 500) -> str:
     """Server-sent text made fit for a message, a log line or a terminal.
 
     Tokens are redacted; control characters (terminal escapes included) and other
     unprintable characters become ``?``; at most ``limit`` characters are kept.
     """
-    shown = "".join(c if c.isprintable() else "?" for c in text[: limit * 2])
-    shown = redact(shown)
+    shown = redact(printable(text[: limit * 2]))
     return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
@@ -370,6 +374,7 @@ def _expiry(document: dict[str, Any], *, now: float, url: str) -> int:
         expiry = expires_on
     else:
         raise TokenRequestError(f"{url} answered without a usable expires_in or expires_on", status_code=200)
+    expiry = min(expiry, MAX_EPOCH_SECONDS)  # "forever" is the end of year 9999
     if expiry - EXPIRY_MARGIN <= now:
         raise TokenRequestError(
             f"{url} answered with a token that has expired or is about to "

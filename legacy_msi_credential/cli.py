@@ -31,6 +31,7 @@ from ._endpoint import (
     resolve_endpoint,
 )
 from ._errors import CredentialUnavailableError, TokenRequestError
+from ._protocol import printable
 from ._version import VERSION
 
 DEFAULT_RESOURCE = "https://management.azure.com/"
@@ -58,8 +59,18 @@ def decode_claims(token: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
+def _iso(epoch: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return str(epoch)
+
+
 def _when(epoch: int, now: float) -> str:
-    moment = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        moment = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        moment = f"{epoch} (Unix seconds)"
     left = int(epoch - now)
     if left >= 0:
         return f"{moment} (in {left // 60} min {left % 60} s)"
@@ -85,7 +96,10 @@ def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     from ._credential import LegacyMsiCredential
 
     with LegacyMsiCredential(
-        endpoint=args.endpoint, wait_for_endpoint=args.wait_for_endpoint, **_identity_kwargs(args)
+        endpoint=args.endpoint,
+        wait_for_endpoint=args.wait_for_endpoint,
+        **({} if args.retry_total is None else {"retry_total": args.retry_total}),
+        **_identity_kwargs(args),
     ) as credential:
         info = credential.get_token_info(args.resource)
         choice = credential.endpoint
@@ -100,7 +114,7 @@ def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
         document = {
             "accessToken": info.token,
             "tokenType": info.token_type,
-            "expiresOn": datetime.fromtimestamp(info.expires_on, timezone.utc).isoformat(),
+            "expiresOn": _iso(info.expires_on),
             "expires_on": info.expires_on,
             "refresh_on": info.refresh_on,
             "resource": resource,
@@ -145,22 +159,30 @@ class _Report:
     problems: int = 0
 
     def line(self, status: str, text: str) -> None:
-        self.out.write(f"[{status:^4}] {text}\n")
+        self.out.write(f"[{status:^4}] {printable(text)}\n")
         if status == "FAIL":
             self.problems += 1
 
 
-def _probe(url: str, *, headers: dict[str, str], timeout: float) -> tuple[Optional[int], str, bytes, str]:
-    """One raw GET, no proxies, no retries: (status, content type, first bytes, error)."""
+def _probe(
+    url: str, *, headers: dict[str, str], timeout: float, loopback: bool = True
+) -> tuple[Optional[int], str, bytes, str]:
+    """One raw GET, no proxies, no retries: (status, content type, first bytes, error).
+
+    With ``loopback``, a plain-http connection is made only to a loopback peer, as the
+    credential's are.
+    """
     import requests
 
-    session = requests.Session()
+    from ._guard import new_guarded_session
+
+    session = new_guarded_session(require_loopback=loopback)
     session.trust_env = False
     try:
         with session.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True) as response:
             body = response.raw.read(4096, decode_content=True)
             return response.status_code, response.headers.get("Content-Type", ""), body, ""
-    except requests.RequestException as exc:
+    except (requests.RequestException, ClientAuthenticationError) as exc:
         return None, "", b"", type(exc).__name__
     finally:
         session.close()
@@ -282,6 +304,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             f"{imds}{IMDS_TOKEN_PATH}?" + urlencode({"api-version": "2018-02-01", "resource": args.resource}),
             headers={"Metadata": "true"},
             timeout=_IMDS_PROBE_TIMEOUT,
+            loopback=False,
         )
         if status is None:
             report.line("info", f"IMDS at {imds} does not answer ({error}): this VM depends on the legacy extension")
@@ -406,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep trying this long while nothing listens (a booting VM)",
     )
+    token.add_argument(
+        "--retry-total",
+        type=int,
+        default=None,
+        metavar="N",
+        help="retries after the first attempt (default: 4; 0 asks once)",
+    )
 
     doctor = commands.add_parser(
         "doctor",
@@ -481,11 +511,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handlers = {"token": _cmd_token, "doctor": _cmd_doctor, "emulate": _cmd_emulate}
     try:
         return handlers[args.command_name](args, out)
-    except (ValueError, ClientAuthenticationError, OSError) as exc:
-        if args.debug:
-            raise
-        message = exc.message if isinstance(exc, ClientAuthenticationError) else str(exc)
-        sys.stderr.write(f"legacy-msi: error: {message}\n")
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, ClientAuthenticationError):
+            message = exc.message
+        elif isinstance(exc, (ValueError, OSError)):
+            message = str(exc)
+        else:
+            message = f"unexpected {type(exc).__name__}; run with --debug for the traceback"
+        sys.stderr.write(f"legacy-msi: error: {printable(message)}\n")
+        return 1

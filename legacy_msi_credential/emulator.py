@@ -22,6 +22,7 @@ import http.server
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -266,7 +267,7 @@ def _number(item: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise ValueError(f"fault {item!r}: {value!r} is not a number") from None
-    if not 0 <= number <= 10**9 and not item.startswith("lifetime"):
+    if not math.isfinite(number) or abs(number) > 10**9 or (number < 0 and not item.startswith("lifetime")):
         raise ValueError(f"fault {item!r}: {value!r} is out of range")
     return number
 
@@ -386,6 +387,7 @@ class Emulator:
         if not isinstance(lifetime, int) or lifetime < 1:
             raise ValueError("lifetime must be a positive number of seconds")
         self._host = host
+        self._allow_remote = allow_remote
         self._requested_port = port
         self.lifetime = lifetime
         self.tenant_id = tenant_id or _derived_id("tenant")
@@ -421,7 +423,16 @@ class Emulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
         server_class = _ReuseServer6 if ":" in self._host else _ReuseServer
         self._stopping.clear()
-        self._server = server_class((self._host.strip("[]"), self._requested_port), handler)
+        server = server_class((self._host.strip("[]"), self._requested_port), handler)
+        bound = server.server_address[0]
+        if not self._allow_remote and not _is_loopback_client(str(bound)):
+            # The name resolved to an address that is not loopback: serve nothing there.
+            server.server_close()
+            raise ValueError(
+                f"refusing to serve on {bound}: {self._host!r} resolved to an address that is not loopback; "
+                "pass allow_remote=True if this is intended"
+            )
+        self._server = server
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="legacy-msi-emulator", daemon=True
         )

@@ -116,7 +116,22 @@ def test_loopback_hosts(host: str) -> None:
     assert is_loopback_host(host)
 
 
-@pytest.mark.parametrize("host", ["169.254.169.254", "10.0.0.1", "example.com", "localhost.example.com", "localhost.", "a.localhost", "127.0.0.1.", "0x7f.1", "2130706433", "::2", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "10.0.0.1",
+        "example.com",
+        "localhost.example.com",
+        "localhost.",
+        "a.localhost",
+        "127.0.0.1.",
+        "0x7f.1",
+        "2130706433",
+        "::2",
+        "",
+    ],
+)
 def test_non_loopback_hosts(host: str) -> None:
     assert not is_loopback_host(host)
 

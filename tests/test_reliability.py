@@ -70,7 +70,12 @@ MATRIX = {
         [Fault.huge(50 * 2**20, announced=False)], CredentialUnavailableError, 1, (0, 0), "more than 262144 bytes"
     ),
     "slowloris trickle": Case(
-        [Fault.trickle(0.01)], CredentialUnavailableError, 1, (0, 0), "complete answer within 0.5 s", {"response_timeout": 0.5}
+        [Fault.trickle(0.01)],
+        CredentialUnavailableError,
+        1,
+        (0, 0),
+        "complete answer within 0.5 s",
+        {"response_timeout": 0.5},
     ),
     "hang (read timeout)": Case(
         [Fault.hang(30)] * 9, CredentialUnavailableError, 5, (3.75, 7.5), "did not answer", {"read_timeout": 0.2}
