@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -96,10 +96,8 @@ class HostileServer:
         self._accepter.join(5)
         with self._lock:
             for conn in self._open:
-                try:
+                with suppress(OSError):
                     conn.close()
-                except OSError:
-                    pass
         for thread in self._threads:
             thread.join(5)
         self._sock.close()
@@ -155,10 +153,8 @@ class HostileServer:
         except OSError:
             return
         finally:
-            try:
+            with suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
 
 def http_answer(status: str, headers: dict[str, str], body: bytes) -> bytes:

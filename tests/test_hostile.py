@@ -188,7 +188,8 @@ def test_no_token_in_cli_output(scenario: str) -> None:
         _assert_no_token([run.stdout, run.stderr], token)
         assert run.returncode == 1, (run.args, run.stdout, run.stderr)
     errors = [line for line in runs[0].stderr.splitlines() if not line.startswith("legacy-msi: warning:")]
-    assert len(errors) == 1 and errors[0].startswith("legacy-msi: error: "), runs[0].stderr
+    assert len(errors) == 1, runs[0].stderr
+    assert errors[0].startswith("legacy-msi: error: ")
     assert "Traceback" not in runs[0].stderr + runs[2].stderr
 
 
@@ -348,7 +349,7 @@ def test_odd_content_length_values(kind: str, length: str) -> None:
         {"expires_in": int("9" * 400)},
         {"expires_in": None, "expires_on": int("9" * 400)},
         {"expires_in": None, "expires_on": "12/31/99999 11:59:59 PM +00:00"},
-        {"expires_in": None, "expires_on": "１２/31/2030 11:59:59 PM +00:00"},
+        {"expires_in": None, "expires_on": "\uff11\uff12/31/2030 11:59:59 PM +00:00"},
         {"expires_in": 1e308},
         {"expires_in": "1" * 25},
     ],
@@ -391,11 +392,11 @@ def test_get_token_info_options_must_be_a_mapping(kind: str) -> None:
     async def run() -> Any:
         return await credential.get_token_info(ARM, options=["claims"])
 
+    def get() -> Any:
+        return credential.get_token_info(ARM, options=["claims"]) if kind == "sync" else asyncio.run(run())
+
     with pytest.raises(ValueError, match="options must be a mapping"):
-        if kind == "sync":
-            credential.get_token_info(ARM, options=["claims"])
-        else:
-            asyncio.run(run())
+        get()
 
 
 def test_deeply_nested_settings_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -578,7 +579,9 @@ def test_cli_shows_no_terminal_escapes(emulator: Emulator) -> None:
     emulator.add_faults(Fault.http_error(400, error="invalid_request\x1b]0;x\x07", description="\x1b[31mred\x1b[0m\r"))
     run = _cli("token", "--endpoint", emulator.endpoint)
     assert run.returncode == 1
-    assert "\x1b" not in run.stderr and "\x07" not in run.stderr and "\r" not in run.stderr
+    assert "\x1b" not in run.stderr
+    assert "\x07" not in run.stderr
+    assert "\r" not in run.stderr
     assert "red" in run.stderr
 
 
