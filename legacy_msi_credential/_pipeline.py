@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import socket
 import time
 from typing import Any, Optional
 
@@ -230,8 +228,6 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
                 if attempt is not None and attempt.fired:
                     raise self._helper.too_slow(request) from None
                 if not isinstance(exc, AzureError):
-                    if response is not None:
-                        discard_connection(response.http_response)
                     raise unreadable(_url(request), exc) from None
                 response, error = None, exc
             finally:
@@ -247,43 +243,15 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
 
     def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float) -> Answer:
         http_response = response.http_response
+        # Closing a response that was not read to its end closes its connection (urllib3
+        # does not pool it), so an abandoned answer's leftovers are never read as the next one.
         try:
             collector = self._helper.collector(request, response, deadline)
-        except AzureError:
-            discard_connection(http_response)  # an oversized or encoded body announced: not read at all
-            http_response.close()
-            raise
-        try:
             for chunk in http_response.iter_bytes():
                 collector.feed(chunk, time.monotonic())
-        except BaseException:
-            discard_connection(http_response)
-            raise
         finally:
             http_response.close()
         return collector.answer()
-
-
-def _connection(http_response: Any) -> Any:
-    """The urllib3 connection under a requests-based response, or ``None`` (aiohttp, released)."""
-    internal = getattr(http_response, "_internal_response", None) or getattr(http_response, "internal_response", None)
-    return getattr(getattr(internal, "raw", None), "connection", None)
-
-
-def discard_connection(http_response: Any) -> None:
-    """End the connection of an answer abandoned halfway: it cannot carry another request.
-
-    The socket is shut down first, which wakes a read still blocked on it (a worker
-    thread of the async requests transport), so that closing does not wait for it.
-    """
-    connection = _connection(http_response)
-    if connection is None:
-        return
-    sock = getattr(connection, "sock", None)
-    with contextlib.suppress(OSError):
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-        connection.close()
 
 
 def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:

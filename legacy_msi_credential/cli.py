@@ -172,8 +172,6 @@ def _probe(
     With ``loopback``, a plain-http connection is made only to a loopback peer, as the
     credential's are.
     """
-    import requests
-
     from ._guard import new_guarded_session
 
     session = new_guarded_session(require_loopback=loopback)
@@ -182,7 +180,7 @@ def _probe(
         with session.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True) as response:
             body = response.raw.read(4096, decode_content=True)
             return response.status_code, response.headers.get("Content-Type", ""), body, ""
-    except (requests.RequestException, ClientAuthenticationError) as exc:
+    except Exception as exc:  # requests', urllib3's (the adapter does not retry) and this package's errors
         return None, "", b"", type(exc).__name__
     finally:
         session.close()

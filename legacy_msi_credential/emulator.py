@@ -424,8 +424,8 @@ class Emulator:
         server_class = _ReuseServer6 if ":" in self._host else _ReuseServer
         self._stopping.clear()
         server = server_class((self._host.strip("[]"), self._requested_port), handler)
-        bound = server.server_address[0]
-        if not self._allow_remote and not _is_loopback_client(str(bound)):
+        bound = str(server.server_address[0])
+        if not self._allow_remote and not _is_loopback_client(bound):
             # The name resolved to an address that is not loopback: serve nothing there.
             server.server_close()
             raise ValueError(

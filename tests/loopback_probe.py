@@ -90,7 +90,7 @@ def run(kind: str, **options: Any) -> str:
 
         asyncio.run(main())
         return "token"
-    except Exception as exc:  # noqa: BLE001 - the report says what happened
+    except Exception as exc:
         return f"{type(exc).__name__}: {str(exc)[:60]}"
 
 

@@ -123,7 +123,7 @@ def test_chain_moves_on_quickly_when_nothing_listens() -> None:
     started = time.monotonic()
     assert chain.get_token(ARM).token == "static-token"
     assert chain.get_token_info(ARM).token == "static-token"
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # the figure itself is in benchmarks/
     assert fallback.calls == 2
 
 

@@ -47,7 +47,8 @@ def test_stale_token_is_served_while_one_thread_refreshes(clock: Clock) -> None:
         vm.add_faults(Fault.delay(0.5))
         tokens = tokens_from_threads_at_once(credential, 16)
         assert vm.request_count == 2  # the first token, then exactly one refresh
-        assert old.token in tokens  # callers that did not refresh were not blocked
+        # Every caller but the one refreshing got the still-valid token without waiting.
+        assert tokens.count(old.token) >= 15
         assert credential.get_token(ARM).token != old.token
         credential.close()
 

@@ -296,11 +296,11 @@ def test_binding_rules() -> None:
 
 
 def test_ipv6_loopback(http: requests.Session) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
     try:
         vm = Emulator("::1", 0).start()
     except OSError:
+        if os.environ.get("CI"):
+            raise  # CI machines have IPv6 loopback: there this test runs or fails
         pytest.skip("::1 cannot be bound here")
     with vm:
         assert vm.endpoint.startswith("http://[::1]:")

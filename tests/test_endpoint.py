@@ -74,7 +74,7 @@ def test_settings_file_with_extra_keys_and_bom(tmp_path: Path) -> None:
         ("[1, 2]", "not a JSON object"),
         ('{"port": 50342}', 'no "url" string'),
         ('{"url": 5}', 'no "url" string'),
-        ("x" * (64 * 1024 + 1), "bytes"),
+        ("x" * (64 * 1024 + 1), "is 65537 bytes, more than the 65536"),
     ],
 )
 def test_malformed_settings_file_is_a_clear_error(tmp_path: Path, content: str | bytes, message: str) -> None:

@@ -647,3 +647,53 @@ def test_outcomes_are_documented_for_a_closed_port() -> None:
     outcome = attempt("sync", "http://127.0.0.1:9/oauth2/token")
     assert isinstance(outcome.error, CredentialUnavailableError)
     assert isinstance(outcome.error, ClientAuthenticationError)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("refusal", ["announced oversized body", "encoded body", "too slow"])
+def test_a_half_read_connection_is_never_used_again(kind: str, refusal: str) -> None:
+    """The first answer is abandoned halfway; the next request must not read its leftovers."""
+    body = token_body("second-token")
+    good = http_answer("200 OK", {"Content-Type": "application/json", "Content-Length": str(len(body))}, body)
+    first: list[Any] = {
+        "announced oversized body": [
+            http_answer("200 OK", {"Content-Type": "application/json", "Content-Length": "999999"}, b"x" * 4096),
+            0.5,
+            b"x" * 4096,
+        ],
+        "encoded body": [http_answer("200 OK", {"Content-Encoding": "gzip", "Content-Length": "60"}, b"")],
+        "too slow": [
+            http_answer("200 OK", {"Content-Type": "application/json", "Content-Length": "60"}, b"{"),
+            1.5,
+        ],
+    }[refusal]
+    # The same bytes follow on the first connection, so reusing it would read them as an answer.
+    script = {0: [*first, good, good], 1: [good]}
+    with HostileServer(lambda number: script.get(number, [None]), keep_open=True) as server:
+        credential = make(kind, server.endpoint, response_timeout=1, retry_total=0)
+
+        async def both() -> tuple[Any, Any]:
+            try:
+                await credential.get_token(ARM)
+            except CredentialUnavailableError as exc:
+                failure = exc
+            return failure, await credential.get_token("https://vault.azure.net/.default")
+
+        if kind == "sync":
+            with pytest.raises(CredentialUnavailableError):
+                credential.get_token(ARM)
+            second = credential.get_token("https://vault.azure.net/.default")
+            credential.close()
+        else:
+
+            async def run() -> Any:
+                try:
+                    _, token = await both()
+                    return token
+                finally:
+                    await credential.close()
+
+            second = asyncio.run(run())
+        connections = len(server.connections)
+    assert second.token == "second-token"
+    assert connections == 2

@@ -114,8 +114,8 @@ def test_refused_connection_is_fast_and_makes_no_retry(twin: SyncTwin) -> None:
     started = time.monotonic()
     with pytest.raises(CredentialUnavailableError, match="nothing is listening"):
         twin.get_token(credential, ARM)
-    assert time.monotonic() - started < 1.0
-    assert twin.recorder.sleeps == []
+    assert twin.recorder.sleeps == []  # the mechanism; the time is measured in benchmarks/
+    assert time.monotonic() - started < 5.0
 
 
 def test_absurd_expiry_is_refreshed_within_12_hours(emulator: Emulator, clock: Clock, sleeps: SleepRecorder) -> None:
@@ -337,7 +337,11 @@ def test_non_loopback_http_is_refused_from_every_source(twin: SyncTwin, monkeypa
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"\x00\xff" * 100, "not UTF-8 JSON"), (b" " * (64 * 1024 + 10), "bytes"), (None, "symbolic link")],
+    [
+        (b"\x00\xff" * 100, "not UTF-8 JSON"),
+        (b" " * (64 * 1024 + 10), "is 65546 bytes, more than the 65536"),
+        (None, "symbolic link"),
+    ],
 )
 def test_hostile_settings_files_are_refused(twin: SyncTwin, tmp_path, monkeypatch, content, message) -> None:
     path = tmp_path / "ManagedIdentity-Settings"

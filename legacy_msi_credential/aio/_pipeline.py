@@ -18,7 +18,6 @@ from .._pipeline import (
     ANSWER_KEY,
     ATTEMPT_KEY,
     RetryHelper,
-    discard_connection,
     guard_transport,
     pipeline_policies,
     unguardable_transport,
@@ -85,19 +84,17 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
         self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float
     ) -> Answer:
         http_response = response.http_response
+        # Closing a response that was not read to its end closes its connection, so an
+        # abandoned answer's leftovers are never read as the next one.
         try:
             collector = self._helper.collector(request, response, deadline)
         except AzureError:
-            discard_connection(http_response)  # an oversized or encoded body announced: not read at all
             await http_response.close()
             raise
         chunks = http_response.iter_bytes()
         try:
             async for chunk in chunks:
                 collector.feed(chunk, time.monotonic())
-        except BaseException:
-            discard_connection(http_response)
-            raise
         finally:
             aclose = getattr(chunks, "aclose", None)
             try:
