@@ -78,7 +78,8 @@ def cached_path(quick: bool) -> list[Figure]:
         values = {name: medians[f"{name} {method}"] for name in CREDENTIALS}
         others = [v for k, v in values.items() if k != OURS]
         ratio = values[OURS] / min(others)
-        limit, factor = (5.0, 3.0) if quick else (1.0, 10.0)
+        # Quick mode still fails a cached path 10x slower than today's 0.25 µs.
+        limit, factor = (1.5, 8.0) if quick else (1.0, 10.0)
         ok = values[OURS] <= limit and min(others) / values[OURS] >= factor
         figures.append(
             Figure(
@@ -144,7 +145,9 @@ def first_token(quick: bool) -> Figure:
     identity = min(values["identity (MSI_ENDPOINT)"], values["identity (IMDS)"])
     ratio = values[OURS] / identity
     versus_bare = values[OURS] / values["bare requests"]
-    limit_identity, limit_bare = (1.0, 3.0) if quick else (0.5, 1.5)
+    # Quick mode (5 runs on a shared CI machine) varies by about 2x from run to run, so it
+    # only catches a first token that got twice as slow; the full run holds the real targets.
+    limit_identity, limit_bare = (1.3, 2.6) if quick else (0.5, 1.5)
     floor = values["bare requests"] / identity
     return Figure(
         "first token (construct + get_token)",
@@ -368,6 +371,117 @@ def report(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+# --- failures: shared, and how fast a chain moves on ------------------------------------------
+
+
+def _recording_transport(sleeps: list[float]) -> Any:
+    """azure-core's requests transport whose retry waits are recorded, not slept."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class Recording(RequestsTransport):  # type: ignore[misc]
+        def sleep(self, duration: float) -> None:
+            sleeps.append(duration)
+
+    return Recording(use_env_settings=False)
+
+
+def shared_failure(threads: int = 64) -> Figure:
+    """Cold callers, an endpoint answering 503 to everything: how many requests, how long the slowest waits.
+
+    Retry waits are recorded rather than slept, for both credentials, so the figure is the
+    number of requests and the simulated wait of the slowest caller.
+    """
+    requests_sent: dict[str, float] = {}
+    slowest: dict[str, float] = {}
+    makers: dict[str, Callable[[Emulator, list[float]], Any]] = {
+        OURS: lambda emulator, sleeps: LegacyMsiCredential(
+            endpoint=emulator.endpoint, transport=_recording_transport(sleeps)
+        ),
+    }
+
+    def identity(emulator: Emulator, sleeps: list[float]) -> Any:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = emulator.imds_authority
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(transport=_recording_transport(sleeps))
+
+    makers["identity (IMDS)"] = identity
+    for name, make in makers.items():
+        with Emulator(port=0) as emulator:
+            emulator.add_faults(*[Fault.http_error(503)] * 10_000)
+            sleeps: list[float] = []
+            credential = make(emulator, sleeps)
+            barrier = threading.Barrier(threads)
+            waits: list[float] = []
+
+            def ask(credential: Any = credential, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                started = time.perf_counter()
+                try:
+                    credential.get_token(SCOPE)
+                except Exception:  # noqa: BLE001, S110 - every caller is expected to fail
+                    pass
+                waits.append(time.perf_counter() - started)
+
+            _in_threads(ask, threads)
+            requests_sent[name] = float(emulator.request_count)
+            slowest[name] = max(waits) + sum(sleeps) / max(1.0, requests_sent[name] / 5)
+    os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
+    return Figure(
+        f"{threads} threads, empty cache, endpoint answering 503",
+        "requests",
+        requests_sent,
+        "at most 5 requests (one retry sequence)",
+        requests_sent[OURS] <= 5,
+        note=f"recorded retry waits: ours {slowest[OURS]:.1f} s for the slowest caller",
+    )
+
+
+def chain_fallthrough(quick: bool) -> list[Figure]:
+    """A chain whose first step finds nothing listening: how long until the next step answers."""
+    from azure.core.credentials import AccessToken
+    from azure.identity import ChainedTokenCredential, ManagedIdentityCredential
+
+    class Static:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken("static", int(time.time()) + 3600)
+
+    with Emulator(port=0) as probe:
+        dead = probe.endpoint  # released on exit: nothing listens there any more
+    runs = 7 if quick else 21
+    ours = []
+    for _ in range(runs):
+        chain = ChainedTokenCredential(LegacyMsiCredential(endpoint=dead), Static())
+        started = time.perf_counter()
+        chain.get_token(SCOPE)
+        ours.append((time.perf_counter() - started) * 1000)
+    os.environ["MSI_ENDPOINT"] = dead
+    try:
+        workaround = ManagedIdentityCredential()
+    finally:
+        del os.environ["MSI_ENDPOINT"]
+    chain = ChainedTokenCredential(workaround, Static())
+    started = time.perf_counter()
+    try:
+        chain.get_token(SCOPE)
+        outcome = "the chain moved on"
+    except Exception as exc:  # noqa: BLE001 - the workaround stops the chain: that is the figure
+        outcome = f"the chain stopped with {type(exc).__name__}"
+    workaround_ms = (time.perf_counter() - started) * 1000
+    values = {OURS: statistics.median(ours), "identity (MSI_ENDPOINT workaround)": workaround_ms}
+    return [
+        Figure(
+            "chain, nothing on the legacy port: time to the next credential",
+            "ms",
+            values,
+            "ours under 5 ms (the README says about 0.5 ms; the workaround about 5 s)",
+            values[OURS] < 5.0,
+            values[OURS] / workaround_ms,
+            note=f"workaround: {outcome}",
+        )
+    ]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: fewer runs, generous ratio margins")
@@ -381,6 +495,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         *import_cost(args.quick),
         threads_cold_start(),
         tasks_cold_start(),
+        shared_failure(),
+        *chain_fallthrough(args.quick),
         steady_state(),
     ]
     print(
