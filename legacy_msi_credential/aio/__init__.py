@@ -1,5 +1,19 @@
-"""The async twin: ``legacy_msi_credential.aio.LegacyMsiCredential`` for ``azure.*.aio`` clients."""
+"""The async twins: ``LegacyMsiCredential`` and ``DefaultAzureCredential`` for ``azure.*.aio`` clients."""
+
+from typing import TYPE_CHECKING, Any
 
 from ._credential import LegacyMsiCredential
 
-__all__ = ["LegacyMsiCredential"]
+if TYPE_CHECKING:
+    from ._default import DefaultAzureCredential
+
+__all__ = ["DefaultAzureCredential", "LegacyMsiCredential"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: azure-identity is an extra, and importing this package never imports it.
+    if name == "DefaultAzureCredential":
+        from ._default import DefaultAzureCredential
+
+        return DefaultAzureCredential
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -85,6 +85,42 @@ async def test_async_blob_round_trip(azurite, session_emulator: Emulator) -> Non
         await container.delete_container()
 
 
+def test_blob_through_default_azure_credential(azurite, session_emulator: Emulator, monkeypatch) -> None:
+    """The one-line change: DefaultAzureCredential from this package, on an old VM, against Azurite."""
+    from azure.storage.blob import BlobServiceClient
+
+    from legacy_msi_credential import DefaultAzureCredential
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", session_emulator.endpoint)
+    before = session_emulator.request_count
+    with (
+        DefaultAzureCredential() as credential,
+        BlobServiceClient(azurite.blob_url, credential=credential, connection_verify=azurite.ca_file) as client,
+    ):
+        container = client.create_container(name("dac"))
+        container.upload_blob("a.txt", b"through the chain")
+        assert container.download_blob("a.txt").readall() == b"through the chain"
+        container.delete_container()
+        assert type(credential._successful_credential).__name__ == "LegacyMsiCredential"
+    assert session_emulator.request_count - before == 1
+
+
+async def test_async_blob_through_default_azure_credential(azurite, session_emulator: Emulator, monkeypatch) -> None:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from legacy_msi_credential.aio import DefaultAzureCredential
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", session_emulator.endpoint)
+    async with (
+        DefaultAzureCredential() as credential,
+        BlobServiceClient(azurite.blob_url, credential=credential, connection_verify=azurite.ca_file) as client,
+    ):
+        container = await client.create_container(name("adac"))
+        await container.upload_blob("a.txt", b"async chain")
+        assert await (await container.download_blob("a.txt")).readall() == b"async chain"
+        await container.delete_container()
+
+
 def test_queue_round_trip(azurite, session_emulator: Emulator) -> None:
     from azure.storage.queue import QueueServiceClient
 

@@ -41,6 +41,7 @@ def test_every_sample_is_covered_here() -> None:
         "arm_list_resource_groups.py",
         "keyvault_secret.py",
         "chain_fallback.py",
+        "default_credential.py",
     }
     assert set(ALL_SAMPLES) == tested
     for name in ALL_SAMPLES:
@@ -125,3 +126,22 @@ def test_chain_sample_falls_back_to_imds_when_absent() -> None:
         )
         assert "acquired a token from ManagedIdentityCredential" in result.stderr
         assert [r.path for r in imds.requests][-1] == "/metadata/identity/oauth2/token"
+
+
+def test_default_credential_sample_uses_the_legacy_step(session_emulator: Emulator) -> None:
+    result = run_sample("default_credential.py", env={"LEGACY_MSI_ENDPOINT": session_emulator.endpoint})
+    assert "DefaultAzureCredential acquired a token from LegacyMsiCredential" in result.stderr
+    assert session_emulator.tenant_id in result.stdout
+
+
+def test_default_credential_sample_on_a_new_vm() -> None:
+    with Emulator(port=0) as imds:
+        result = run_sample(
+            "default_credential.py",
+            env={
+                "LEGACY_MSI_ENDPOINT": f"http://127.0.0.1:{closed_port()}/oauth2/token",
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST": imds.imds_authority,
+            },
+        )
+        assert "acquired a token from ManagedIdentityCredential" in result.stderr
+        assert imds.tenant_id in result.stdout

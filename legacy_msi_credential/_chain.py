@@ -1,0 +1,129 @@
+"""What both ``DefaultAzureCredential`` twins share: reading their own options, placing the legacy step.
+
+azure-identity builds its chain; this module decides whether the legacy step belongs in
+it and where: immediately before azure-identity's ``ManagedIdentityCredential``, whenever
+that one is in the chain. Nothing here imports azure-identity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ._errors import unavailable
+
+#: ``AZURE_TOKEN_CREDENTIALS`` value (case-insensitive) that selects the legacy step alone.
+ONLY_LEGACY = "legacymsicredential"
+ENV_TOKEN_CREDENTIALS = "AZURE_TOKEN_CREDENTIALS"
+EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
+
+
+@dataclass(frozen=True)
+class LegacyStepOptions:
+    """The legacy step's settings, taken out of the keyword arguments before azure-identity sees them."""
+
+    excluded: bool
+    only_legacy: bool
+    client_id: Optional[str]
+    wait_for_endpoint: float
+    endpoint: Optional[str]
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any]) -> LegacyStepOptions:
+        """Pop this package's keywords from ``kwargs``; read (not pop) the ones azure-identity shares."""
+        excluded = bool(kwargs.pop("exclude_legacy_msi_credential", False))
+        wait = kwargs.pop("legacy_msi_wait_for_endpoint", 0)
+        endpoint = kwargs.pop("legacy_msi_endpoint", None)
+        selected = os.environ.get(ENV_TOKEN_CREDENTIALS, "").strip().lower()
+        if "managed_identity_client_id" in kwargs:
+            client_id = kwargs["managed_identity_client_id"]
+        else:
+            client_id = os.environ.get("AZURE_CLIENT_ID")
+        return cls(
+            excluded=excluded,
+            only_legacy=selected == ONLY_LEGACY,
+            client_id=client_id or None,
+            wait_for_endpoint=wait,
+            endpoint=endpoint,
+        )
+
+    def credential_kwargs(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"wait_for_endpoint": self.wait_for_endpoint}
+        if self.client_id:
+            options["client_id"] = self.client_id
+        if self.endpoint is not None:
+            options["endpoint"] = self.endpoint
+        return options
+
+
+class UnusableLegacyStep:
+    """Stands in the chain for a legacy step that could not be made (a bad URL in the environment).
+
+    It is "unavailable" on every call, so that the chain moves on and its message says why.
+    """
+
+    _credential_name = "LegacyMsiCredential"
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def _fail(self) -> None:
+        raise unavailable(f"LegacyMsiCredential could not be configured: {self._reason}")
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self._fail()
+
+    def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
+        self._fail()
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> UnusableLegacyStep:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+class AsyncUnusableLegacyStep(UnusableLegacyStep):
+    """The async form of :class:`UnusableLegacyStep`."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self._fail()
+
+    async def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
+        self._fail()
+
+    async def close(self) -> None:  # type: ignore[override]
+        return None
+
+    async def __aenter__(self) -> AsyncUnusableLegacyStep:
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        return None
+
+
+def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: type[UnusableLegacyStep]) -> Any:
+    """The legacy credential for the chain, or a stand-in saying why it could not be made."""
+    try:
+        return make(**options.credential_kwargs())
+    except ValueError as exc:
+        return unusable(str(exc))
+
+
+def with_legacy_step(credentials: tuple[Any, ...], step: Any, managed_identity_type: type) -> tuple[Any, ...]:
+    """``credentials`` with ``step`` right before the managed identity credential, if there is one."""
+    for index, credential in enumerate(credentials):
+        if isinstance(credential, managed_identity_type):
+            return (*credentials[:index], step, *credentials[index:])
+    return credentials
+
+
+def import_error(error: ImportError) -> ImportError:
+    return ImportError(
+        f"DefaultAzureCredential from legacy-msi-credential extends azure-identity's, which is not "
+        f"installed: {EXTRA_HINT}"
+    )

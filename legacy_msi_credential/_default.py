@@ -1,0 +1,57 @@
+"""``DefaultAzureCredential``: azure-identity's chain with the legacy extension's step added.
+
+Importing this module imports azure-identity (the ``identity`` extra); ``import
+legacy_msi_credential`` alone does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._chain import LegacyStepOptions, UnusableLegacyStep, import_error, legacy_step, with_legacy_step
+from ._credential import LegacyMsiCredential
+
+try:
+    from azure.identity import ChainedTokenCredential, ManagedIdentityCredential
+    from azure.identity import DefaultAzureCredential as _IdentityDefaultAzureCredential
+except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
+    raise import_error(_error) from None
+
+
+class DefaultAzureCredential(_IdentityDefaultAzureCredential):
+    """azure-identity's ``DefaultAzureCredential``, which also tries the legacy VM extension.
+
+    A drop-in replacement: change ``from azure.identity import DefaultAzureCredential`` to
+    ``from legacy_msi_credential import DefaultAzureCredential``. Every keyword argument,
+    ``AZURE_TOKEN_CREDENTIALS``, the remembered successful credential, logging and error
+    messages are azure-identity's own. :class:`LegacyMsiCredential` runs immediately
+    before azure-identity's ``ManagedIdentityCredential``, whenever that one is in the
+    chain: on a VM with only the extension it answers; anywhere else nothing listens on
+    ``localhost:50342`` and the chain moves on within a few milliseconds.
+
+    Keyword Args:
+        exclude_legacy_msi_credential: Leave the legacy step out (so does
+            ``exclude_managed_identity_credential``).
+        legacy_msi_wait_for_endpoint: Seconds the legacy step keeps trying while its
+            connection is refused (a booting VM whose extension is known to be installed);
+            default 0, so a machine without the extension costs no wait.
+        legacy_msi_endpoint: The legacy token URL, when not found as
+            :class:`LegacyMsiCredential` finds it.
+        managed_identity_client_id: A user-assigned identity, for the legacy step too
+            (default ``AZURE_CLIENT_ID``, as azure-identity reads it).
+        **kwargs: Everything azure-identity's ``DefaultAzureCredential`` takes.
+
+    ``AZURE_TOKEN_CREDENTIALS=LegacyMsiCredential`` makes the legacy step the only one.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        options = LegacyStepOptions.take(kwargs)
+        if options.only_legacy:
+            # azure-identity does not know this value: the chain is the legacy step alone.
+            step = legacy_step(options, LegacyMsiCredential, UnusableLegacyStep)
+            ChainedTokenCredential.__init__(self, step)
+            return
+        super().__init__(**kwargs)
+        if not options.excluded:
+            step = legacy_step(options, LegacyMsiCredential, UnusableLegacyStep)
+            self.credentials = with_legacy_step(self.credentials, step, ManagedIdentityCredential)

@@ -1,0 +1,33 @@
+"""``DefaultAzureCredential`` for asyncio: azure-identity's async chain with the legacy step added."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._chain import AsyncUnusableLegacyStep, LegacyStepOptions, import_error, legacy_step, with_legacy_step
+from ._credential import LegacyMsiCredential
+
+try:
+    from azure.identity.aio import ChainedTokenCredential, ManagedIdentityCredential
+    from azure.identity.aio import DefaultAzureCredential as _IdentityDefaultAzureCredential
+except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
+    raise import_error(_error) from None
+
+
+class DefaultAzureCredential(_IdentityDefaultAzureCredential):
+    """azure-identity's async ``DefaultAzureCredential``, which also tries the legacy VM extension.
+
+    The async twin of :class:`legacy_msi_credential.DefaultAzureCredential`: the same
+    arguments, the same place for the legacy step, for ``azure.*.aio`` clients.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        options = LegacyStepOptions.take(kwargs)
+        if options.only_legacy:
+            step = legacy_step(options, LegacyMsiCredential, AsyncUnusableLegacyStep)
+            ChainedTokenCredential.__init__(self, step)
+            return
+        super().__init__(**kwargs)
+        if not options.excluded:
+            step = legacy_step(options, LegacyMsiCredential, AsyncUnusableLegacyStep)
+            self.credentials = with_legacy_step(self.credentials, step, ManagedIdentityCredential)

@@ -1,0 +1,283 @@
+"""``DefaultAzureCredential``: azure-identity's whole chain, with the legacy step where it belongs.
+
+Every scenario runs real azure-identity code. IMDS is the emulator (its IMDS path, through
+``AZURE_POD_IDENTITY_AUTHORITY_HOST``) or a dead loopback port; the Azure CLI is an ``az``
+executable written by the test; nothing but loopback is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+
+from legacy_msi_credential import DefaultAzureCredential, LegacyMsiCredential
+from legacy_msi_credential.aio import DefaultAzureCredential as AsyncDefaultAzureCredential
+from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
+from legacy_msi_credential.emulator import Emulator, Fault
+
+from .conftest import closed_port
+
+ARM = "https://management.azure.com/.default"
+
+
+def names(credential: Any) -> list[str]:
+    return [type(step).__name__.removeprefix("Async") for step in credential.credentials]
+
+
+def answered_by(credential: Any) -> str:
+    return type(credential._successful_credential).__name__  # noqa: SLF001 - what azure-identity remembers
+
+
+@pytest.fixture
+def no_legacy_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Nothing listens where the legacy step looks."""
+    url = f"http://127.0.0.1:{closed_port()}/oauth2/token"
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", url)
+    return url
+
+
+@pytest.fixture
+def fake_az(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An ``az`` on PATH that answers ``account get-access-token`` as the Azure CLI does."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    log = tmp_path / "az.log"
+    script = folder / "az"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys, time\n"
+        f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "print(json.dumps({'accessToken': 'token-from-az', 'expiresOn': '2099-01-01 00:00:00.000000',\n"
+        "    'expires_on': int(time.time()) + 3600, 'subscription': 's', 'tenant': 't', 'tokenType': 'Bearer'}))\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+# --- the chain's shape ---------------------------------------------------------------------
+
+
+def test_it_is_azure_identitys_class_with_the_legacy_step_before_managed_identity() -> None:
+    import azure.identity
+
+    credential = DefaultAzureCredential()
+    assert isinstance(credential, azure.identity.DefaultAzureCredential)
+    steps = names(credential)
+    assert steps.index("LegacyMsiCredential") + 1 == steps.index("ManagedIdentityCredential")
+    reference = [type(step).__name__ for step in azure.identity.DefaultAzureCredential().credentials]
+    assert [step for step in steps if step != "LegacyMsiCredential"] == reference  # the rest is untouched
+
+
+@pytest.mark.parametrize(
+    ("environment", "kwargs", "expected"),
+    [
+        ("", {"exclude_legacy_msi_credential": True}, None),
+        ("", {"exclude_managed_identity_credential": True}, None),
+        ("prod", {}, ["EnvironmentCredential", "FailedDACCredential", "LegacyMsiCredential", "ManagedIdentityCredential"]),
+        ("ManagedIdentityCredential", {}, ["LegacyMsiCredential", "ManagedIdentityCredential"]),
+        ("LegacyMsiCredential", {}, ["LegacyMsiCredential"]),
+        ("legacymsicredential", {"require_envvar": True}, ["LegacyMsiCredential"]),
+        ("dev", {}, "as azure-identity"),
+        ("AzureCliCredential", {}, "as azure-identity"),
+    ],
+)
+@pytest.mark.parametrize("twin", ["sync", "aio"])
+def test_exclusions_and_azure_token_credentials(
+    monkeypatch: pytest.MonkeyPatch, environment: str, kwargs: dict[str, Any], expected: Any, twin: str
+) -> None:
+    if environment:
+        monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", environment)
+    import azure.identity
+    import azure.identity.aio
+
+    cls = DefaultAzureCredential if twin == "sync" else AsyncDefaultAzureCredential
+    reference = azure.identity.DefaultAzureCredential if twin == "sync" else azure.identity.aio.DefaultAzureCredential
+    steps = names(cls(**kwargs))
+    if expected is None:
+        assert "LegacyMsiCredential" not in steps
+    elif expected == "as azure-identity":
+        assert steps == names(reference(**kwargs))
+        assert "LegacyMsiCredential" not in steps
+    else:
+        assert steps == expected
+
+
+def test_require_envvar_is_azure_identitys() -> None:
+    with pytest.raises(ValueError, match="AZURE_TOKEN_CREDENTIALS environment variable is required"):
+        DefaultAzureCredential(require_envvar=True)
+
+
+def test_managed_identity_client_id_selects_the_user_assigned_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    def legacy(credential: Any) -> LegacyMsiCredential:
+        (step,) = [step for step in credential.credentials if isinstance(step, LegacyMsiCredential)]
+        return step
+
+    assert legacy(DefaultAzureCredential(managed_identity_client_id="abc")).identity.value == "abc"
+    monkeypatch.setenv("AZURE_CLIENT_ID", "from-env")
+    assert legacy(DefaultAzureCredential()).identity.value == "from-env"
+    assert legacy(DefaultAzureCredential(managed_identity_client_id="arg")).identity.value == "arg"
+
+
+def test_a_bad_legacy_setting_is_reported_by_the_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", "http://10.0.0.1/oauth2/token")
+    credential = DefaultAzureCredential(exclude_managed_identity_credential=False, exclude_cli_credential=True)
+    with pytest.raises(ClientAuthenticationError) as caught:
+        credential.get_token(ARM)
+    assert "LegacyMsiCredential: LegacyMsiCredential could not be configured" in caught.value.message
+    assert "not a loopback address" in caught.value.message
+
+
+def test_the_legacy_step_never_waits_unless_asked() -> None:
+    def legacy(credential: Any) -> Any:
+        return next(step for step in credential.credentials if type(step).__name__ == "LegacyMsiCredential")
+
+    assert legacy(DefaultAzureCredential())._retry_settings.wait_for_endpoint == 0  # noqa: SLF001
+    waiting = legacy(DefaultAzureCredential(legacy_msi_wait_for_endpoint=30))
+    assert waiting._retry_settings.wait_for_endpoint == 30  # noqa: SLF001
+
+
+# --- machines --------------------------------------------------------------------------
+
+
+def test_old_vm_gets_its_token_from_the_legacy_step(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    credential = DefaultAzureCredential()
+    token = credential.get_token(ARM)
+    assert token.token == emulator.minted_tokens[0]
+    assert answered_by(credential) == "LegacyMsiCredential"
+    assert credential.get_token_info(ARM).token == token.token  # the remembered step, from its cache
+    assert emulator.request_count == 1
+    assert [request.path for request in emulator.requests] == ["/oauth2/token"]
+
+
+def test_new_vm_gets_its_token_from_imds(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, no_legacy_endpoint: str
+) -> None:
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds_authority)
+    credential = DefaultAzureCredential()
+    token = credential.get_token(ARM)
+    assert answered_by(credential) == "ManagedIdentityCredential"
+    assert token.token in emulator.minted_tokens
+    assert {request.path for request in emulator.requests} == {"/metadata/identity/oauth2/token"}
+
+
+def test_developers_machine_gets_its_token_from_az(fake_az: Path, no_legacy_endpoint: str) -> None:
+    credential = DefaultAzureCredential()
+    started = time.monotonic()
+    token = credential.get_token(ARM)
+    elapsed = time.monotonic() - started
+    assert token.token == "token-from-az"
+    assert answered_by(credential) == "AzureCliCredential"
+    assert "account get-access-token --output json --resource https://management.azure.com" in fake_az.read_text()
+    assert elapsed < 30  # the legacy step's own cost is measured in benchmarks/
+
+
+def test_nothing_answers_and_the_message_names_the_legacy_step(no_legacy_endpoint: str) -> None:
+    credential = DefaultAzureCredential(exclude_cli_credential=True, exclude_developer_cli_credential=True)
+    with pytest.raises(ClientAuthenticationError) as caught:
+        credential.get_token(ARM)
+    message = caught.value.message
+    assert message.startswith("DefaultAzureCredential failed to retrieve a token from the included credentials.")
+    assert f"\tLegacyMsiCredential: LegacyMsiCredential: nothing is listening at {no_legacy_endpoint}" in message
+    assert message.index("LegacyMsiCredential:") < message.index("ManagedIdentityCredential:")
+
+
+def test_a_refusing_extension_stops_the_chain(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extension is there and says no: as with azure-identity's own steps, the chain stops."""
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    emulator.add_faults(Fault.http_error(401, error="unauthorized_client"))
+    with pytest.raises(ClientAuthenticationError, match="unauthorized_client"):
+        DefaultAzureCredential().get_token(ARM)
+
+
+def test_async_old_and_new_vm(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def token() -> tuple[str, str]:
+        async with AsyncDefaultAzureCredential() as credential:
+            got = await credential.get_token(ARM)
+            return got.token, answered_by(credential)
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    value, step = asyncio.run(token())
+    assert step == "LegacyMsiCredential"
+    assert value == emulator.minted_tokens[-1]
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", f"http://127.0.0.1:{closed_port()}/oauth2/token")
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds_authority)
+    value, step = asyncio.run(token())
+    assert step == "ManagedIdentityCredential"
+    assert isinstance(AsyncDefaultAzureCredential().credentials[2], AsyncLegacyMsiCredential)
+
+
+def test_importing_the_package_does_not_import_azure_identity() -> None:
+    code = (
+        "import sys, legacy_msi_credential, legacy_msi_credential.aio\n"
+        "print('azure.identity' in sys.modules)\n"
+        "from legacy_msi_credential import DefaultAzureCredential\n"
+        "print('azure.identity' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("module", ["legacy_msi_credential", "legacy_msi_credential.aio"])
+def test_without_azure_identity_the_error_names_the_extra(module: str) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['azure.identity'] = None\n"
+        "sys.modules['azure.identity.aio'] = None\n"
+        f"from {module} import LegacyMsiCredential\n"
+        "try:\n"
+        f"    from {module} import DefaultAzureCredential\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert 'pip install "legacy-msi-credential[identity]"' in result.stdout
+
+
+def test_an_unreachable_service_principal_stops_the_chain_as_in_azure_identity(tmp_path: Path) -> None:
+    """EnvironmentCredential configured against a dead authority: azure-identity's rule, the chain stops.
+
+    MSAL may look its authority up on the network, so this runs in a private network
+    namespace where only loopback exists.
+    """
+    from .test_loopback_namespace import _namespace_available
+
+    if not _namespace_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must be able to make network namespaces (unshare -n)")
+        pytest.skip("cannot make a private network namespace here")
+    code = f"""
+import json, os
+from legacy_msi_credential import DefaultAzureCredential
+os.environ.update(AZURE_CLIENT_ID="cid", AZURE_TENANT_ID="tid", AZURE_CLIENT_SECRET="s",
+    AZURE_AUTHORITY_HOST="https://127.0.0.1:{closed_port()}", LEGACY_MSI_ENDPOINT="http://127.0.0.1:9/oauth2/token")
+credential = DefaultAzureCredential()
+try:
+    credential.get_token("{ARM}")
+except Exception as exc:
+    print(json.dumps([type(exc).__name__, getattr(exc, "message", str(exc))]))
+"""
+    env = {key: value for key, value in os.environ.items() if key != "AZURE_POD_IDENTITY_AUTHORITY_HOST"}
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f"ip link set lo up; exec {sys.executable} -c '{code}'"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    kind, message = json.loads(result.stdout.strip().splitlines()[-1])
+    assert kind == "ClientAuthenticationError"
+    assert "EnvironmentCredential" in message
+    assert "LegacyMsiCredential" not in message  # the chain stopped before it, as azure-identity's does
