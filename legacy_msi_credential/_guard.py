@@ -89,9 +89,9 @@ class Attempt:
         self._finished = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        # Started with the first socket: a refused connection (the common case in a chain
+        # on a machine without the extension) costs no thread.
+        self._timer: Optional[threading.Timer] = None
         with _ATTEMPTS_LOCK:
             self.key = f"{next(_ATTEMPT_IDS)}"
             _ATTEMPTS[self.key] = self
@@ -105,6 +105,10 @@ class Attempt:
                 return
             if not self.fired:
                 self._sockets.append(sock)
+                if self._timer is None:
+                    self._timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._fire)
+                    self._timer.daemon = True
+                    self._timer.start()
                 return
         _shutdown(sock)
 
@@ -122,7 +126,9 @@ class Attempt:
         with self._lock:
             self._finished = True
             self._sockets = []
-        self._timer.cancel()
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
         with _ATTEMPTS_LOCK:
             _ATTEMPTS.pop(self.key, None)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 from azure.core.exceptions import ClientAuthenticationError
 
+from ._chain import EXTRA_HINT
 from ._constants import ENV_ENDPOINT, ENV_IMDS_URL, ENV_MSI_ENDPOINT, ENV_MSI_SECRET, IMDS_DEFAULT_URL, IMDS_TOKEN_PATH
 from ._endpoint import (
     EndpointChoice,
@@ -293,6 +294,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     else:
         report.line("skip", "not tried: nothing listens")
 
+    imds_answers: Optional[bool] = None  # not probed
     out.write("\nIMDS:\n")
     if args.skip_imds:
         report.line("skip", "not probed (--skip-imds)")
@@ -304,8 +306,9 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             timeout=_IMDS_PROBE_TIMEOUT,
             loopback=False,
         )
+        imds_answers = status is not None
         if status is None:
-            report.line("info", f"IMDS at {imds} does not answer ({error}): this VM depends on the legacy extension")
+            report.line("info", f"IMDS at {imds} does not answer ({error})")
         else:
             report.line(
                 "info",
@@ -313,12 +316,87 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
                 "here too; see the README's recommended chain",
             )
 
+    out.write("\nDefaultAzureCredential (azure-identity's chain with the legacy step):\n")
+    step = _chain_step(args, report)
+
     out.write("\nVerdict: ")
     if got_token:
         out.write("healthy: LegacyMsiCredential gets tokens on this machine.\n")
         return 0
+    if step is not None:
+        out.write(
+            f"LegacyMsiCredential gets no token here, but DefaultAzureCredential from this package does, "
+            f"from {step} ({_STEP_KINDS.get(step, 'another step of the chain')}). Use it: "
+            "`from legacy_msi_credential import DefaultAzureCredential`.\n"
+        )
+        return 0
+    if not listening and imds_answers is False:
+        verdict = (
+            "neither the legacy extension nor IMDS answers: this is not an Azure VM with a managed identity "
+            "(a developer's machine or a CI runner?). Fix: on a VM, enable a managed identity (or the "
+            "ManagedIdentityExtension on an old VM); elsewhere sign in with `az login`, or set AZURE_CLIENT_ID, "
+            "AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a service principal"
+        )
+    elif not listening and imds_answers:
+        verdict = (
+            "the legacy extension is not running here, but IMDS answers: use DefaultAzureCredential from this "
+            "package (or azure-identity's ManagedIdentityCredential), which gets tokens from IMDS"
+        )
     out.write(verdict + ".\n")
     return 1
+
+
+#: What each step of the chain means on this machine.
+_STEP_KINDS = {
+    "LegacyMsiCredential": "the legacy managed identity extension",
+    "ManagedIdentityCredential": "IMDS, this VM's managed identity",
+    "EnvironmentCredential": "a service principal from the environment",
+    "WorkloadIdentityCredential": "workload identity federation",
+    "AzureCliCredential": "the Azure CLI: a developer's machine",
+    "AzureDeveloperCliCredential": "the Azure Developer CLI: a developer's machine",
+    "AzurePowerShellCredential": "Azure PowerShell: a developer's machine",
+    "VisualStudioCodeCredential": "Visual Studio Code: a developer's machine",
+    "SharedTokenCacheCredential": "a shared token cache: a developer's machine",
+}
+
+
+def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
+    """Which step of this package's DefaultAzureCredential answers here, reported; ``None`` if none."""
+    try:
+        from azure.identity import ManagedIdentityCredential
+
+        from ._default import DefaultAzureCredential
+    except ImportError:
+        report.line("skip", f"not tried: azure-identity is not installed ({EXTRA_HINT})")
+        return None
+    # azure-identity's IMDS step goes where doctor's own probe went.
+    if args.imds_url:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = args.imds_url
+    elif os.environ.get(ENV_IMDS_URL) and not os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = os.environ[ENV_IMDS_URL]
+    chain = DefaultAzureCredential(legacy_msi_endpoint=args.endpoint, **_chain_identity(args))
+    if args.skip_imds:
+        chain.credentials = tuple(c for c in chain.credentials if not isinstance(c, ManagedIdentityCredential))
+    resource = args.resource.rstrip("/")
+    scope = resource if resource.endswith("/.default") else resource + "/.default"
+    try:
+        with chain:
+            chain.get_token_info(scope)
+    except ClientAuthenticationError as exc:
+        report.line("FAIL", "no step of the chain gets a token here")
+        for line in exc.message.splitlines():
+            if line.startswith("\t"):
+                report.line("info", line.strip())
+        return None
+    step = type(getattr(chain, "_successful_credential", None)).__name__
+    skipped = " (IMDS not tried: --skip-imds)" if args.skip_imds else ""
+    report.line(" ok ", f"{step} answers: {_STEP_KINDS.get(step, 'a step of the chain')}{skipped}")
+    return step
+
+
+def _chain_identity(args: argparse.Namespace) -> dict[str, Any]:
+    client_id = getattr(args, "client_id", None)
+    return {"managed_identity_client_id": client_id} if client_id else {}
 
 
 def _fix_for(error: TokenRequestError) -> str:

@@ -235,3 +235,40 @@ def test_emulate_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None
     assert "unknown fault 'teapot'" in capsys.readouterr().err
     assert main(["emulate", "--host", "0.0.0.0", "--port", "0"]) == 1
     assert "loopback only" in capsys.readouterr().err
+
+
+def test_doctor_on_a_machine_without_extension_or_imds(capsys: pytest.CaptureFixture[str]) -> None:
+    """A laptop or a CI runner: the verdict does not tell it to enable a VM extension."""
+    assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token"]) == 1
+    out = capsys.readouterr().out
+    assert "neither the legacy extension nor IMDS answers: this is not an Azure VM" in out
+    assert "az login" in out
+    assert "the legacy extension is not running here" not in out
+    assert "no step of the chain gets a token here" in out
+    assert "LegacyMsiCredential: LegacyMsiCredential: nothing is listening" in out
+
+
+def test_doctor_names_the_step_that_answers_on_a_new_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    with Emulator(port=0) as imds:
+        endpoint = f"http://127.0.0.1:{closed_port()}/oauth2/token"
+        assert main(["doctor", "--endpoint", endpoint, "--imds-url", imds.imds_authority]) == 0
+    out = capsys.readouterr().out
+    assert "ManagedIdentityCredential answers: IMDS, this VM's managed identity" in out
+    assert "but DefaultAzureCredential from this package does, from ManagedIdentityCredential" in out
+
+
+def test_doctor_names_the_step_that_answers_on_a_developers_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    az = folder / "az"
+    az.write_text(
+        f"#!{sys.executable}\nimport json, time\n"
+        "print(json.dumps({'accessToken': 'a', 'expires_on': int(time.time()) + 3600, 'tokenType': 'Bearer'}))\n"
+    )
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token", "--skip-imds"]) == 0
+    out = capsys.readouterr().out
+    assert "AzureCliCredential answers: the Azure CLI: a developer's machine" in out

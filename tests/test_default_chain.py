@@ -35,7 +35,7 @@ def names(credential: Any) -> list[str]:
 
 
 def answered_by(credential: Any) -> str:
-    return type(credential._successful_credential).__name__  # noqa: SLF001 - what azure-identity remembers
+    return type(credential._successful_credential).__name__
 
 
 @pytest.fixture
@@ -84,7 +84,11 @@ def test_it_is_azure_identitys_class_with_the_legacy_step_before_managed_identit
     [
         ("", {"exclude_legacy_msi_credential": True}, None),
         ("", {"exclude_managed_identity_credential": True}, None),
-        ("prod", {}, ["EnvironmentCredential", "FailedDACCredential", "LegacyMsiCredential", "ManagedIdentityCredential"]),
+        (
+            "prod",
+            {},
+            ["EnvironmentCredential", "FailedDACCredential", "LegacyMsiCredential", "ManagedIdentityCredential"],
+        ),
         ("ManagedIdentityCredential", {}, ["LegacyMsiCredential", "ManagedIdentityCredential"]),
         ("LegacyMsiCredential", {}, ["LegacyMsiCredential"]),
         ("legacymsicredential", {"require_envvar": True}, ["LegacyMsiCredential"]),
@@ -142,9 +146,9 @@ def test_the_legacy_step_never_waits_unless_asked() -> None:
     def legacy(credential: Any) -> Any:
         return next(step for step in credential.credentials if type(step).__name__ == "LegacyMsiCredential")
 
-    assert legacy(DefaultAzureCredential())._retry_settings.wait_for_endpoint == 0  # noqa: SLF001
+    assert legacy(DefaultAzureCredential())._retry_settings.wait_for_endpoint == 0
     waiting = legacy(DefaultAzureCredential(legacy_msi_wait_for_endpoint=30))
-    assert waiting._retry_settings.wait_for_endpoint == 30  # noqa: SLF001
+    assert waiting._retry_settings.wait_for_endpoint == 30
 
 
 # --- machines --------------------------------------------------------------------------
