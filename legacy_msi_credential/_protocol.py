@@ -39,7 +39,15 @@ _ERROR_HINTS = {
     "access_denied": "Azure AD denied the request for this identity",
     "unsupported_response_type": "the endpoint does not support the requested response type",
     "invalid_scope": "the endpoint rejected the requested scope",
-    "unknown": ("the extension could not get a token from Azure AD; the extension's log on the VM has the details"),
+    "unknown": (
+        "the extension could not get a token from Azure AD. On Windows this is also how the extension answers a "
+        "resource Azure AD does not know: check the resource URI ({resource!r}, e.g. "
+        "'https://management.azure.com/.default' as a scope), then the extension's log on the VM"
+    ),
+    "bad_resource_200": (
+        "the endpoint found the resource {resource!r} invalid: check the scope the client asked for "
+        "(for example 'https://management.azure.com/.default')"
+    ),
 }
 _STATUS_HINTS = {
     404: "the endpoint is not ready or is being updated",

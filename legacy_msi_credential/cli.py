@@ -211,7 +211,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     settings_path = default_settings_file(env)
     try:
         base = read_settings_file(settings_path)
-        report.line("info", f"settings file {settings_path}: " + (f"url {base!r}" if base else "absent"))
+        report.line("info", f"settings file {settings_path}: " + (_announced(base) if base else "absent"))
     except SettingsFileError as exc:
         report.line("FAIL", f"{exc}")
         out.write(f"\nVerdict: the extension's settings file is unusable. Fix: repair or remove {settings_path}.\n")
@@ -399,6 +399,16 @@ def _chain_identity(args: argparse.Namespace) -> dict[str, Any]:
     return {"managed_identity_client_id": client_id} if client_id else {}
 
 
+def _announced(base: str) -> str:
+    """What a settings file's ``url`` announces: the URL and the extension's port."""
+    try:
+        parts = urlsplit(base)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"url {base!r}"
+    return f"url {base!r} (the extension's port: {port})"
+
+
 def _fix_for(error: TokenRequestError) -> str:
     fixes = {
         "unauthorized_client": "assign the managed identity to this VM, or pass the right --client-id/--object-id",
@@ -433,6 +443,7 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
         tenant_id=args.tenant_id,
         user_assigned=[UserAssignedIdentity(client_id=c) for c in args.user_assigned] or None,
         accept_get=not args.post_only,
+        flavor=args.os,
         sign=False if args.unsigned else None,
         allow_remote=args.allow_remote,
     )
@@ -570,6 +581,12 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
         "--write-settings", metavar="PATH", help="write a ManagedIdentity-Settings file (removed on exit)"
     )
     emulate.add_argument("--post-only", action="store_true", help="answer GET with 405, as POST-only deployments did")
+    emulate.add_argument(
+        "--os",
+        choices=("linux", "windows"),
+        default="linux",
+        help="the extension's flavour: windows answers an unknown resource 500 unknown (default: linux)",
+    )
     emulate.add_argument("--unsigned", action="store_true", help="mint unsigned tokens (alg none)")
     emulate.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run, then stop")
     return parser

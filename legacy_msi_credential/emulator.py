@@ -58,6 +58,17 @@ _INVALID_RESOURCE = (
     "AADSTS50001: The application named {resource} was not found in the tenant named {tenant}. "
     "This can happen if the application has not been installed by the administrator of the tenant."
 )
+#: What the Windows extension answers for a resource Azure AD does not know (500 ``unknown``).
+_WINDOWS_UNKNOWN = (
+    "Failed to retrieve token from the Active directory. For details see logs in "
+    "C:\\WindowsAzure\\Logs\\Plugins\\Microsoft.ManagedIdentity.ManagedIdentityExtensionForWindows"
+    "\\1.0.0.0\\MsiExtension.log"
+)
+#: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
+_IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
+#: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
+_TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
+_MAX_BODY = 1024 * 1024
 _DEFAULT_ERRORS = {
     400: "bad_request",
     401: "unauthorized_client",
@@ -361,6 +372,10 @@ class Emulator:
         allow_remote: Allow binding an address other than loopback. Clients not on
             loopback are still refused, as the extension refused them.
         clock: Source of Unix time in seconds (for tokens and the emulator's cache).
+        flavor: ``linux`` (default) or ``windows``: the Windows extension answers a
+            resource Azure AD does not know with ``500 unknown``, not ``400 invalid_resource``.
+        ipv6: Also listen on ``::1``, same port (default: when ``host`` is ``127.0.0.1``),
+            for clients whose ``localhost`` resolves to ``::1`` first.
     """
 
     def __init__(
@@ -376,7 +391,14 @@ class Emulator:
         sign: Optional[bool] = None,
         allow_remote: bool = False,
         clock: Callable[[], float] = time.time,
+        flavor: str = "linux",
+        ipv6: Optional[bool] = None,
     ) -> None:
+        if flavor not in ("linux", "windows"):
+            raise ValueError(f"flavor must be 'linux' or 'windows', not {flavor!r}")
+        self.flavor = flavor
+        self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
+        self._server6: Optional[_ReuseServer] = None
         if not is_loopback_host(host) and not allow_remote:
             raise ValueError(
                 f"refusing to bind {host!r}: the emulator serves tokens to anyone who can reach it, "
@@ -437,11 +459,34 @@ class Emulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="legacy-msi-emulator", daemon=True
         )
         self._thread.start()
+        if self._ipv6:
+            self._start_ipv6(handler, int(server.server_address[1]))
         _LOGGER.info("Emulator listening on %s", self.endpoint)
         return self
 
+    def _start_ipv6(self, handler: type, port: int) -> None:
+        """Serve the same port on ``::1`` too; where IPv6 loopback is missing, IPv4 alone."""
+        try:
+            server6 = _ReuseServer6(("::1", port), handler)
+        except OSError as exc:
+            _LOGGER.info("Emulator: not listening on [::1]:%d (%s)", port, exc.strerror)
+            return
+        self._server6 = server6
+        threading.Thread(
+            target=server6.serve_forever, kwargs={"poll_interval": 0.1}, name="legacy-msi-emulator-v6", daemon=True
+        ).start()
+
+    @property
+    def ipv6_port(self) -> Optional[int]:
+        """The port served on ``::1`` too, or ``None``."""
+        return int(self._server6.server_address[1]) if self._server6 is not None else None
+
     def stop(self) -> None:
         """Stop serving and release the port; hung requests are released."""
+        server6, self._server6 = self._server6, None
+        if server6 is not None:
+            server6.shutdown()
+            server6.server_close()
         server, self._server = self._server, None
         if server is None:
             return
@@ -498,10 +543,15 @@ class Emulator:
         return self.base_url.rstrip("/")
 
     def write_settings(self, path: str | os.PathLike[str]) -> str:
-        """Write an extension settings file pointing at this emulator; return its path."""
+        """Write the extension's settings file for this emulator's port; return its path.
+
+        As the extension does for its ``{"port": N}`` setting: the base URL on
+        ``localhost`` with that port (the emulator also listens on ``::1`` by default).
+        """
         target = os.fspath(path)
+        host = "localhost" if self._host == "127.0.0.1" else self.base_url.split("//", 1)[1].rsplit(":", 1)[0]
         with open(target, "w", encoding="utf-8") as handle:
-            json.dump({"url": self.base_url}, handle)
+            json.dump({"url": f"http://{host}:{self.port}/"}, handle)
         return target
 
     @property
@@ -717,13 +767,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle()
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (HEAD, OPTIONS, made-up ones) is answered like the rest of the
+        # protocol, in JSON with an Allow header, not with the standard library's HTML 501.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     # --- plumbing ----------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
         length = self.headers.get("Content-Length")
         if not length or not length.isdigit():
             return b""
-        return self.rfile.read(min(int(length), 1024 * 1024))
+        return self.rfile.read(min(int(length), _MAX_BODY))
+
+    def _read_chunked(self) -> bytes:
+        """A chunked request body, read to its end so that nothing is left on the connection."""
+        body = b""
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+            except ValueError:
+                self.close_connection = True
+                return body
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            if len(body) + size > _MAX_BODY:
+                self.close_connection = True
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)
 
     def _send(self, status: int, body: bytes, content_type: str, extra: Optional[Mapping[str, str]] = None) -> None:
         self.send_response(status)
@@ -794,18 +873,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not resource:
             self._error(400, "invalid_resource", "Required parameter 'resource' is missing.")
             return
-        identity_params = [name for name in ("client_id", "object_id", "msi_res_id") if name in params]
-        if imds and "mi_res_id" in params:
-            identity_params.append("mi_res_id")
+        unknown = sorted(
+            name
+            for name in params
+            if name not in _IDENTITY_PARAMETERS
+            and name not in _TOLERATED_PARAMETERS
+            and name.lower().replace("-", "_").endswith(("id", "_res", "identity"))
+        )
+        if unknown:
+            # Never fall back to another identity for a parameter this endpoint does not know.
+            self._error(
+                400,
+                "invalid_request",
+                f"Unknown identity parameter {unknown[0]!r}; use client_id, object_id or msi_res_id.",
+            )
+            return
+        identity_params = [name for name in _IDENTITY_PARAMETERS if name in params]
+        empty = [name for name in identity_params if not params[name][0].strip()]
+        if empty:
+            self._error(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
+            return
         if len(identity_params) > 1:
             self._error(401, "invalid_request", "Only one of client_id, object_id and msi_res_id may be given.")
             return
         if not _valid_resource(resource):
-            self._error(
-                400,
-                "invalid_resource",
-                _INVALID_RESOURCE.format(resource=resource, tenant=emulator.tenant_id),
-            )
+            if emulator.flavor == "windows":
+                self._error(500, "unknown", _WINDOWS_UNKNOWN)
+            else:
+                self._error(
+                    400,
+                    "invalid_resource",
+                    _INVALID_RESOURCE.format(resource=resource, tenant=emulator.tenant_id),
+                )
             return
         parameter = identity_params[0] if identity_params else None
         value = params[parameter][0] if parameter else None
@@ -816,8 +915,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
         answer = emulator._token_response(resource, parameter, value, identity, fault)
+        if imds or parameter is not None:
+            answer["client_id"] = identity["appid"]  # a user-assigned answer names its client
         if imds:
-            answer["client_id"] = identity["appid"]
             answer["ext_expires_in"] = answer["expires_in"]
         if fault is not None and fault.kind == "truncated":
             raw = json.dumps(answer).encode("utf-8")

@@ -326,7 +326,8 @@ def test_stop_releases_the_port_and_hung_requests(http: requests.Session) -> Non
 
 def test_write_settings(emulator: Emulator, tmp_path: Path) -> None:
     path = emulator.write_settings(tmp_path / "ManagedIdentity-Settings")
-    assert json.loads(Path(path).read_text()) == {"url": emulator.base_url}
+    # What the extension writes for its port: the base URL on localhost with that port.
+    assert json.loads(Path(path).read_text()) == {"url": f"http://localhost:{emulator.port}/"}
 
 
 def test_mint_token_directly(emulator: Emulator) -> None:
