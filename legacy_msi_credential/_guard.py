@@ -146,11 +146,12 @@ class _Guarded:
     #: Whether this connection class speaks TLS.
     tls = False
 
-    def _guard_socket(self) -> None:
+    def _guard_socket(self, *, connected: bool) -> None:
+        """On connect, check the peer; on every response, put the socket under the attempt's watch."""
         sock: Optional[socket.socket] = self.__dict__.get("sock")
         if sock is None:
             return
-        if self.require_loopback and not self.tls:
+        if connected and self.require_loopback and not self.tls:
             try:
                 peer = sock.getpeername()
             except OSError:
@@ -192,10 +193,10 @@ def _closing_on_error(connection: Any, getresponse: Any, *args: Any, **kwargs: A
 class _GuardedHTTPConnection(_Guarded, HTTPConnection):
     def connect(self) -> None:
         super().connect()
-        self._guard_socket()
+        self._guard_socket(connected=True)
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        self._guard_socket()  # a kept-alive connection is watched by this attempt too
+        self._guard_socket(connected=False)  # a kept-alive connection is watched by this attempt too
         return _closing_on_error(self, super().getresponse, *args, **kwargs)
 
 
@@ -204,10 +205,10 @@ class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
 
     def connect(self) -> None:
         super().connect()
-        self._guard_socket()
+        self._guard_socket(connected=True)
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        self._guard_socket()
+        self._guard_socket(connected=False)
         return _closing_on_error(self, super().getresponse, *args, **kwargs)
 
 
@@ -247,6 +248,18 @@ class GuardedAdapter(HTTPAdapter):
             return super().send(request, *args, **kwargs)
         finally:
             _CURRENT.attempt, _CURRENT.guarded = previous
+
+
+def forget_connections(transport: Any) -> None:
+    """Close every pooled connection of a guarded requests transport.
+
+    After an attempt abandoned from another thread (the async twin's deadline), a worker
+    thread may still hold its connection; none of the pooled ones is trusted again.
+    """
+    session = getattr(transport, "session", None)
+    for adapter in getattr(session, "adapters", {}).values():
+        if isinstance(adapter, GuardedAdapter):
+            adapter.poolmanager.clear()
 
 
 def guard_session(session: requests.Session, *, require_loopback: bool) -> None:

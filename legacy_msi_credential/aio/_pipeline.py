@@ -13,7 +13,7 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport, RequestsTransport
 
 from .._errors import NotLoopbackError
-from .._guard import Attempt, describe_peer, new_guarded_session, peer_is_loopback
+from .._guard import Attempt, describe_peer, forget_connections, new_guarded_session, peer_is_loopback
 from .._pipeline import (
     ANSWER_KEY,
     ATTEMPT_KEY,
@@ -57,9 +57,11 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
             except ClientAuthenticationError:
                 raise
             except asyncio.TimeoutError:
+                forget_connections(transport)
                 raise self._helper.too_slow(request) from None
             except Exception as exc:
                 if attempt is not None and attempt.fired:
+                    forget_connections(transport)
                     raise self._helper.too_slow(request) from None
                 if not isinstance(exc, AzureError):
                     raise unreadable(str(request.http_request.url).split("?", 1)[0], exc) from None

@@ -178,7 +178,7 @@ def test_node_ms_rest_nodeauth_3_1_1(vm: Emulator, kind: str, parameter: Any, va
 
 
 def test_node_ms_rest_nodeauth_unknown_identity_gets_no_token(vm: Emulator) -> None:
-    with pytest.raises(AssertionError, match="unauthorized_client|Identity not found|401"):
+    with pytest.raises(AssertionError, match=r"unauthorized_client|Identity not found|401"):
         node(_NODEAUTH, vm.endpoint, ARM, "identityId", "/subscriptions/x/identities/not-on-this-vm")
     assert vm.tokens_issued == 0
 
