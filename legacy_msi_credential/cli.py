@@ -477,6 +477,45 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
                 os.remove(written)
 
 
+# --- serve -----------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .bridge import Bridge, TokenSource
+
+    source = TokenSource(args.source, timeout=args.source_timeout)
+    bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote)
+    written: Optional[str] = None
+    bridge.start()
+    stopped = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopped
+        stopped = True
+        bridge.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.write_settings:
+            written = bridge.write_settings(args.write_settings)
+        out.write(f"Serving the legacy endpoint at {bridge.endpoint}, tokens from the {args.source} source\n")
+        if written:
+            out.write(f"Settings file written: {written}\n")
+        out.flush()
+        if not stopped:
+            bridge.wait()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bridge.stop()
+        if written:
+            with contextlib.suppress(OSError):
+                os.remove(written)
+        out.write("Stopped.\n")
+        out.flush()
+
+
 # --- the parser ------------------------------------------------------------------------
 
 
@@ -589,6 +628,37 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     )
     emulate.add_argument("--unsigned", action="store_true", help="mint unsigned tokens (alg none)")
     emulate.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run, then stop")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the legacy endpoint from a real token source (IMDS, az, azure-identity's default chain)",
+        description="Keep software written against the legacy extension working where the extension is gone: "
+        "serve its protocol on loopback, with tokens from IMDS (default), the Azure CLI or azure-identity's "
+        "DefaultAzureCredential (needs the identity extra). One source request per identity and resource, "
+        "cached until five minutes before expiry. Stops cleanly on SIGTERM, removing a settings file it wrote.",
+    )
+    serve.add_argument("--port", type=int, default=50342, help="port to bind; 0 for a free one (default: 50342)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, and ::1)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding an address that is not loopback (requests not over loopback are still refused)",
+    )
+    serve.add_argument(
+        "--source", choices=("imds", "cli", "default"), default="imds", help="where tokens come from (default: imds)"
+    )
+    serve.add_argument(
+        "--source-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="longest wait for the source (default: 20)",
+    )
+    serve.add_argument(
+        "--write-settings",
+        metavar="PATH",
+        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings",
+    )
     return parser
 
 
@@ -601,7 +671,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     else:
         logging.basicConfig(level=logging.WARNING, format="legacy-msi: warning: %(message)s")
-    handlers = {"token": _cmd_token, "doctor": _cmd_doctor, "emulate": _cmd_emulate}
+    handlers = {"token": _cmd_token, "doctor": _cmd_doctor, "emulate": _cmd_emulate, "serve": _cmd_serve}
     try:
         return handlers[args.command_name](args, out)
     except KeyboardInterrupt:

@@ -69,6 +69,20 @@ _IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
 #: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
 _TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
 _MAX_BODY = 1024 * 1024
+#: Where a service manager asks whether the server is up (no ``Metadata`` header needed).
+HEALTH_PATH = "/healthz"
+
+
+class ProtocolRefusal(Exception):
+    """Raised by a token source: answer with this documented error instead of a token."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
 _DEFAULT_ERRORS = {
     400: "bad_request",
     401: "unauthorized_client",
@@ -398,6 +412,12 @@ class Emulator:
             raise ValueError(f"flavor must be 'linux' or 'windows', not {flavor!r}")
         self.flavor = flavor
         self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
+        #: Seconds a client may take to send its request (``None``: no limit).
+        self._client_timeout: Optional[float] = None
+        #: Requests served at once (``None``: no limit); beyond it, 503 at once.
+        self._slots: Optional[threading.BoundedSemaphore] = None
+        #: Largest request body read.
+        self._max_body = _MAX_BODY
         self._server6: Optional[_ReuseServer] = None
         if not is_loopback_host(host) and not allow_remote:
             raise ValueError(
@@ -442,7 +462,7 @@ class Emulator:
         """Bind and serve from a background thread. Returns ``self``."""
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        handler = type("Handler", (_Handler,), {"emulator": self})
+        handler = type("Handler", (_Handler,), {"emulator": self, "timeout": self._client_timeout})
         server_class = _ReuseServer6 if ":" in self._host else _ReuseServer
         self._stopping.clear()
         server = server_class((self._host.strip("[]"), self._requested_port), handler)
@@ -615,6 +635,15 @@ class Emulator:
 
     # --- tokens --------------------------------------------------------------------------
 
+    #: Refuse requests relayed by a proxy (``X-Forwarded-For``, ``Forwarded``).
+    _refuse_forwarded = False
+    #: Answer IMDS's token path too.
+    _serves_imds = True
+
+    def _health(self) -> dict[str, Any]:
+        """What the health path answers."""
+        return {"status": "ok", "role": "emulator"}
+
     def _identity_claims(self, parameter: Optional[str], value: Optional[str]) -> Optional[dict[str, str]]:
         if parameter is None:
             if not self.system_assigned:
@@ -782,7 +811,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if not length or not length.isdigit():
             return b""
-        return self.rfile.read(min(int(length), _MAX_BODY))
+        if int(length) > self.emulator._max_body:
+            self.close_connection = True  # not read: the connection cannot carry another request
+            raise ProtocolRefusal(413, "invalid_request", "The request body is too large.")
+        return self.rfile.read(int(length))
 
     def _read_chunked(self) -> bytes:
         """A chunked request body, read to its end so that nothing is left on the connection."""
@@ -798,9 +830,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return body
-            if len(body) + size > _MAX_BODY:
+            if len(body) + size > self.emulator._max_body:
                 self.close_connection = True
-                return body
+                raise ProtocolRefusal(413, "invalid_request", "The request body is too large.")
             body += self.rfile.read(size)
             self.rfile.readline(1024)
 
@@ -822,9 +854,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # --- the protocol ------------------------------------------------------------------
 
     def _handle(self) -> None:
+        slots = self.emulator._slots
+        if slots is not None and not slots.acquire(blocking=False):
+            self.close_connection = True
+            self._error(503, "too_many_requests", "Too many requests at once; try again.", {"Retry-After": "1"})
+            return
+        try:
+            self._handle_one()
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _handle_one(self) -> None:
         emulator = self.emulator
         url = urlsplit(self.path)
-        body = self._read_body()
+        if url.path == HEALTH_PATH and self.command == "GET":
+            self._json(200, emulator._health())
+            return
+        try:
+            body = self._read_body()
+        except ProtocolRefusal as refusal:
+            self._error(refusal.status, refusal.error, refusal.description)
+            return
         params: dict[str, list[str]] = {}
         pairs = parse_qsl(url.query, keep_blank_values=True)
         content_type = self.headers.get("Content-Type", "")
@@ -851,7 +902,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not _is_loopback_client(self.client_address[0]):
             self._error(401, "unauthorized_client", "Requests must come over loopback.")
             return
-        imds = path == IMDS_TOKEN_PATH
+        if emulator._refuse_forwarded and ("X-Forwarded-For" in self.headers or "Forwarded" in self.headers):
+            # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
+            self._error(400, "invalid_request", "Forwarded requests are refused: ask from this machine directly.")
+            return
+        imds = path == IMDS_TOKEN_PATH and emulator._serves_imds
         if path != TOKEN_PATH and not imds:
             self._error(401, "unknown_source", f"Unknown Source: the request URI {path!r} is not /oauth2/token.")
             return
@@ -914,7 +969,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if identity is None:
             self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
-        answer = emulator._token_response(resource, parameter, value, identity, fault)
+        try:
+            answer = emulator._token_response(resource, parameter, value, identity, fault)
+        except ProtocolRefusal as refusal:
+            self._error(refusal.status, refusal.error, refusal.description)
+            return
         if imds or parameter is not None:
             answer["client_id"] = identity["appid"]  # a user-assigned answer names its client
         if imds:

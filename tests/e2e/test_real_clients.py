@@ -196,3 +196,52 @@ def test_azure_identity_cloud_shell_path(vm: Emulator, monkeypatch: pytest.Monke
     (request,) = vm.requests
     assert request.method == "POST"
     assert request.params["resource"] == [ARM.rstrip("/")] or request.params["resource"] == [ARM]
+
+
+# --- the same clients through `legacy-msi serve`, tokens from IMDS ------------------------------
+
+
+@pytest.fixture
+def bridged(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Emulator]]:
+    """A bridge on loopback whose source is azure-identity's IMDS credential, served by the emulator."""
+    from legacy_msi_credential.bridge import Bridge
+
+    with Emulator(port=0, user_assigned=[IDENTITY]) as imds:
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.imds_authority)
+        with Bridge(port=0, source="imds") as bridge:
+            yield bridge, imds
+
+
+def test_curl_through_the_bridge(bridged: tuple[Any, Emulator]) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    bridge, imds = bridged
+    url = f"http://localhost:{bridge.port}/oauth2/token?resource={ARM}"
+    result = subprocess.run(
+        ["curl", "-sS", "-H", "Metadata: true", url], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert json.loads(result.stdout)["access_token"] == imds.minted_tokens[0]
+    assert [r.path for r in imds.requests] == ["/metadata/identity/oauth2/token"]
+
+
+def test_msrestazure_through_the_bridge(bridged: tuple[Any, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    aad = _msrestazure()
+    bridge, imds = bridged
+    monkeypatch.delenv("MSI_ENDPOINT", raising=False)
+    _, token, _ = aad.get_msi_token(ARM, port=bridge.port, msi_conf={"client_id": IDENTITY.client_id})
+    assert claims(token)["oid"] == IDENTITY.object_id
+    assert imds.requests[0].params["client_id"] == [IDENTITY.client_id]
+
+
+def test_node_ms_rest_azure_through_the_bridge(bridged: tuple[Any, Emulator]) -> None:
+    bridge, imds = bridged
+    answer = node(_MS_REST_AZURE, str(bridge.port), ARM)
+    assert answer["accessToken"] == imds.minted_tokens[0]
+
+
+def test_node_ms_rest_nodeauth_through_the_bridge(bridged: tuple[Any, Emulator]) -> None:
+    bridge, imds = bridged
+    answer = node(_NODEAUTH, bridge.endpoint, ARM, "identityId", IDENTITY.msi_res_id)
+    assert claims(answer["accessToken"])["oid"] == IDENTITY.object_id
+    params = imds.requests[0].params
+    assert (params.get("mi_res_id") or params.get("msi_res_id")) == [IDENTITY.msi_res_id]
