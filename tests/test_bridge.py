@@ -218,7 +218,7 @@ def test_too_many_headers_are_refused(bridge: Bridge) -> None:
 
 def test_a_slow_client_is_cut_off(bridge: Bridge, imds: Emulator) -> None:
     bridge_timeout = 1.0
-    bridge._client_timeout = bridge_timeout  # noqa: SLF001 - shortened for the test; 10 s by default
+    bridge._client_timeout = bridge_timeout
     bridge.stop()
     bridge.start()
     with socket.create_connection(("127.0.0.1", bridge.port), timeout=30) as sock:
@@ -236,7 +236,7 @@ def test_the_health_path(bridge: Bridge) -> None:
 
 def test_it_binds_loopback_only_unless_allowed() -> None:
     with pytest.raises(ValueError, match="loopback"):
-        Bridge("0.0.0.0", 0)  # noqa: S104 - refused, which is the point
+        Bridge("0.0.0.0", 0)
 
 
 def test_no_token_in_its_logs(bridge: Bridge, imds: Emulator, caplog: pytest.LogCaptureFixture) -> None:
