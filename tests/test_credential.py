@@ -426,7 +426,7 @@ def test_settings_file_discovery_end_to_end(twin: SyncTwin, emulator: Emulator, 
     monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", settings)
     credential = twin.make()
     assert credential.endpoint.source == "settings file"
-    assert credential.endpoint.url == emulator.endpoint
+    assert credential.endpoint.url == f"http://localhost:{emulator.port}/oauth2/token"  # as the extension writes it
     assert twin.get_token(credential, ARM).token
 
 
