@@ -6,31 +6,39 @@ Pass it as ``credential=`` to any Azure SDK client::
     from legacy_msi_credential import LegacyMsiCredential
 
     client = BlobServiceClient("https://NAME.blob.core.windows.net", credential=LegacyMsiCredential())
+
+The names below are imported on first use, so that ``legacy-msi --help`` does not pay for
+azure-core and requests, and ``DefaultAzureCredential`` (which extends azure-identity's,
+an extra) is the only one that imports azure-identity.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._credential import LegacyMsiCredential
-from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint
-from ._errors import CredentialUnavailableError, TokenRequestError
-from ._protocol import Identity
 from ._version import VERSION
 
 if TYPE_CHECKING:
+    from ._credential import LegacyMsiCredential
     from ._default import DefaultAzureCredential
+    from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint
+    from ._errors import CredentialUnavailableError, TokenRequestError
+    from ._protocol import Identity
 
 __version__ = VERSION
 
-
-def __getattr__(name: str) -> Any:
-    # DefaultAzureCredential extends azure-identity's: imported on first use, so that
-    # ``import legacy_msi_credential`` never imports azure-identity.
-    if name == "DefaultAzureCredential":
-        from ._default import DefaultAzureCredential
-
-        return DefaultAzureCredential
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+#: Each public name and the module that defines it.
+_WHERE = {
+    "LegacyMsiCredential": "._credential",
+    "DefaultAzureCredential": "._default",
+    "EndpointChoice": "._endpoint",
+    "SettingsFileError": "._endpoint",
+    "resolve_endpoint": "._endpoint",
+    "CredentialUnavailableError": "._errors",
+    "TokenRequestError": "._errors",
+    "Identity": "._protocol",
+}
 
 __all__ = [
     "CredentialUnavailableError",
@@ -43,3 +51,16 @@ __all__ = [
     "__version__",
     "resolve_endpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,12 +11,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ._constants import EXTRA_HINT
 from ._errors import unavailable
 
 #: ``AZURE_TOKEN_CREDENTIALS`` value (case-insensitive) that selects the legacy step alone.
 ONLY_LEGACY = "legacymsicredential"
 ENV_TOKEN_CREDENTIALS = "AZURE_TOKEN_CREDENTIALS"
-EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ ENV_MSI_ENDPOINT = "MSI_ENDPOINT"
 ENV_MSI_SECRET = "MSI_SECRET"
 ENV_IMDS_URL = "LEGACY_MSI_IMDS_URL"
 
+#: How to install what ``DefaultAzureCredential`` and ``legacy-msi serve`` need.
+EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
+
+
 # --- Timeouts --------------------------------------------------------------------------
 
 #: Connecting over loopback either succeeds or is refused at once; 1 s covers a loaded VM.

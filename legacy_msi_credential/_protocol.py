@@ -15,6 +15,7 @@ from azure.core.rest import HttpRequest
 
 from ._constants import EXPIRY_MARGIN, MAX_EPOCH_SECONDS
 from ._errors import CredentialUnavailableError, TokenRequestError, unavailable
+from ._text import clean_text
 
 IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id")
 
@@ -54,10 +55,6 @@ _STATUS_HINTS = {
     410: "the endpoint is being updated",
     429: "the endpoint is throttling requests",
 }
-_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*")
-#: A run of token characters long enough to be a secret: a JWT, an opaque token, a key.
-_SECRET_LIKE = re.compile(r"[A-Za-z0-9_\-.~+/=%]{20,}")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _DATE_FORM = re.compile(
     r"\s*(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})\s*([AaPp][Mm])?\s*(?:([+-])(\d{2}):?(\d{2}))?\s*"
@@ -163,35 +160,6 @@ def build_request(url: str, resource: str, identity: Identity, *, method: str = 
 def wants_post(method: str, status: int) -> bool:
     """Whether a GET answered 405 should be sent again, once, as a form POST."""
     return method == "GET" and status == 405
-
-
-def _redact_run(match: re.Match[str]) -> str:
-    run = match.group(0)
-    has_digit = any(c.isdigit() for c in run)
-    has_letter = any(c.isalpha() for c in run)
-    if not (has_digit and has_letter) or _GUID.fullmatch(run.strip("/.")) or "/subscriptions/" in run.lower():
-        return run  # words, paths, identifiers, ARM resource IDs: worth showing
-    return "<redacted>"
-
-
-def redact(text: str) -> str:
-    """Remove anything shaped like a token from ``text``: JWTs and long runs mixing letters and digits."""
-    return _SECRET_LIKE.sub(_redact_run, _JWT_LIKE.sub("<redacted>", text))
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escapes included) shown as ``?``."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def clean_text(text: str, limit: int = 500) -> str:
-    """Server-sent text made fit for a message, a log line or a terminal.
-
-    Tokens are redacted; control characters (terminal escapes included) and other
-    unprintable characters become ``?``; at most ``limit`` characters are kept.
-    """
-    shown = redact(printable(text[: limit * 2]))
-    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def describe_body(content_type: str, body: bytes) -> str:

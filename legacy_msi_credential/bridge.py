@@ -31,9 +31,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ._chain import EXTRA_HINT
-from ._constants import DEFAULT_PORT, EXPIRY_MARGIN, REFRESH_BEFORE_EXPIRY
-from ._protocol import clean_text
+from ._constants import DEFAULT_PORT, EXPIRY_MARGIN, EXTRA_HINT, REFRESH_BEFORE_EXPIRY
+from ._text import clean_text
 from .emulator import Emulator, Fault, ProtocolRefusal
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")

@@ -16,13 +16,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 from urllib.parse import urlencode, urlsplit
 
-from azure.core.exceptions import ClientAuthenticationError
-
-from ._chain import EXTRA_HINT
-from ._constants import ENV_ENDPOINT, ENV_IMDS_URL, ENV_MSI_ENDPOINT, ENV_MSI_SECRET, IMDS_DEFAULT_URL, IMDS_TOKEN_PATH
+from ._constants import (
+    ENV_ENDPOINT,
+    ENV_IMDS_URL,
+    ENV_MSI_ENDPOINT,
+    ENV_MSI_SECRET,
+    EXTRA_HINT,
+    IMDS_DEFAULT_URL,
+    IMDS_TOKEN_PATH,
+)
 from ._endpoint import (
     EndpointChoice,
     SettingsFileError,
@@ -31,9 +36,15 @@ from ._endpoint import (
     read_settings_file,
     resolve_endpoint,
 )
-from ._errors import CredentialUnavailableError, TokenRequestError
-from ._protocol import printable
+from ._text import printable
 from ._version import VERSION
+
+if TYPE_CHECKING:
+    from ._errors import TokenRequestError
+
+# Only the standard library and this package's light modules are imported here: a
+# subcommand imports what it needs when it runs, so that `--help` and usage errors cost
+# little more than starting Python.
 
 DEFAULT_RESOURCE = "https://management.azure.com/"
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -198,6 +209,7 @@ def _json_field(body: bytes, name: str) -> Optional[str]:
 
 def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     from ._credential import LegacyMsiCredential
+    from ._errors import CredentialUnavailableError, TokenRequestError
     from ._protocol import describe_body
 
     report = _Report(out)
@@ -362,6 +374,8 @@ _STEP_KINDS = {
 
 def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
     """Which step of this package's DefaultAzureCredential answers here, reported; ``None`` if none."""
+    from azure.core.exceptions import ClientAuthenticationError
+
     try:
         from azure.identity import ManagedIdentityCredential
 
@@ -679,7 +693,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        if isinstance(exc, ClientAuthenticationError):
+        core = sys.modules.get("azure.core.exceptions")  # loaded if such an error can have been raised
+        if core is not None and isinstance(exc, core.ClientAuthenticationError):
             message = exc.message
         elif isinstance(exc, (ValueError, OSError)):
             message = str(exc)

@@ -198,7 +198,8 @@ def test_doctor_explains_the_chosen_endpoint_and_proxies(
     monkeypatch.setenv("MSI_SECRET", "s")
     assert main(["doctor", "--skip-imds"]) == 0
     out = capsys.readouterr().out
-    assert f"chosen: {emulator.endpoint}, from the extension's settings file {settings}" in out
+    expected = f"http://localhost:{emulator.port}/oauth2/token"  # the settings file names localhost
+    assert f"chosen: {expected}, from the extension's settings file {settings}" in out
     assert "ignored: MSI_SECRET is set" in out
     assert "HTTPS_PROXY set: this credential ignores them for a loopback endpoint" in out
 
@@ -272,3 +273,18 @@ def test_doctor_names_the_step_that_answers_on_a_developers_machine(
     assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token", "--skip-imds"]) == 0
     out = capsys.readouterr().out
     assert "AzureCliCredential answers: the Azure CLI: a developer's machine" in out
+
+
+def test_help_and_usage_errors_import_neither_azure_core_nor_requests() -> None:
+    """The mechanism behind a cheap `--help`: heavy libraries are imported by the subcommand that needs them."""
+    code = (
+        "import sys\n"
+        "from legacy_msi_credential.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'requests', 'urllib3', 'aiohttp')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -16,9 +16,9 @@ from legacy_msi_credential._protocol import (
     build_request,
     describe_body,
     parse_response,
-    redact,
     wants_post,
 )
+from legacy_msi_credential._text import redact
 
 NOW = 1_700_000_000.0
 URL = "http://127.0.0.1:50342/oauth2/token"
