@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import time
@@ -14,10 +15,10 @@ from azure.core.rest import HttpRequest
 
 from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
-from ._endpoint import SOURCE_DEFAULT, EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint
+from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint, source_named
 from ._errors import CredentialUnavailableError, SanitizedCause, TokenRequestError, fresh_copy, unavailable
 from ._protocol import Answer, Identity, build_request, parse_response, unreadable, wants_post
-from ._retry import RetrySettings
+from ._retry import RetrySettings, check_seconds
 from ._scopes import scopes_to_resource
 
 _LOGGER = logging.getLogger("legacy_msi_credential")
@@ -27,54 +28,25 @@ _FAST_TABLE_MAX = 256
 _FastRow = tuple[float, SafeAccessToken, SafeAccessTokenInfo]
 
 
-def _seconds_argument(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
-        raise ValueError(f"{name} must be a number of seconds from 0 to 86400, not {value!r}")
-    return float(value)
+class CredentialBase(abc.ABC):
+    """Configuration, cache and the reading of answers, for both credentials.
 
+    Everything that decides lives here or below (``_cache``, ``_retry``, ``_protocol``,
+    ``_endpoint``); a twin only does I/O. What a twin implements, each the same steps with
+    or without ``await``:
 
-#: azure-core retry keywords other credentials take, and what this one does with them.
-_HONOURED_RETRY_KEYWORDS = ("retry_total", "retry_backoff_factor", "retry_backoff_max")
-_REFUSED_RETRY_KEYWORDS = (
-    "retry_mode",
-    "retry_connect",
-    "retry_read",
-    "retry_status",
-    "retry_on_status_codes",
-    "retry_on_methods",
-    "timeout",
-)
+    * :meth:`_setup_io`: its transport side (a pipeline, or one per event loop);
+    * :meth:`_lock`: the lock that makes callers for one resource share one request;
+    * :meth:`_entry`: the slow path: decide, take the lock, decide again, fetch, settle;
+    * :meth:`_fetch`: drive :meth:`_fetch_flow`, doing its I/O through :meth:`_exchange`;
+    * :meth:`_exchange`: one request through the pipeline (retries and reading included);
+    * ``close``, and ``get_token``/``get_token_info`` with their fast path.
 
-
-def _retry_settings(kwargs: dict[str, Any], wait_for_endpoint: Any) -> RetrySettings:
-    """Read azure-core's retry keywords from ``kwargs``: honoured, or refused by their own name."""
-    for name in _REFUSED_RETRY_KEYWORDS:
-        if name in kwargs:
-            raise ValueError(
-                f"{name} is not supported by this credential: its retries follow the legacy extension's "
-                f"guidance; it takes {', '.join(_HONOURED_RETRY_KEYWORDS)} and wait_for_endpoint"
-            )
-    retry_total = kwargs.pop("retry_total", None)
-    if retry_total is not None and (
-        isinstance(retry_total, bool) or not isinstance(retry_total, int) or not 0 <= retry_total <= 100
-    ):
-        raise ValueError(f"retry_total must be a whole number of retries from 0 to 100, not {retry_total!r}")
-    defaults = RetrySettings()
-    backoff = kwargs.pop("retry_backoff_factor", defaults.backoff_base)
-    backoff_max = kwargs.pop("retry_backoff_max", defaults.backoff_max)
-    for name, value in (("retry_backoff_factor", backoff), ("retry_backoff_max", backoff_max)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
-            raise ValueError(f"{name} must be a number of seconds from 0 to 3600, not {value!r}")
-    return RetrySettings(
-        max_attempts=defaults.max_attempts if retry_total is None else retry_total + 1,
-        wait_for_endpoint=_seconds_argument("wait_for_endpoint", wait_for_endpoint),
-        backoff_base=float(backoff),
-        backoff_max=float(backoff_max),
-    )
-
-
-class CredentialBase:
-    """Configuration, cache and the reading of answers, for both credentials."""
+    At the lock, a caller that holds a still-valid token (``Action.TRY_REFRESH``) never
+    waits for another's refresh: the sync twin uses ``acquire(blocking=False)``; the async
+    twin checks ``locked()``, which is as good because nothing runs between the check and
+    the return (``asyncio.Lock`` has no non-blocking acquire).
+    """
 
     _credential_name = "LegacyMsiCredential"
 
@@ -105,14 +77,14 @@ class CredentialBase:
             # token request (a chain moves on) rather than failing at construction.
             self._endpoint_error = exc
             _LOGGER.warning("%s: %s", self._credential_name, exc)
-        self._retry_settings = _retry_settings(kwargs, wait_for_endpoint)
+        self._retry_settings = RetrySettings.from_keywords(kwargs, wait_for_endpoint=wait_for_endpoint)
         self._request_options = {
-            "connection_timeout": _seconds_argument(
+            "connection_timeout": check_seconds(
                 "connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT)
             ),
-            "read_timeout": _seconds_argument("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT)),
+            "read_timeout": check_seconds("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT)),
         }
-        self._response_deadline = _seconds_argument(
+        self._response_deadline = check_seconds(
             "response_timeout",
             kwargs.pop("response_timeout", max(RESPONSE_DEADLINE, self._request_options["read_timeout"])),
         )
@@ -130,9 +102,25 @@ class CredentialBase:
         self._pid = os.getpid()
         self._setup_io()
 
+    @abc.abstractmethod
     def _setup_io(self) -> None:
         """Create the transport side; each credential has its own."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _lock(self, resource: str) -> Any:
+        """The lock shared by callers for ``resource``."""
+
+    @abc.abstractmethod
+    def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> Any:
+        """The slow path of a token request (a coroutine in the async twin)."""
+
+    @abc.abstractmethod
+    def _fetch(self, resource: str) -> Any:
+        """One token request, retries included (a coroutine in the async twin)."""
+
+    @abc.abstractmethod
+    def _exchange(self, request: HttpRequest) -> Any:
+        """One request through the pipeline (a coroutine in the async twin)."""
 
     # --- what callers may inspect ------------------------------------------------------
 
@@ -237,8 +225,7 @@ class CredentialBase:
         url = self._endpoint.url
         if isinstance(error, ServiceRequestError):
             message = f"nothing is listening at {url} (connection refused or unreachable)"
-            if self._endpoint.source == SOURCE_DEFAULT:
-                message += "; the legacy managed identity extension is not running on this machine"
+            message += source_named(self._endpoint.source).unreachable_hint
         else:
             message = (
                 f"the endpoint at {url} did not answer like an HTTP server (the connection broke, timed out "

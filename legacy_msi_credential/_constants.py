@@ -37,6 +37,15 @@ ENV_IMDS_URL = "LEGACY_MSI_IMDS_URL"
 EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
 
 
+# --- The protocol's parameters ---------------------------------------------------------
+
+#: The parameters that choose a user-assigned identity, as this package sends them.
+IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id")
+#: @azure/ms-rest-nodeauth's name for ``msi_res_id`` (IMDS's own); the servers accept it too.
+IDENTITY_ALIASES = {"mi_res_id": "msi_res_id"}
+#: What ``/.default`` scopes end in; the resource is the rest.
+DEFAULT_SCOPE_SUFFIX = "/.default"
+
 # --- Timeouts --------------------------------------------------------------------------
 
 #: Connecting over loopback either succeeds or is refused at once; 1 s covers a loaded VM.

@@ -213,6 +213,170 @@ def read_settings_file(path: str) -> Optional[str]:
     return url.strip()
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every source may look at."""
+
+    argument: Optional[str]
+    environ: Mapping[str, str]
+    platform: str
+    allow_insecure_http: bool
+
+
+class EndpointSource:
+    """One place the endpoint can come from. Adding a source is one subclass and one entry in :data:`SOURCES`.
+
+    Attributes:
+        name: What :attr:`EndpointChoice.source` says when this source is chosen.
+        variables: Environment variables it reads (tests isolate them; the doctor shows them).
+        unreachable_hint: Added to "nothing is listening" when the URL came from here.
+    """
+
+    name = ""
+    variables: tuple[str, ...] = ()
+    unreachable_hint = ""
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        """The endpoint, or ``None`` to ask the next source.
+
+        Raises:
+            ValueError: This source names an unusable URL.
+            SettingsFileError: The settings file exists but cannot be used.
+        """
+        raise NotImplementedError
+
+    def describe(self, context: _Context) -> str:
+        """One line for ``legacy-msi doctor``: what this source says on this machine."""
+        raise NotImplementedError
+
+
+class _Argument(EndpointSource):
+    name = SOURCE_ARGUMENT
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        if context.argument is None:
+            return None
+        url = validate_url(context.argument, what="endpoint argument", allow_insecure_http=context.allow_insecure_http)
+        return EndpointChoice(url, self.name, "passed as the endpoint argument")
+
+    def describe(self, context: _Context) -> str:
+        return f"--endpoint: {context.argument or 'not given'}"
+
+
+class _Variable(EndpointSource):
+    """``LEGACY_MSI_ENDPOINT``: this package's own variable."""
+
+    name = SOURCE_ENV
+    variables = (ENV_ENDPOINT,)
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        value = context.environ.get(ENV_ENDPOINT)
+        if not value:
+            return None
+        url = validate_url(value, what=ENV_ENDPOINT, allow_insecure_http=context.allow_insecure_http)
+        return EndpointChoice(url, self.name, f"from the {ENV_ENDPOINT} environment variable")
+
+    def describe(self, context: _Context) -> str:
+        return f"{ENV_ENDPOINT}: {context.environ.get(ENV_ENDPOINT) or 'not set'}"
+
+
+class _CloudShell(EndpointSource):
+    """``MSI_ENDPOINT`` without ``MSI_SECRET``: Azure Cloud Shell announces this protocol so."""
+
+    name = SOURCE_CLOUD_SHELL
+    variables = (ENV_MSI_ENDPOINT, ENV_MSI_SECRET)
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        value = context.environ.get(ENV_MSI_ENDPOINT)
+        if not value or context.environ.get(ENV_MSI_SECRET):
+            return None
+        url = validate_url(value, what=ENV_MSI_ENDPOINT, allow_insecure_http=context.allow_insecure_http)
+        return EndpointChoice(
+            url,
+            self.name,
+            f"from the {ENV_MSI_ENDPOINT} environment variable ({ENV_MSI_SECRET} unset: Cloud Shell's protocol)",
+        )
+
+    def describe(self, context: _Context) -> str:
+        value = context.environ.get(ENV_MSI_ENDPOINT)
+        note = (
+            " (ignored: MSI_SECRET is set, so it is App Service's protocol)"
+            if context.environ.get(ENV_MSI_SECRET)
+            else ""
+        )
+        return f"{ENV_MSI_ENDPOINT}: {value or 'not set'}{note if value else ''}"
+
+
+class _SettingsFile(EndpointSource):
+    """The extension's service-url discovery document."""
+
+    name = SOURCE_SETTINGS_FILE
+    variables = (ENV_SETTINGS_FILE,)
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        path = default_settings_file(context.environ, context.platform)
+        base = read_settings_file(path)
+        if base is None:
+            return None
+        try:
+            url = validate_url(
+                token_url_from_base(base), what=f"settings file {path}", allow_insecure_http=context.allow_insecure_http
+            )
+        except ValueError as exc:
+            raise SettingsFileError(str(exc)) from None
+        return EndpointChoice(url, self.name, f"from the extension's settings file {path}")
+
+    def describe(self, context: _Context) -> str:
+        path = default_settings_file(context.environ, context.platform)
+        base = read_settings_file(path)  # a SettingsFileError is the doctor's to report
+        if base is None:
+            return f"settings file {path}: absent"
+        try:
+            parts = urlsplit(base)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return f"settings file {path}: url {base!r}"
+        return f"settings file {path}: url {base!r} (the extension's port: {port})"
+
+
+class _Default(EndpointSource):
+    name = SOURCE_DEFAULT
+    unreachable_hint = "; the legacy managed identity extension is not running on this machine"
+
+    def find(self, context: _Context) -> Optional[EndpointChoice]:
+        path = default_settings_file(context.environ, context.platform)
+        return EndpointChoice(
+            DEFAULT_ENDPOINT,
+            self.name,
+            f"the extension's default; no argument, environment variable or settings file ({path})",
+        )
+
+    def describe(self, context: _Context) -> str:
+        return f"default: {DEFAULT_ENDPOINT}"
+
+
+#: The sources, in the order they are consulted; the last always answers.
+SOURCES: tuple[EndpointSource, ...] = (_Argument(), _Variable(), _CloudShell(), _SettingsFile(), _Default())
+#: Every environment variable that can choose the endpoint.
+ENDPOINT_VARIABLES = tuple(name for source in SOURCES for name in source.variables)
+
+
+def source_named(name: str) -> EndpointSource:
+    """The source whose :attr:`EndpointSource.name` is ``name``."""
+    return next(source for source in SOURCES if source.name == name)
+
+
+def endpoint_context(
+    endpoint: Optional[str] = None,
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    platform: str = sys.platform,
+    allow_insecure_http: bool = False,
+) -> _Context:
+    """What the sources look at: the argument, the environment, the platform, the opt-in."""
+    return _Context(endpoint, os.environ if environ is None else environ, platform, allow_insecure_http)
+
+
 def resolve_endpoint(
     endpoint: Optional[str] = None,
     *,
@@ -220,7 +384,7 @@ def resolve_endpoint(
     platform: str = sys.platform,
     allow_insecure_http: bool = False,
 ) -> EndpointChoice:
-    """Find the token endpoint.
+    """Find the token endpoint: the first of :data:`SOURCES` that names one.
 
     The order: the ``endpoint`` argument, ``LEGACY_MSI_ENDPOINT``, ``MSI_ENDPOINT`` when
     ``MSI_SECRET`` is unset (Azure Cloud Shell), the extension's settings file (path
@@ -239,36 +403,9 @@ def resolve_endpoint(
         ValueError: The chosen URL is unusable.
         SettingsFileError: The settings file exists but cannot be used.
     """
-    env = os.environ if environ is None else environ
-    if endpoint is not None:
-        url = validate_url(endpoint, what="endpoint argument", allow_insecure_http=allow_insecure_http)
-        return EndpointChoice(url, SOURCE_ARGUMENT, "passed as the endpoint argument")
-    value = env.get(ENV_ENDPOINT)
-    if value:
-        url = validate_url(value, what=ENV_ENDPOINT, allow_insecure_http=allow_insecure_http)
-        return EndpointChoice(url, SOURCE_ENV, f"from the {ENV_ENDPOINT} environment variable")
-    value = env.get(ENV_MSI_ENDPOINT)
-    if value and not env.get(ENV_MSI_SECRET):
-        url = validate_url(value, what=ENV_MSI_ENDPOINT, allow_insecure_http=allow_insecure_http)
-        return EndpointChoice(
-            url,
-            SOURCE_CLOUD_SHELL,
-            f"from the {ENV_MSI_ENDPOINT} environment variable ({ENV_MSI_SECRET} unset: Cloud Shell's protocol)",
-        )
-    path = default_settings_file(env, platform)
-    base = read_settings_file(path)
-    if base is not None:
-        try:
-            url = validate_url(
-                token_url_from_base(base),
-                what=f"settings file {path}",
-                allow_insecure_http=allow_insecure_http,
-            )
-        except ValueError as exc:
-            raise SettingsFileError(str(exc)) from exc
-        return EndpointChoice(url, SOURCE_SETTINGS_FILE, f"from the extension's settings file {path}")
-    return EndpointChoice(
-        DEFAULT_ENDPOINT,
-        SOURCE_DEFAULT,
-        f"the extension's default; no argument, environment variable or settings file ({path})",
-    )
+    context = endpoint_context(endpoint, environ=environ, platform=platform, allow_insecure_http=allow_insecure_http)
+    for source in SOURCES:
+        choice = source.find(context)
+        if choice is not None:
+            return choice
+    raise AssertionError("the default source always answers")  # pragma: no cover

@@ -22,8 +22,9 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 
+from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS
 from ._guard import ATTEMPT_HEADER, Attempt, guard_session, new_guarded_session
-from ._protocol import IDENTITY_PARAMETERS, Answer, BodyCollector, too_slow, unreadable
+from ._protocol import Answer, BodyCollector, too_slow, unreadable
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
 from ._version import VERSION
 
@@ -104,7 +105,7 @@ class SafeHttpLoggingPolicy(HttpLoggingPolicy):
 def http_logging_policy(**kwargs: Any) -> HttpLoggingPolicy:
     """The HTTP logging policy, allowed to show this protocol's harmless parameters."""
     policy = SafeHttpLoggingPolicy(**kwargs)
-    policy.allowed_query_params.update(("resource", "api-version", *IDENTITY_PARAMETERS))
+    policy.allowed_query_params.update(("resource", "api-version", *IDENTITY_PARAMETERS, *IDENTITY_ALIASES))
     policy.allowed_header_names.update(("Metadata",))
     return policy
 

@@ -13,11 +13,9 @@ from urllib.parse import quote, urlencode
 
 from azure.core.rest import HttpRequest
 
-from ._constants import EXPIRY_MARGIN, MAX_EPOCH_SECONDS
+from ._constants import EXPIRY_MARGIN, IDENTITY_PARAMETERS, MAX_EPOCH_SECONDS
 from ._errors import CredentialUnavailableError, TokenRequestError, unavailable
 from ._text import clean_text
-
-IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id")
 
 #: What a person should do about each documented ``error`` of the extension.
 _ERROR_HINTS = {

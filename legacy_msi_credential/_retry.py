@@ -6,7 +6,7 @@ import logging
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ._constants import (
     ENDPOINT_WAIT_MAX_DELAY,
@@ -26,6 +26,30 @@ _LOGGER = logging.getLogger(__name__)
 #: What went wrong with an attempt that got no HTTP answer.
 CONNECT_FAILED = "connect"
 RESPONSE_FAILED = "response"
+
+
+#: The longest any setting in seconds may be.
+MAX_SECONDS = 86400
+
+
+def check_seconds(name: str, value: Any, maximum: float = MAX_SECONDS) -> float:
+    """``value`` as seconds, or a ``ValueError`` naming ``name``: the one validator of durations."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be a number of seconds from 0 to {maximum:g}, not {value!r}")
+    return float(value)
+
+
+#: azure-core retry keywords this credential honours, and those it refuses by name.
+HONOURED_RETRY_KEYWORDS = ("retry_total", "retry_backoff_factor", "retry_backoff_max")
+REFUSED_RETRY_KEYWORDS = (
+    "retry_mode",
+    "retry_connect",
+    "retry_read",
+    "retry_status",
+    "retry_on_status_codes",
+    "retry_on_methods",
+    "timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -54,9 +78,34 @@ class RetrySettings:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         for name in ("total_wait", "gone_total_wait", "wait_for_endpoint", "backoff_base", "backoff_max"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 86400:
-                raise ValueError(f"{name} must be a number of seconds from 0 to 86400")
+            check_seconds(name, getattr(self, name))
+
+    @classmethod
+    def from_keywords(cls, kwargs: dict[str, Any], *, wait_for_endpoint: Any = 0) -> RetrySettings:
+        """Take azure-core's retry keywords out of a credential's ``kwargs``: honoured, or refused by name.
+
+        Raises:
+            ValueError: A refused keyword, or a value out of range, named as the caller wrote it.
+        """
+        for name in REFUSED_RETRY_KEYWORDS:
+            if name in kwargs:
+                raise ValueError(
+                    f"{name} is not supported by this credential: its retries follow the legacy extension's "
+                    f"guidance; it takes {', '.join(HONOURED_RETRY_KEYWORDS)} and wait_for_endpoint"
+                )
+        retry_total = kwargs.pop("retry_total", None)
+        if retry_total is not None and (
+            isinstance(retry_total, bool) or not isinstance(retry_total, int) or not 0 <= retry_total <= 100
+        ):
+            raise ValueError(f"retry_total must be a whole number of retries from 0 to 100, not {retry_total!r}")
+        return cls(
+            max_attempts=cls.max_attempts if retry_total is None else retry_total + 1,
+            wait_for_endpoint=check_seconds("wait_for_endpoint", wait_for_endpoint),
+            backoff_base=check_seconds(
+                "retry_backoff_factor", kwargs.pop("retry_backoff_factor", cls.backoff_base), 3600
+            ),
+            backoff_max=check_seconds("retry_backoff_max", kwargs.pop("retry_backoff_max", cls.backoff_max), 3600),
+        )
 
 
 def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:

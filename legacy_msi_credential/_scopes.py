@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-_DEFAULT_SUFFIX = "/.default"
+from ._constants import DEFAULT_SCOPE_SUFFIX as _DEFAULT_SUFFIX
 
 
 def scopes_to_resource(scopes: tuple[str, ...]) -> str:

@@ -20,22 +20,24 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from ._constants import (
+    DEFAULT_SCOPE_SUFFIX,
     ENV_ENDPOINT,
     ENV_IMDS_URL,
-    ENV_MSI_ENDPOINT,
-    ENV_MSI_SECRET,
     EXTRA_HINT,
+    IDENTITY_PARAMETERS,
     IMDS_DEFAULT_URL,
     IMDS_TOKEN_PATH,
 )
 from ._endpoint import (
+    SOURCES,
     EndpointChoice,
     SettingsFileError,
     default_settings_file,
+    endpoint_context,
     is_loopback_host,
-    read_settings_file,
     resolve_endpoint,
 )
+from ._scopes import scopes_to_resource
 from ._text import printable
 from ._version import VERSION
 
@@ -90,7 +92,7 @@ def _when(epoch: int, now: float) -> str:
 
 
 def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = {name: getattr(args, name) for name in ("client_id", "object_id", "msi_res_id")}
+    chosen = {name: getattr(args, name) for name in IDENTITY_PARAMETERS}
     return {name: value for name, value in chosen.items() if value is not None}
 
 
@@ -121,7 +123,7 @@ def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     if args.output == "raw":
         out.write(info.token + "\n")
         return 0
-    resource = args.resource[: -len("/.default")] if args.resource.endswith("/.default") else args.resource
+    resource = scopes_to_resource((args.resource,))
     if args.output == "json":
         document = {
             "accessToken": info.token,
@@ -215,15 +217,11 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     report = _Report(out)
     env = os.environ
     out.write(f"legacy-msi doctor {VERSION}\n\nWhere the endpoint comes from, in order:\n")
-    report.line("info", f"--endpoint: {args.endpoint or 'not given'}")
-    report.line("info", f"{ENV_ENDPOINT}: {env.get(ENV_ENDPOINT) or 'not set'}")
-    cloud_shell = env.get(ENV_MSI_ENDPOINT)
-    secret_note = " (ignored: MSI_SECRET is set, so it is App Service's protocol)" if env.get(ENV_MSI_SECRET) else ""
-    report.line("info", f"{ENV_MSI_ENDPOINT}: {cloud_shell or 'not set'}{secret_note if cloud_shell else ''}")
+    context = endpoint_context(args.endpoint)
     settings_path = default_settings_file(env)
     try:
-        base = read_settings_file(settings_path)
-        report.line("info", f"settings file {settings_path}: " + (_announced(base) if base else "absent"))
+        for source in SOURCES:  # the credential's own order, each source saying what it finds here
+            report.line("info", source.describe(context))
     except SettingsFileError as exc:
         report.line("FAIL", f"{exc}")
         out.write(f"\nVerdict: the extension's settings file is unusable. Fix: repair or remove {settings_path}.\n")
@@ -392,7 +390,7 @@ def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
     if args.skip_imds:
         chain.credentials = tuple(c for c in chain.credentials if not isinstance(c, ManagedIdentityCredential))
     resource = args.resource.rstrip("/")
-    scope = resource if resource.endswith("/.default") else resource + "/.default"
+    scope = resource if resource.endswith(DEFAULT_SCOPE_SUFFIX) else resource + DEFAULT_SCOPE_SUFFIX
     try:
         with chain:
             chain.get_token_info(scope)
@@ -411,16 +409,6 @@ def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
 def _chain_identity(args: argparse.Namespace) -> dict[str, Any]:
     client_id = getattr(args, "client_id", None)
     return {"managed_identity_client_id": client_id} if client_id else {}
-
-
-def _announced(base: str) -> str:
-    """What a settings file's ``url`` announces: the URL and the extension's port."""
-    try:
-        parts = urlsplit(base)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return f"url {base!r}"
-    return f"url {base!r} (the extension's port: {port})"
 
 
 def _fix_for(error: TokenRequestError) -> str:

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from ._constants import DEFAULT_PORT, IMDS_TOKEN_PATH, TOKEN_PATH
+from ._constants import DEFAULT_PORT, IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, TOKEN_PATH
 from ._endpoint import is_loopback_host
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
@@ -65,7 +65,7 @@ _WINDOWS_UNKNOWN = (
     "\\1.0.0.0\\MsiExtension.log"
 )
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
-_IDENTITY_PARAMETERS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
+_IDENTITY_PARAMETERS = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
 #: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
 _TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
 _MAX_BODY = 1024 * 1024
@@ -963,8 +963,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         parameter = identity_params[0] if identity_params else None
         value = params[parameter][0] if parameter else None
-        if parameter == "mi_res_id":
-            parameter = "msi_res_id"
+        parameter = IDENTITY_ALIASES.get(parameter or "", parameter)
         identity = emulator._identity_claims(parameter, value)
         if identity is None:
             self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")

@@ -13,13 +13,13 @@ import pytest
 from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
 
 from legacy_msi_credential import LegacyMsiCredential
+from legacy_msi_credential._endpoint import ENDPOINT_VARIABLES
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator
 
 _ISOLATED_VARIABLES = (
-    "LEGACY_MSI_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
+    *ENDPOINT_VARIABLES,  # every variable an endpoint source reads
+    "AZURE_TOKEN_CREDENTIALS",
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",
     "IMDS_ENDPOINT",
