@@ -30,6 +30,7 @@ from ._version import VERSION
 
 USER_AGENT = f"legacy-msi-credential/{VERSION}"
 _NETWORK_LOGGER = logging.getLogger("azure.core.pipeline.policies._universal")
+_HTTP_LOGGER = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
 
 
 #: Response headers whose names and values may be logged: the extension's own, nothing a
@@ -90,9 +91,10 @@ class SafeHttpLoggingPolicy(HttpLoggingPolicy):
 
     def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
         options = request.context.options
-        logger = request.context.setdefault("logger", options.pop("logger", self.logger))
+        # Read as azure-core's own policy does; older azure-core releases lack the level setting.
+        logger = request.context.setdefault("logger", options.pop("logger", getattr(self, "logger", _HTTP_LOGGER)))
         level = request.context.setdefault(
-            "http_logging_level", options.pop("http_logging_level", self.http_logging_level)
+            "http_logging_level", options.pop("http_logging_level", getattr(self, "http_logging_level", logging.INFO))
         )
         if not logger.isEnabledFor(level):
             return

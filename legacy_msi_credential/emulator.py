@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -362,6 +363,12 @@ class _ReuseServer(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 256
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its connection (a credential abandoning a slow answer) is
+        # ordinary here: a DEBUG line, not a traceback on stderr.
+        kind = sys.exc_info()[0]
+        _LOGGER.debug("connection from %s ended abruptly (%s)", client_address[0], kind.__name__ if kind else "?")
 
 
 class _ReuseServer6(_ReuseServer):

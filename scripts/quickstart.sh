@@ -4,5 +4,5 @@
 # local Azurite (which checks the token) through LegacyMsiCredential.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh quickstart
 exec .venv/bin/legacy-msi emulate --port 0 -- .venv/bin/python samples/quickstart.py --azurite

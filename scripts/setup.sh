@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Prepare a fresh checkout: .venv with the package and its dev tools, and Azurite (npm).
-# Safe to run again: it only reinstalls what changed.
+# Prepare a fresh checkout: .venv with the package, and Azurite and the pinned Node
+# clients (npm). Safe to run again: it only installs what changed.
+#
+#   scripts/setup.sh              # everything the test suite and CI need (the dev extra)
+#   scripts/setup.sh quickstart   # only what the quick start runs: the package, the
+#                                 # emulator's signing, the Blob client, Azurite
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PROFILE=${1:-dev}
+case "$PROFILE" in
+    dev) EXTRAS="dev" ;;
+    quickstart) EXTRAS="quickstart" ;;
+    *) echo "setup: unknown profile $PROFILE (dev or quickstart)" >&2; exit 2 ;;
+esac
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-if [ ! -f .venv/.installed ] || [ setup.cfg -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+MARKER=".venv/.installed-$PROFILE"
+if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$MARKER" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-    touch .venv/.installed
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+    touch "$MARKER"
+    if [ "$PROFILE" = dev ]; then touch .venv/.installed-quickstart; fi  # dev includes it
+fi
+
+# The loopback tests make private network namespaces (unshare from util-linux, ip from iproute2).
+if [ "$PROFILE" = dev ] && ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux >/dev/null
 fi
 
 if ! command -v npm >/dev/null 2>&1; then
