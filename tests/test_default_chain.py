@@ -208,6 +208,7 @@ def test_a_refusing_extension_stops_the_chain(emulator: Emulator, monkeypatch: p
 def test_async_old_and_new_vm(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     async def token() -> tuple[str, str]:
         async with AsyncDefaultAzureCredential() as credential:
+            assert isinstance(credential.credentials[2], AsyncLegacyMsiCredential)
             got = await credential.get_token(ARM)
             return got.token, answered_by(credential)
 
@@ -219,7 +220,6 @@ def test_async_old_and_new_vm(emulator: Emulator, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds_authority)
     value, step = asyncio.run(token())
     assert step == "ManagedIdentityCredential"
-    assert isinstance(AsyncDefaultAzureCredential().credentials[2], AsyncLegacyMsiCredential)
 
 
 def test_importing_the_package_does_not_import_azure_identity() -> None:

@@ -245,7 +245,7 @@ def test_no_token_in_any_log_message_repr_or_traceback(
                 info = twin.get_token_info(credential, ARM)
                 texts += [repr(token), str(token), repr(info), str(info)]
             except Exception as exc:
-                texts += [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+                texts += [str(exc), repr(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))]
             texts += [repr(credential), str(credential)]
     texts += [record.getMessage() for record in caplog.records]
     texts += [str(record.args) for record in caplog.records]
