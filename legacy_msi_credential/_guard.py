@@ -121,6 +121,11 @@ class Attempt:
         for sock in sockets:
             _shutdown(sock)
 
+    def expire(self) -> None:
+        """The caller gave up on this attempt (the async twin's deadline): shut its sockets down now,
+        so that a worker thread still reading from them ends too."""
+        self._fire()
+
     def finish(self) -> None:
         """The answer is in (or abandoned): stop watching; no socket is shut down after this."""
         with self._lock:

@@ -57,6 +57,8 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
             except ClientAuthenticationError:
                 raise
             except asyncio.TimeoutError:
+                if attempt is not None:
+                    attempt.expire()
                 forget_connections(transport)
                 raise self._helper.too_slow(request) from None
             except Exception as exc:
