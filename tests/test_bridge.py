@@ -268,3 +268,13 @@ def test_serve_as_a_service_and_stop_on_sigterm(imds: Emulator, tmp_path: Path) 
     assert process.returncode == 0, err
     assert out.strip().endswith("Stopped.")
     assert not settings.exists()  # removed on the way out
+
+
+def test_the_default_source_is_azure_identitys_chain(imds: Emulator) -> None:
+    """No environment credential, no workload identity: azure-identity's chain reaches IMDS."""
+    with Bridge(port=0, source="default") as bridge:
+        answer = ask(bridge)
+        refused = ask(bridge, object_id="x")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["access_token"] == imds.minted_tokens[0]
+    assert refused.status_code == 400  # the default chain takes a client_id only
