@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from ._constants import EXTRA_HINT
 from ._errors import unavailable
+from ._retry import check_seconds
 
 #: ``AZURE_TOKEN_CREDENTIALS`` value (case-insensitive) that selects the legacy step alone.
 ONLY_LEGACY = "legacymsicredential"
@@ -33,7 +34,8 @@ class LegacyStepOptions:
     def take(cls, kwargs: dict[str, Any]) -> LegacyStepOptions:
         """Pop this package's keywords from ``kwargs``; read (not pop) the ones azure-identity shares."""
         excluded = bool(kwargs.pop("exclude_legacy_msi_credential", False))
-        wait = kwargs.pop("legacy_msi_wait_for_endpoint", 0)
+        # The caller's own argument: a bad value is their ValueError, not a stand-in step.
+        wait = check_seconds("legacy_msi_wait_for_endpoint", kwargs.pop("legacy_msi_wait_for_endpoint", 0))
         endpoint = kwargs.pop("legacy_msi_endpoint", None)
         selected = os.environ.get(ENV_TOKEN_CREDENTIALS, "").strip().lower()
         if "managed_identity_client_id" in kwargs:

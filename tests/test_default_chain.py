@@ -299,3 +299,8 @@ except Exception as exc:
     assert kind == "ClientAuthenticationError"
     assert "EnvironmentCredential" in message
     assert "LegacyMsiCredential" not in message  # the chain stopped before it, as azure-identity's does
+
+
+def test_a_bad_legacy_wait_is_the_callers_value_error() -> None:
+    with pytest.raises(ValueError, match="legacy_msi_wait_for_endpoint must be a number of seconds"):
+        DefaultAzureCredential(legacy_msi_wait_for_endpoint=-1)
