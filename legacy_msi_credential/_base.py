@@ -276,6 +276,30 @@ class CredentialBase(abc.ABC):
             return Action.FETCH, None
         return self._cache.decide(resource, self._clock())
 
+    def _conclude(
+        self,
+        scopes: tuple[str, ...],
+        resource: str,
+        action: Action,
+        entry: Optional[CacheEntry],
+        fetched: Optional[CacheEntry],
+        failure: Optional[ClientAuthenticationError],
+    ) -> CacheEntry:
+        """How a request ends for its caller (under the resource's lock), for both twins.
+
+        The outcome is recorded for the callers waiting on the lock; a token is remembered
+        for the fast path; a failure serves the still-valid token of a proactive refresh,
+        or is raised. Called outside any ``except`` block, so nothing is chained to it.
+        """
+        self._settle(resource, failure)
+        if fetched is not None:
+            return self._remember(scopes, fetched)
+        assert failure is not None
+        served = self._after_failure(resource, action, entry, failure)
+        if served is None:
+            raise failure
+        return served
+
     def _after_failure(
         self, resource: str, action: Action, entry: Optional[CacheEntry], error: ClientAuthenticationError
     ) -> Optional[CacheEntry]:

@@ -182,14 +182,8 @@ class LegacyMsiCredential(CredentialBase):
                 fetched = self._fetch(resource)
             except Exception as exc:
                 failure = self._boundary(exc)
-            self._settle(resource, failure)
-            if fetched is not None:
-                return self._remember(scopes, fetched)
-            assert failure is not None
-            served = self._after_failure(resource, action, entry, failure)
-            if served is None:
-                raise failure  # outside the except block: nothing of the original is chained
-            return served
+            # Outside the except block: a failure raised from here has nothing chained to it.
+            return self._conclude(scopes, resource, action, entry, fetched, failure)
         finally:
             lock.release()
 

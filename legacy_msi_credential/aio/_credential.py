@@ -231,14 +231,8 @@ class LegacyMsiCredential(CredentialBase):
                 fetched = await self._fetch(resource)
             except Exception as exc:
                 failure = self._boundary(exc)
-            self._settle(resource, failure)
-            if fetched is not None:
-                return self._remember(scopes, fetched)
-            assert failure is not None
-            served = self._after_failure(resource, action, entry, failure)
-            if served is None:
-                raise failure  # outside the except block: nothing of the original is chained
-            return served
+            # Outside the except block: a failure raised from here has nothing chained to it.
+            return self._conclude(scopes, resource, action, entry, fetched, failure)
 
     async def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, awaiting its I/O."""
