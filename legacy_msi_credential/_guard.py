@@ -268,7 +268,10 @@ def forget_connections(transport: Any) -> None:
 
 
 def guard_session(session: requests.Session, *, require_loopback: bool) -> None:
-    """Mount a :class:`GuardedAdapter` on ``session`` for http and https."""
+    """Mount a :class:`GuardedAdapter` on ``session`` for http and https, unless one already guards it alike."""
+    mounted = [session.adapters.get(prefix) for prefix in ("http://", "https://")]
+    if all(isinstance(a, GuardedAdapter) and a.require_loopback == require_loopback for a in mounted):
+        return
     adapter = GuardedAdapter(require_loopback=require_loopback)
     for prefix in ("http://", "https://"):
         session.mount(prefix, adapter)
