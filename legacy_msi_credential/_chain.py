@@ -108,6 +108,38 @@ class AsyncUnusableLegacyStep(UnusableLegacyStep):
         return None
 
 
+def build_chain(
+    credential: Any,
+    kwargs: dict[str, Any],
+    *,
+    identity_init: Callable[..., None],
+    chained_init: Callable[..., None],
+    managed_identity_type: type,
+    make: Callable[..., Any],
+    unusable: type[UnusableLegacyStep],
+) -> None:
+    """Initialise a ``DefaultAzureCredential`` twin: azure-identity's chain, the legacy step placed in it.
+
+    Args:
+        credential: The new ``DefaultAzureCredential``.
+        kwargs: Its keyword arguments; this package's own are taken out first.
+        identity_init: azure-identity's ``DefaultAzureCredential.__init__`` (sync or aio).
+        chained_init: azure-identity's ``ChainedTokenCredential.__init__``, for the legacy step alone.
+        managed_identity_type: azure-identity's ``ManagedIdentityCredential`` (sync or aio).
+        make: This package's ``LegacyMsiCredential`` (sync or aio).
+        unusable: The stand-in for a legacy step that could not be made.
+    """
+    options = LegacyStepOptions.take(kwargs)
+    if options.only_legacy:
+        # azure-identity does not know this value: the chain is the legacy step alone.
+        chained_init(credential, legacy_step(options, make, unusable))
+        return
+    identity_init(credential, **kwargs)
+    if not options.excluded:
+        step = legacy_step(options, make, unusable)
+        credential.credentials = with_legacy_step(credential.credentials, step, managed_identity_type)
+
+
 def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: type[UnusableLegacyStep]) -> Any:
     """The legacy credential for the chain, or a stand-in saying why it could not be made."""
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._chain import LegacyStepOptions, UnusableLegacyStep, import_error, legacy_step, with_legacy_step
+from ._chain import UnusableLegacyStep, build_chain, import_error
 from ._credential import LegacyMsiCredential
 
 try:
@@ -45,13 +45,12 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        options = LegacyStepOptions.take(kwargs)
-        if options.only_legacy:
-            # azure-identity does not know this value: the chain is the legacy step alone.
-            step = legacy_step(options, LegacyMsiCredential, UnusableLegacyStep)
-            ChainedTokenCredential.__init__(self, step)
-            return
-        super().__init__(**kwargs)
-        if not options.excluded:
-            step = legacy_step(options, LegacyMsiCredential, UnusableLegacyStep)
-            self.credentials = with_legacy_step(self.credentials, step, ManagedIdentityCredential)
+        build_chain(
+            self,
+            kwargs,
+            identity_init=_IdentityDefaultAzureCredential.__init__,
+            chained_init=ChainedTokenCredential.__init__,
+            managed_identity_type=ManagedIdentityCredential,
+            make=LegacyMsiCredential,
+            unusable=UnusableLegacyStep,
+        )

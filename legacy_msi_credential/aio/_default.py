@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._chain import AsyncUnusableLegacyStep, LegacyStepOptions, import_error, legacy_step, with_legacy_step
+from .._chain import AsyncUnusableLegacyStep, build_chain, import_error
 from ._credential import LegacyMsiCredential
 
 try:
@@ -22,12 +22,12 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        options = LegacyStepOptions.take(kwargs)
-        if options.only_legacy:
-            step = legacy_step(options, LegacyMsiCredential, AsyncUnusableLegacyStep)
-            ChainedTokenCredential.__init__(self, step)
-            return
-        super().__init__(**kwargs)
-        if not options.excluded:
-            step = legacy_step(options, LegacyMsiCredential, AsyncUnusableLegacyStep)
-            self.credentials = with_legacy_step(self.credentials, step, ManagedIdentityCredential)
+        build_chain(
+            self,
+            kwargs,
+            identity_init=_IdentityDefaultAzureCredential.__init__,
+            chained_init=ChainedTokenCredential.__init__,
+            managed_identity_type=ManagedIdentityCredential,
+            make=LegacyMsiCredential,
+            unusable=AsyncUnusableLegacyStep,
+        )
