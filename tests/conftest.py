@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -38,6 +40,18 @@ _ISOLATED_VARIABLES = (
     "NO_PROXY",
     "no_proxy",
 )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m legacy_msi_credential ARGS`` as a user runs it; the outcome is the caller's to check."""
+    return subprocess.run(
+        [sys.executable, "-m", "legacy_msi_credential", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def closed_port() -> int:

@@ -17,17 +17,9 @@ import pytest
 from legacy_msi_credential.cli import main
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import closed_port
+from .conftest import closed_port, run_cli
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "legacy_msi_credential", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+run = run_cli
 
 
 def test_token_table_shows_claims_but_not_the_token(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,11 +12,11 @@ import asyncio
 import gzip
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredentia
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder
+from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder, run_cli
 from .hostile import (
     ARM,
     KINDS,
@@ -143,15 +143,7 @@ def test_no_token_in_errors_or_logs(kind: str, scenario: str) -> None:
         assert cause is None or (cause.__cause__ is None and cause.__context__ is None)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "legacy_msi_credential", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+_cli = run_cli
 
 
 def _cli_runs(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
@@ -250,7 +242,7 @@ def test_slow_connect_is_bounded(kind: str) -> None:
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
             fillers.append(filler)
-        time.sleep(0.2)
+        select.select([], fillers, [], 2)  # until their connections are queued (or refused)
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/oauth2/token"
         outcome = attempt(kind, endpoint, connection_timeout=0.5, response_timeout=1, retry_backoff_factor=0.01)
     finally:
