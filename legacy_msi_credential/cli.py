@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional, TextIO
@@ -438,6 +438,7 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
     from .emulator import Emulator, UserAssignedIdentity, parse_fault_spec
 
     faults = [fault for spec in args.fault for fault in parse_fault_spec(spec)]
+    stack = contextlib.ExitStack()
     emulator = Emulator(
         args.host,
         args.port,
@@ -450,11 +451,9 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
         allow_remote=args.allow_remote,
     )
     emulator.add_faults(*faults)
-    written: Optional[str] = None
     emulator.start()
     try:
-        if args.write_settings:
-            written = emulator.write_settings(args.write_settings)
+        written = stack.enter_context(_settings_file(emulator, args.write_settings))
         out.write(f"Emulator listening on {emulator.endpoint}\n")
         if written:
             out.write(f"Settings file written: {written}\n")
@@ -473,7 +472,17 @@ def _cmd_emulate(args: argparse.Namespace, out: TextIO) -> int:
                 signal.signal(sig, handler)
         return 0
     finally:
+        stack.close()  # the settings file goes first, while the server still answers
         emulator.stop()
+
+
+@contextlib.contextmanager
+def _settings_file(server: Any, path: Optional[str]) -> Iterator[Optional[str]]:
+    """Write the extension's settings file for ``server`` (when asked); remove it on the way out."""
+    written = server.write_settings(path) if path else None
+    try:
+        yield written
+    finally:
         if written:
             with contextlib.suppress(OSError):
                 os.remove(written)
@@ -487,7 +496,6 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     source = TokenSource(args.source, timeout=args.source_timeout)
     bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote)
-    written: Optional[str] = None
     bridge.start()
     stopped = False
 
@@ -498,22 +506,18 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if args.write_settings:
-            written = bridge.write_settings(args.write_settings)
-        out.write(f"Serving the legacy endpoint at {bridge.endpoint}, tokens from the {args.source} source\n")
-        if written:
-            out.write(f"Settings file written: {written}\n")
-        out.flush()
-        if not stopped:
-            bridge.wait()
+        with _settings_file(bridge, args.write_settings) as written:
+            out.write(f"Serving the legacy endpoint at {bridge.endpoint}, tokens from the {args.source} source\n")
+            if written:
+                out.write(f"Settings file written: {written}\n")
+            out.flush()
+            if not stopped:
+                bridge.wait()
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         bridge.stop()
-        if written:
-            with contextlib.suppress(OSError):
-                os.remove(written)
         out.write("Stopped.\n")
         out.flush()
 
