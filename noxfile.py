@@ -2,6 +2,7 @@
 
     nox                      # every interpreter found; the missing ones are named and skipped
     nox -s "wheel-3.9"       # one
+    nox -s floors            # Python 3.9, every declared dependency at its floor, urllib3 1.26
 
 Each session installs the wheel in ``dist/`` (built once by ``scripts/test-pythons.sh``,
 or by ``python -m build --wheel``) with its test extras, copies ``tests/`` and the pytest
@@ -12,6 +13,7 @@ one interpreter and run in ``scripts/test.sh``.
 
 from __future__ import annotations
 
+import configparser
 import glob
 import shutil
 from pathlib import Path
@@ -25,13 +27,15 @@ nox.options.error_on_missing_interpreters = False  # said in the output as "skip
 nox.options.reuse_existing_virtualenvs = True
 
 
-@nox.session(name="wheel", python=PYTHONS)
-def wheel(session: nox.Session) -> None:
+def _wheel(session: nox.Session) -> str:
     wheels = sorted(glob.glob(str(ROOT / "dist" / "legacy_msi_credential-*.whl")))
     if not wheels:
         session.error("no wheel in dist/: run `python -m build --wheel --outdir dist .` first")
-    session.install(f"{wheels[-1]}[test,aio,emulator,identity]")
-    session.install("--force-reinstall", "--no-deps", wheels[-1])  # the same version number, new code
+    return wheels[-1]
+
+
+def _run_suite(session: nox.Session) -> None:
+    """The suite from a scratch copy of ``tests/``, against the installed package."""
     scratch = Path(session.create_tmp()) / "suite"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -41,8 +45,47 @@ def wheel(session: nox.Session) -> None:
     session.run(
         "python",
         "-c",
-        "import legacy_msi_credential, sys; "
+        "import importlib.metadata as m, legacy_msi_credential, sys; "
         "assert 'site-packages' in legacy_msi_credential.__file__, legacy_msi_credential.__file__; "
-        "print('testing the installed wheel:', legacy_msi_credential.__file__, 'on Python', sys.version.split()[0])",
+        "print('testing the installed wheel:', legacy_msi_credential.__file__, 'on Python', sys.version.split()[0]); "
+        f"print('with', ', '.join(f'{{name}} {{m.version(name)}}' for name in {DEPENDENCIES!r}))",
     )
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *session.posargs)
+
+
+#: The libraries whose versions a run prints: the direct dependencies and urllib3.
+DEPENDENCIES = ("azure-core", "requests", "urllib3", "aiohttp", "azure-identity", "cryptography")
+
+
+@nox.session(name="wheel", python=PYTHONS)
+def wheel(session: nox.Session) -> None:
+    """The newest versions setup.cfg accepts."""
+    built = _wheel(session)
+    session.install(f"{built}[test,aio,emulator,identity]")
+    session.install("--force-reinstall", "--no-deps", built)  # the same version number, new code
+    _run_suite(session)
+
+
+@nox.session(name="floors", python=PYTHONS[0], venv_backend="uv", reuse_venv=False)  # never newer leftovers
+def floors(session: nox.Session) -> None:
+    """The oldest machine the package claims: the oldest Python with the lowest version of every
+    direct dependency setup.cfg declares (uv's ``lowest-direct`` resolution), and urllib3 1.26,
+    which requests accepts and which the distributions of older VMs ship (urllib3 2 also
+    refuses OpenSSL older than 1.1.1)."""
+    built = _wheel(session)
+    # Named here as direct requirements: behind the wheel they would be transitive, and
+    # resolved to their newest versions.
+    floors = _declared(["install_requires"], ["test", "aio", "emulator", "identity"])
+    session.install("--resolution", "lowest-direct", *floors, "urllib3>=1.26.20,<2")
+    session.install("--reinstall", "--no-deps", built)
+    _run_suite(session)
+
+
+def _declared(options: list[str], extras: list[str]) -> list[str]:
+    """The requirements setup.cfg declares in ``[options]`` and the given extras."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(ROOT / "setup.cfg")
+    text = [config["options"][name] for name in options]
+    text += [config["options.extras_require"][name] for name in extras]
+    lines = (line.split("#", 1)[0].strip() for block in text for line in block.splitlines())
+    return [line for line in lines if line and not line.startswith("%(")]

@@ -22,12 +22,14 @@ attempt across the worker threads of the async requests transport.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ipaddress
 import itertools
 import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import requests
@@ -45,6 +47,21 @@ _ATTEMPTS: dict[str, Attempt] = {}
 _ATTEMPTS_LOCK = threading.Lock()
 _ATTEMPT_IDS = itertools.count(1)
 _CURRENT = threading.local()
+#: Set while this package's retry policy sends a token request and reads its answer. A
+#: context variable, so that the async twin's tasks see it; the worker threads of the async
+#: requests transport are covered by the adapter's thread-local instead.
+_IN_TOKEN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("legacy_msi_token_request", default=False)
+
+
+@contextlib.contextmanager
+def token_request() -> Iterator[None]:
+    """Mark the code inside as sending a token request: libraries' warnings about it are withheld."""
+    install_log_filter()
+    reset = _IN_TOKEN_REQUEST.set(True)
+    try:
+        yield
+    finally:
+        _IN_TOKEN_REQUEST.reset(reset)
 
 
 def is_loopback_address(address: str) -> bool:
@@ -176,7 +193,7 @@ class _Guarded:
             attempt.watch(sock)
 
 
-def _closing_on_error(connection: Any, getresponse: Any, *args: Any, **kwargs: Any) -> Any:
+def _closing_on_error(connection: Any, getresponse: Any) -> Any:
     """Read a response's head; if its headers are refused, close the socket rather than leak it.
 
     urllib3 raises on some header values (``Content-Length: 5, 6``) after http.client has
@@ -184,7 +201,7 @@ def _closing_on_error(connection: Any, getresponse: Any, *args: Any, **kwargs: A
     """
     sock = connection.__dict__.get("sock")
     try:
-        return getresponse(*args, **kwargs)
+        return getresponse()
     except BaseException:
         if sock is not None and sock.fileno() >= 0:
             # A half-read response still holds the socket through its file object, so
@@ -200,9 +217,12 @@ class _GuardedHTTPConnection(_Guarded, HTTPConnection):
         super().connect()
         self._guard_socket(connected=True)
 
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+    # No parameters, as http.client's and urllib3 2's: urllib3 1.26 first calls
+    # ``getresponse(buffering=True)`` and falls back to ``getresponse()`` on TypeError, which
+    # must then be raised before anything is read or closed.
+    def getresponse(self) -> Any:
         self._guard_socket(connected=False)  # a kept-alive connection is watched by this attempt too
-        return _closing_on_error(self, super().getresponse, *args, **kwargs)
+        return _closing_on_error(self, super().getresponse)
 
 
 class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
@@ -212,9 +232,9 @@ class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
         super().connect()
         self._guard_socket(connected=True)
 
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+    def getresponse(self) -> Any:  # no parameters: see _GuardedHTTPConnection.getresponse
         self._guard_socket(connected=False)
-        return _closing_on_error(self, super().getresponse, *args, **kwargs)
+        return _closing_on_error(self, super().getresponse)
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -277,7 +297,7 @@ def guard_session(session: requests.Session, *, require_loopback: bool) -> None:
         session.mount(prefix, adapter)
     if require_loopback:
         session.trust_env = False
-    _install_log_filter()
+    install_log_filter()
 
 
 def new_guarded_session(*, require_loopback: bool) -> requests.Session:
@@ -286,33 +306,46 @@ def new_guarded_session(*, require_loopback: bool) -> requests.Session:
     return session
 
 
-class _UnparsedHeaderFilter(logging.Filter):
-    """Withholds what urllib3 quotes of headers it could not parse, during a guarded request.
+class _WithheldDetailsFilter(logging.Filter):
+    """Withholds what libraries quote of a token request's answer in their warnings.
 
-    urllib3 logs a WARNING "Failed to parse headers" with the unparsed bytes; a hostile
-    endpoint can put anything there, a token included. Records of other threads, or of
-    requests not made by this package, pass unchanged.
+    urllib3 logs a WARNING "Failed to parse headers" with the unparsed bytes, and azure-core
+    before 1.32 a WARNING "Unable to stream download: ..." whose exception (urllib3 1.26's
+    ``InvalidChunkLength``) quotes the body: a hostile endpoint can put anything there, a
+    token included. Records logged outside this package's token requests pass unchanged.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or not getattr(_CURRENT, "guarded", False):
-            return True  # urllib3's DEBUG lines name only the request and the status
-        record.msg = "urllib3 %s during a token request (details withheld: they may quote the server's bytes)"
-        record.args = (record.levelname,)
+        if record.levelno < logging.WARNING:
+            return True  # the DEBUG lines name only the request and the status
+        if not (getattr(_CURRENT, "guarded", False) or _IN_TOKEN_REQUEST.get()):
+            return True
+        record.msg = "%s %s during a token request (details withheld: they may quote the server's bytes)"
+        record.args = (record.name.split(".", 1)[0], record.levelname)
         record.exc_info = None
         record.exc_text = None
         return True
 
 
-_FILTER = _UnparsedHeaderFilter()
-#: urllib3's loggers (a filter applies only to records logged on its own logger).
-_URLLIB3_LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.response", "urllib3.util.retry")
+_FILTER = _WithheldDetailsFilter()
+#: The loggers whose warnings may quote an answer (a filter applies only to records logged
+#: on its own logger, not to those of its children).
+_QUOTING_LOGGERS = (
+    "urllib3.connection",
+    "urllib3.connectionpool",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "azure.core.pipeline.transport._requests_basic",
+    "azure.core.pipeline.transport._requests_asyncio",
+    "azure.core.pipeline.transport._aiohttp",
+)
 _FILTER_INSTALLED = False
 
 
-def _install_log_filter() -> None:
+def install_log_filter() -> None:
+    """Put the withholding filter on every logger that may quote a token request's answer (once)."""
     global _FILTER_INSTALLED
     if not _FILTER_INSTALLED:
-        for name in _URLLIB3_LOGGERS:
+        for name in _QUOTING_LOGGERS:
             logging.getLogger(name).addFilter(_FILTER)
         _FILTER_INSTALLED = True

@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any, Optional
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import Pipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import (
     CustomHookPolicy,
@@ -23,7 +23,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import RequestsTransport
 
 from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS
-from ._guard import ATTEMPT_HEADER, Attempt, guard_session, new_guarded_session
+from ._guard import ATTEMPT_HEADER, Attempt, guard_session, new_guarded_session, token_request
 from ._protocol import Answer, BodyCollector, too_slow, unreadable
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
 from ._version import VERSION
@@ -159,10 +159,19 @@ class RetryHelper:
             status=http_response.status_code,
             content_type=headers.get("Content-Type", ""),
             deadline=deadline,
+            seconds=self._deadline,
             limit=self._limit,
         )
         collector.check_headers(headers.get("Content-Length"), headers.get("Content-Encoding"))
         return collector
+
+    @staticmethod
+    def answer(collector: BodyCollector) -> Answer:
+        """The answer collected; one cut short of its announced length is a broken connection (retried)."""
+        shortfall = collector.cut_short
+        if shortfall is not None:
+            raise ServiceResponseError(shortfall)
+        return collector.answer()
 
     def too_slow(self, request: PipelineRequest[Any]) -> ClientAuthenticationError:
         return too_slow(_url(request), self._deadline)
@@ -210,6 +219,10 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
         self._guarded = guarded
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        with token_request():  # what the libraries underneath warn about it is withheld
+            return self._send(request)
+
+    def _send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
         transport: Any = request.context.transport
         while True:
@@ -254,7 +267,7 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
                 collector.feed(chunk, time.monotonic())
         finally:
             http_response.close()
-        return collector.answer()
+        return self._helper.answer(collector)
 
 
 def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:

@@ -375,17 +375,22 @@ class BodyCollector:
         status: The answer's status.
         content_type: The answer's ``Content-Type``.
         deadline: Monotonic time by which the whole body must have arrived.
+        seconds: The time allowed for the attempt (``response_timeout``), for messages.
         limit: Most bytes accepted.
     """
 
-    def __init__(self, url: str, *, status: int, content_type: str, deadline: float, limit: int) -> None:
+    def __init__(
+        self, url: str, *, status: int, content_type: str, deadline: float, seconds: float, limit: int
+    ) -> None:
         self._url = url
+        self._seconds = seconds
         self._status = status
         self._content_type = content_type
         self._deadline = deadline
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
+        self._announced: Optional[int] = None
 
     def check_headers(self, content_length: Optional[str], content_encoding: Optional[str] = None) -> None:
         """Refuse, before reading any of it, a body announced too large or encoded.
@@ -394,7 +399,9 @@ class BodyCollector:
         rather than inflated.
         """
         length = (content_length or "").strip()
-        if re.fullmatch(r"[0-9]{1,30}", length) and int(length) > self._limit:
+        if re.fullmatch(r"[0-9]{1,30}", length):
+            self._announced = int(length)
+        if self._announced is not None and self._announced > self._limit:
             raise unavailable(
                 f"{self._url} answered HTTP {self._status} with a {int(length)}-byte body; a token "
                 f"response is a few KiB, so this is not the legacy endpoint (limit {self._limit} bytes)",
@@ -407,8 +414,6 @@ class BodyCollector:
                 "legacy endpoint never encodes its answers, so this is not it",
                 status_code=self._status,
             )
-
-    check_length = check_headers
 
     def feed(self, chunk: bytes, now: float) -> None:
         """Take one chunk; ``now`` is monotonic time."""
@@ -423,15 +428,20 @@ class BodyCollector:
             raise self.too_slow()
         self._chunks.append(chunk)
 
-    def seconds_left(self, now: float) -> float:
-        """Seconds until the deadline; ``now`` is monotonic time."""
-        return max(0.0, self._deadline - now)
-
     def too_slow(self) -> CredentialUnavailableError:
-        """The error for an answer that did not arrive by the deadline."""
-        return unavailable(
-            f"{self._url} is sending its answer too slowly; gave up waiting for it", status_code=self._status
-        )
+        """The error for an answer that did not arrive by the deadline (one wording: :func:`too_slow`)."""
+        return too_slow(self._url, self._seconds)
+
+    @property
+    def cut_short(self) -> Optional[str]:
+        """How the body fell short of its ``Content-Length``, or None when it did not.
+
+        urllib3 2 raises on a short body itself; urllib3 1.26 does not, so it is checked here
+        for both alike.
+        """
+        if self._announced is not None and self._size < self._announced:
+            return f"the answer ended after {self._size} of the {self._announced} bytes it announced"
+        return None
 
     def answer(self) -> Answer:
         """Everything received."""

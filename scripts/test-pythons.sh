@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The suite (all but the Azurite and Node tests) on every Python the package claims,
-# 3.9 to 3.13, each from the built wheel (see noxfile.py). An interpreter this machine
-# lacks is skipped, and nox says so. The sessions run side by side (the suite mostly
+# 3.9 to 3.13, each from the built wheel, and once more on the floors: Python 3.9 with the
+# lowest version of every dependency setup.cfg declares and urllib3 1.26 (see noxfile.py).
+# An interpreter this machine lacks is skipped, and nox says so. The sessions run side by side (the suite mostly
 # waits on loopback I/O); each one's output ends up in .nox/<session>.log and its last
 # lines are printed. Extra arguments go to pytest.
 set -euo pipefail
@@ -14,20 +15,23 @@ for version in 3.9 3.10 3.11 3.12 3.13; do
     done
 done
 export PATH
+export UV_PYTHON_DOWNLOADS=never  # the interpreters found above, never a download
 rm -rf dist
 .venv/bin/python -m build --wheel --outdir dist . >/dev/null
 mkdir -p .nox
+SESSIONS=(wheel-3.9 wheel-3.10 wheel-3.11 wheel-3.12 wheel-3.13 floors)
 pids=()
-for version in 3.9 3.10 3.11 3.12 3.13; do
-    .venv/bin/nox --sessions "wheel-$version" -- "$@" >".nox/wheel-$version.log" 2>&1 &
+for session in "${SESSIONS[@]}"; do
+    .venv/bin/nox --sessions "$session" -- "$@" >".nox/$session.log" 2>&1 &
     pids+=("$!")
 done
 status=0
 index=0
-for version in 3.9 3.10 3.11 3.12 3.13; do
+for session in "${SESSIONS[@]}"; do
     if wait "${pids[$index]}"; then result=ok; else result=FAILED; status=1; fi
-    echo "== Python $version: $result"
-    grep -E "passed|failed|skipped:|Session .* (was successful|failed|skipped)|testing the installed wheel" ".nox/wheel-$version.log" | tail -4
+    echo "== $session: $result"
+    grep -E "passed|failed|skipped:|Session .* (was successful|failed|skipped)|testing the installed wheel|^with " \
+        ".nox/$session.log" | tail -5
     index=$((index + 1))
 done
 exit "$status"

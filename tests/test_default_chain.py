@@ -8,6 +8,8 @@ executable written by the test; nothing but loopback is reached.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import inspect
 import json
 import os
 import stat
@@ -28,6 +30,9 @@ from legacy_msi_credential.emulator import Emulator, Fault
 from .conftest import closed_port
 
 ARM = "https://management.azure.com/.default"
+
+
+AZURE_IDENTITY = tuple(int(part) for part in importlib.metadata.version("azure-identity").split(".")[:2])
 
 
 def names(credential: Any) -> list[str]:
@@ -84,16 +89,12 @@ def test_it_is_azure_identitys_class_with_the_legacy_step_before_managed_identit
     [
         ("", {"exclude_legacy_msi_credential": True}, None),
         ("", {"exclude_managed_identity_credential": True}, None),
-        (
-            "prod",
-            {},
-            ["EnvironmentCredential", "FailedDACCredential", "LegacyMsiCredential", "ManagedIdentityCredential"],
-        ),
-        ("ManagedIdentityCredential", {}, ["LegacyMsiCredential", "ManagedIdentityCredential"]),
+        ("prod", {}, "azure-identity's plus the legacy step"),
+        ("ManagedIdentityCredential", {}, "azure-identity's plus the legacy step"),
         ("LegacyMsiCredential", {}, ["LegacyMsiCredential"]),
         ("legacymsicredential", {"require_envvar": True}, ["LegacyMsiCredential"]),
-        ("dev", {}, "as azure-identity"),
-        ("AzureCliCredential", {}, "as azure-identity"),
+        ("dev", {}, "azure-identity's plus the legacy step"),
+        ("AzureCliCredential", {}, "azure-identity's plus the legacy step"),
     ],
 )
 @pytest.mark.parametrize("twin", ["sync", "aio"])
@@ -124,16 +125,58 @@ def test_exclusions_and_azure_token_credentials(
     steps = build(cls)
     if expected is None:
         assert "LegacyMsiCredential" not in steps
-    elif expected == "as azure-identity":
-        assert steps == build(reference)
-        assert "LegacyMsiCredential" not in steps
+    elif expected == "azure-identity's plus the legacy step":
+        # where azure-identity's chain has no managed identity step ("dev" from 1.23), nor has the drop-in's
+        assert steps == with_legacy_step(build(reference))
     else:
         assert steps == expected
 
 
+def with_legacy_step(steps: list[str]) -> list[str]:
+    """azure-identity's steps with the legacy one right before ManagedIdentityCredential, if it is there."""
+    if "ManagedIdentityCredential" not in steps:
+        return steps
+    at = steps.index("ManagedIdentityCredential")
+    return [*steps[:at], "LegacyMsiCredential", *steps[at:]]
+
+
+def test_what_the_installed_azure_identity_does_with_azure_token_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's version table: groups from 1.23, one credential's name from 1.24, ignored before."""
+    import azure.identity
+
+    everything = names(azure.identity.DefaultAzureCredential())
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "prod")
+    prod = names(azure.identity.DefaultAzureCredential())
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")
+    if AZURE_IDENTITY < (1, 24):
+        one = names(azure.identity.DefaultAzureCredential()) if AZURE_IDENTITY < (1, 23) else None
+    else:
+        one = names(azure.identity.DefaultAzureCredential())
+    if AZURE_IDENTITY < (1, 23):
+        assert prod == everything  # the variable does not exist yet: ignored
+        assert one == everything
+    else:
+        assert "AzureCliCredential" in everything
+        assert "AzureCliCredential" not in prod
+        monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "dev")
+        assert "ManagedIdentityCredential" not in names(azure.identity.DefaultAzureCredential())
+        assert "LegacyMsiCredential" not in names(DefaultAzureCredential())
+    if AZURE_IDENTITY >= (1, 24):
+        assert one == ["ManagedIdentityCredential"]
+    # and the drop-in is that, plus the legacy step
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "prod")
+    assert names(DefaultAzureCredential()) == with_legacy_step(prod)
+
+
 def test_require_envvar_is_azure_identitys() -> None:
-    with pytest.raises(ValueError, match="AZURE_TOKEN_CREDENTIALS environment variable is required"):
-        DefaultAzureCredential(require_envvar=True)
+    if AZURE_IDENTITY >= (1, 25):
+        with pytest.raises(ValueError, match="AZURE_TOKEN_CREDENTIALS environment variable is required"):
+            DefaultAzureCredential(require_envvar=True)
+    else:  # before 1.25 azure-identity's class takes and ignores the keyword, and so does the drop-in
+        import azure.identity
+
+        ignored = names(azure.identity.DefaultAzureCredential(require_envvar=True))
+        assert names(DefaultAzureCredential(require_envvar=True)) == with_legacy_step(ignored)
 
 
 def test_managed_identity_client_id_selects_the_user_assigned_identity(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +195,11 @@ def test_a_bad_legacy_setting_is_reported_by_the_chain(monkeypatch: pytest.Monke
     credential = DefaultAzureCredential(exclude_managed_identity_credential=False, exclude_cli_credential=True)
     with pytest.raises(ClientAuthenticationError) as caught:
         credential.get_token(ARM)
-    assert "LegacyMsiCredential: LegacyMsiCredential could not be configured" in caught.value.message
+    # azure-identity names a step by its ``_credential_name`` where its chain reads one, else by its class
+    import azure.identity._credentials.chained as chained
+
+    step = "LegacyMsiCredential" if "_credential_name" in inspect.getsource(chained) else "UnusableLegacyStep"
+    assert f"{step}: LegacyMsiCredential could not be configured" in caught.value.message
     assert "not a loopback address" in caught.value.message
 
 
@@ -222,7 +269,8 @@ def test_a_refusing_extension_stops_the_chain(emulator: Emulator, monkeypatch: p
 def test_async_old_and_new_vm(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     async def token() -> tuple[str, str]:
         async with AsyncDefaultAzureCredential() as credential:
-            assert isinstance(credential.credentials[2], AsyncLegacyMsiCredential)
+            steps = names(credential)
+            assert isinstance(credential.credentials[steps.index("LegacyMsiCredential")], AsyncLegacyMsiCredential)
             got = await credential.get_token(ARM)
             return got.token, answered_by(credential)
 

@@ -222,8 +222,13 @@ def test_drop_and_reset_break_the_connection(emulator: Emulator, http: requests.
     emulator.add_faults(Fault.drop(), Fault.reset())
     with pytest.raises(requests.ConnectionError):
         get(http, emulator, resource=ARM)
-    with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        get(http, emulator, resource=ARM).json()
+    try:
+        response = get(http, emulator, resource=ARM)
+        body = response.content
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        return  # urllib3 2 refuses a body shorter than its Content-Length
+    # urllib3 1.26 hands the short body on: it must be short of what was announced
+    assert len(body) < int(response.headers["Content-Length"])
 
 
 def test_delay_hang_and_trickle(emulator: Emulator, http: requests.Session) -> None:

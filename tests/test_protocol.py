@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from legacy_msi_credential import CredentialUnavailableError, TokenRequestError
 from legacy_msi_credential._protocol import (
+    BodyCollector,
     Identity,
     TokenResult,
     build_request,
@@ -257,3 +258,31 @@ def test_any_bytes_give_a_token_or_a_typed_error(body: bytes, status: int) -> No
     assume(b"access_token" not in body)
     with pytest.raises((TokenRequestError, CredentialUnavailableError)):
         parse_response(status, "application/octet-stream", body, now=NOW, url=URL, resource="r")
+
+
+# --- the body collector ----------------------------------------------------------------
+
+
+def _collector(**overrides: Any) -> BodyCollector:
+    options: dict[str, Any] = {"status": 200, "content_type": "application/json", "deadline": 100.0}
+    options.update(overrides)
+    return BodyCollector("http://localhost:50342/oauth2/token", seconds=15, limit=1000, **options)
+
+
+@pytest.mark.parametrize(("announced", "received", "short"), [("10", 9, True), ("10", 10, False), (None, 3, False)])
+def test_a_body_short_of_its_content_length_is_said_to_be(announced: Any, received: int, short: bool) -> None:
+    """urllib3 1.26 hands a short body on without a word; the collector tells, for both urllib3s alike."""
+    collector = _collector()
+    collector.check_headers(announced)
+    collector.feed(b"x" * received, now=1.0)
+    if short:
+        assert collector.cut_short == f"the answer ended after {received} of the {announced} bytes it announced"
+    else:
+        assert collector.cut_short is None
+        assert collector.answer().body == b"x" * received
+
+
+def test_a_late_body_is_worded_as_the_attempts_deadline() -> None:
+    collector = _collector(deadline=1.0)
+    with pytest.raises(CredentialUnavailableError, match=r"complete answer within 15 s of the request"):
+        collector.feed(b"{}", now=2.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,20 @@ def test_cli_helpers_survive_any_value() -> None:
     assert _iso(10**20) == str(10**20)
     assert "Unix seconds" in _when(10**20, 0)
     assert "ago" in _when(0, 100)
+
+
+def test_warnings_that_may_quote_an_answer_are_withheld_only_during_a_token_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """azure-core before 1.32 logs "Unable to stream download: <error quoting the body>"."""
+    from legacy_msi_credential._guard import token_request
+
+    logger = logging.getLogger("azure.core.pipeline.transport._requests_basic")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("Unable to stream download: %s", "secret-body-bytes")  # not ours: untouched
+        with token_request():
+            logger.warning("Unable to stream download: %s", "secret-body-bytes")
+    first, second = (record.getMessage() for record in caplog.records)
+    assert first == "Unable to stream download: secret-body-bytes"
+    assert "secret" not in second
+    assert second == "azure WARNING during a token request (details withheld: they may quote the server's bytes)"

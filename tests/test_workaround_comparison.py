@@ -35,7 +35,9 @@ class Static:
 def test_workaround_refuses_user_assigned_identities(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MSI_ENDPOINT", emulator.endpoint)
     with pytest.raises(ValueError, match="client_id should not be set for cloud shell"):
-        ManagedIdentityCredential(client_id="6d1e8a7c-0000-4000-8000-000000000001")
+        # refused when made (recent azure-identity) or on first use (1.19)
+        ManagedIdentityCredential(client_id="6d1e8a7c-0000-4000-8000-000000000001").get_token(STORAGE)
+    assert emulator.request_count == 0
     ours = LegacyMsiCredential(endpoint=emulator.endpoint, client_id="6d1e8a7c-0000-4000-8000-000000000001")
     assert ours.get_token(STORAGE).token
     assert emulator.requests[-1].param("client_id") == "6d1e8a7c-0000-4000-8000-000000000001"

@@ -13,7 +13,7 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport, RequestsTransport
 
 from .._errors import NotLoopbackError
-from .._guard import Attempt, describe_peer, forget_connections, new_guarded_session, peer_is_loopback
+from .._guard import Attempt, describe_peer, forget_connections, new_guarded_session, peer_is_loopback, token_request
 from .._pipeline import (
     ANSWER_KEY,
     ATTEMPT_KEY,
@@ -40,6 +40,10 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
         self._guarded = guarded
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        with token_request():  # what the libraries underneath warn about it is withheld
+            return await self._send(request)
+
+    async def _send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         controller = self._helper.controller(request)
         transport: Any = request.context.transport
         while True:
@@ -106,7 +110,7 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
                     await aclose()
             finally:
                 await http_response.close()
-        return collector.answer()
+        return self._helper.answer(collector)
 
 
 @functools.cache
