@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -99,10 +100,16 @@ def make_entry(result: TokenResult, now: float) -> CacheEntry:
 
 
 class TokenCache:
-    """Tokens per resource, for one credential and so one identity."""
+    """Tokens by key: per resource for one credential, per identity and resource for the bridge.
 
-    def __init__(self) -> None:
-        self._entries: dict[str, CacheEntry] = {}
+    Args:
+        max_entries: Most tokens kept; the least recently used leaves first. None: no bound
+            (a credential's resources are the few its clients use).
+    """
+
+    def __init__(self, max_entries: Optional[int] = None) -> None:
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._max = max_entries
 
     def decide(self, key: str, now: float, *, force: bool = False) -> tuple[Action, Optional[CacheEntry]]:
         """Look ``key`` up and say what to do.
@@ -116,6 +123,8 @@ class TokenCache:
             The action and the entry it concerns (``None`` when there is none usable).
         """
         entry = self._entries.get(key)
+        if entry is not None and self._max is not None:
+            self._entries.move_to_end(key)
         if entry is None or now >= entry.expires_on - EXPIRY_MARGIN:
             return Action.FETCH, None
         if force:
@@ -130,6 +139,10 @@ class TokenCache:
         """Cache a newly issued token and return its entry."""
         entry = make_entry(result, now)
         self._entries[key] = entry
+        if self._max is not None:
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
         return entry
 
     def refresh_failed(self, entry: CacheEntry, now: float) -> None:

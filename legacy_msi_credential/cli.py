@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -382,10 +383,7 @@ def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
         report.line("skip", f"not tried: azure-identity is not installed ({EXTRA_HINT})")
         return None
     # azure-identity's IMDS step goes where doctor's own probe went.
-    if args.imds_url:
-        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = args.imds_url
-    elif os.environ.get(ENV_IMDS_URL) and not os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"):
-        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = os.environ[ENV_IMDS_URL]
+    _point_azure_identity_at_imds(args.imds_url)
     chain = DefaultAzureCredential(legacy_msi_endpoint=args.endpoint, **_chain_identity(args))
     if args.skip_imds:
         chain.credentials = tuple(c for c in chain.credentials if not isinstance(c, ManagedIdentityCredential))
@@ -491,18 +489,33 @@ def _settings_file(server: Any, path: Optional[str]) -> Iterator[Optional[str]]:
 # --- serve -----------------------------------------------------------------------------
 
 
+def _point_azure_identity_at_imds(url: Optional[str]) -> None:
+    """Send azure-identity's IMDS requests to ``url`` (``--imds-url``), else to ``LEGACY_MSI_IMDS_URL``
+    unless azure-identity's own setting (``AZURE_POD_IDENTITY_AUTHORITY_HOST``) says where."""
+    if url:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = url.rstrip("/")
+    elif os.environ.get(ENV_IMDS_URL) and not os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = os.environ[ENV_IMDS_URL].rstrip("/")
+
+
 def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from .bridge import Bridge, TokenSource
 
+    _point_azure_identity_at_imds(args.imds_url)
+    if not args.no_access_log:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("legacy_msi_credential.bridge.access")
+        access.addHandler(stream)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     source = TokenSource(args.source, timeout=args.source_timeout)
     bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote)
     bridge.start()
-    stopped = False
+    stop_requested = threading.Event()
 
     def stop(*_: Any) -> None:
-        nonlocal stopped
-        stopped = True
-        bridge.stop()
+        stop_requested.set()  # the main thread stops the bridge: a handler must not block on it
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -511,8 +524,9 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             if written:
                 out.write(f"Settings file written: {written}\n")
             out.flush()
-            if not stopped:
-                bridge.wait()
+            while not stop_requested.wait(0.5):
+                pass
+            bridge.stop()  # answers what is in flight first, then the settings file goes
         return 0
     finally:
         for sig, handler in previous.items():
@@ -664,6 +678,16 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
         "--write-settings",
         metavar="PATH",
         help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings",
+    )
+    serve.add_argument(
+        "--imds-url",
+        metavar="URL",
+        help=f"where the imds source asks, e.g. a local emulator (default: ${ENV_IMDS_URL}, else IMDS itself)",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no line per request on stderr (by default: method, path, identity kind, status and milliseconds)",
     )
     return parser
 

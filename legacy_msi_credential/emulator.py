@@ -36,10 +36,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_PORT, IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, TOKEN_PATH
+from ._constants import DEFAULT_PORT, TOKEN_PATH
 from ._endpoint import is_loopback_host
+from ._rules import HEALTH_PATH, Policy, Refusal, decide, parameters
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
 
@@ -54,36 +55,7 @@ _REISSUE_BEFORE_EXPIRY = 300  # s
 DEFAULT_LIFETIME = 3599  # s
 #: A hung request is released after this, or when the emulator stops.
 _HANG_DEFAULT = 3600.0  # s
-#: Bytes of the AADSTS50001 message the extension relays.
-_INVALID_RESOURCE = (
-    "AADSTS50001: The application named {resource} was not found in the tenant named {tenant}. "
-    "This can happen if the application has not been installed by the administrator of the tenant."
-)
-#: What the Windows extension answers for a resource Azure AD does not know (500 ``unknown``).
-_WINDOWS_UNKNOWN = (
-    "Failed to retrieve token from the Active directory. For details see logs in "
-    "C:\\WindowsAzure\\Logs\\Plugins\\Microsoft.ManagedIdentity.ManagedIdentityExtensionForWindows"
-    "\\1.0.0.0\\MsiExtension.log"
-)
-#: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
-_IDENTITY_PARAMETERS = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
-#: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
-_TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
 _MAX_BODY = 1024 * 1024
-#: Where a service manager asks whether the server is up (no ``Metadata`` header needed).
-HEALTH_PATH = "/healthz"
-
-
-class ProtocolRefusal(Exception):
-    """Raised by a token source: answer with this documented error instead of a token."""
-
-    def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-
-
 _DEFAULT_ERRORS = {
     400: "bad_request",
     401: "unauthorized_client",
@@ -420,9 +392,7 @@ class Emulator:
         self.flavor = flavor
         self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
         #: Seconds a client may take to send its request (``None``: no limit).
-        self._client_timeout: Optional[float] = None
         #: Requests served at once (``None``: no limit); beyond it, 503 at once.
-        self._slots: Optional[threading.BoundedSemaphore] = None
         #: Largest request body read.
         self._max_body = _MAX_BODY
         self._server6: Optional[_ReuseServer] = None
@@ -469,7 +439,7 @@ class Emulator:
         """Bind and serve from a background thread. Returns ``self``."""
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        handler = type("Handler", (_Handler,), {"emulator": self, "timeout": self._client_timeout})
+        handler = type("Handler", (_Handler,), {"emulator": self})
         server_class = _ReuseServer6 if ":" in self._host else _ReuseServer
         self._stopping.clear()
         server = server_class((self._host.strip("[]"), self._requested_port), handler)
@@ -642,10 +612,12 @@ class Emulator:
 
     # --- tokens --------------------------------------------------------------------------
 
-    #: Refuse requests relayed by a proxy (``X-Forwarded-For``, ``Forwarded``).
-    _refuse_forwarded = False
-    #: Answer IMDS's token path too.
-    _serves_imds = True
+    @property
+    def _policy(self) -> Policy:
+        """What the emulator accepts: the extension's protocol and IMDS's token path."""
+        return Policy(
+            accept_get=self.accept_get, serves_imds=True, windows=self.flavor == "windows", tenant_id=self.tenant_id
+        )
 
     def _health(self) -> dict[str, Any]:
         """What the health path answers."""
@@ -820,7 +792,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return b""
         if int(length) > self.emulator._max_body:
             self.close_connection = True  # not read: the connection cannot carry another request
-            raise ProtocolRefusal(413, "invalid_request", "The request body is too large.")
+            raise Refusal(413, "invalid_request", "The request body is too large.")
         return self.rfile.read(int(length))
 
     def _read_chunked(self) -> bytes:
@@ -839,7 +811,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return body
             if len(body) + size > self.emulator._max_body:
                 self.close_connection = True
-                raise ProtocolRefusal(413, "invalid_request", "The request body is too large.")
+                raise Refusal(413, "invalid_request", "The request body is too large.")
             body += self.rfile.read(size)
             self.rfile.readline(1024)
 
@@ -861,18 +833,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # --- the protocol ------------------------------------------------------------------
 
     def _handle(self) -> None:
-        slots = self.emulator._slots
-        if slots is not None and not slots.acquire(blocking=False):
-            self.close_connection = True
-            self._error(503, "too_many_requests", "Too many requests at once; try again.", {"Retry-After": "1"})
-            return
-        try:
-            self._handle_one()
-        finally:
-            if slots is not None:
-                slots.release()
-
-    def _handle_one(self) -> None:
         emulator = self.emulator
         url = urlsplit(self.path)
         if url.path == HEALTH_PATH and self.command == "GET":
@@ -880,16 +840,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
-        except ProtocolRefusal as refusal:
+        except Refusal as refusal:
             self._error(refusal.status, refusal.error, refusal.description)
             return
-        params: dict[str, list[str]] = {}
-        pairs = parse_qsl(url.query, keep_blank_values=True)
-        content_type = self.headers.get("Content-Type", "")
-        if self.command == "POST" and content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-            pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        for name, value in pairs:
-            params.setdefault(name, []).append(value)
+        params = parameters(url.query, self.command, self.headers.get("Content-Type", ""), body)
         fault = emulator._record(
             RecordedRequest(
                 method=self.command,
@@ -902,87 +856,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
         if fault is not None and self._play(fault):
             return
-        self._answer(url.path, params, fault)
+        self._answer(params, fault)
 
-    def _answer(self, path: str, params: Mapping[str, list[str]], fault: Optional[Fault]) -> None:
+    def _answer(self, params: Mapping[str, list[str]], fault: Optional[Fault]) -> None:
         emulator = self.emulator
-        if not _is_loopback_client(self.client_address[0]):
-            self._error(401, "unauthorized_client", "Requests must come over loopback.")
-            return
-        if emulator._refuse_forwarded and ("X-Forwarded-For" in self.headers or "Forwarded" in self.headers):
-            # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
-            self._error(400, "invalid_request", "Forwarded requests are refused: ask from this machine directly.")
-            return
-        imds = path == IMDS_TOKEN_PATH and emulator._serves_imds
-        if path != TOKEN_PATH and not imds:
-            self._error(401, "unknown_source", f"Unknown Source: the request URI {path!r} is not /oauth2/token.")
-            return
-        if self.headers.get("Metadata") != "true":
-            self._error(400, "bad_request_102", "Required metadata header not specified or not correct")
-            return
-        if self.command not in ("GET", "POST") or (self.command == "GET" and not emulator.accept_get):
-            allowed = "GET, POST" if emulator.accept_get else "POST"
-            self._error(405, "method_not_allowed", f"The method {self.command} is not allowed.", {"Allow": allowed})
-            return
-        repeated = sorted(name for name, values in params.items() if len(values) > 1)
-        if repeated:
-            self._error(401, "invalid_request", f"Parameter repeated: {', '.join(repeated)}.")
-            return
-        if imds and not params.get("api-version"):
-            self._error(400, "invalid_request", "Required query variable 'api-version' is missing")
-            return
-        resource = (params.get("resource") or [""])[0]
-        if not resource:
-            self._error(400, "invalid_resource", "Required parameter 'resource' is missing.")
-            return
-        unknown = sorted(
-            name
-            for name in params
-            if name not in _IDENTITY_PARAMETERS
-            and name not in _TOLERATED_PARAMETERS
-            and name.lower().replace("-", "_").endswith(("id", "_res", "identity"))
+        decision = decide(
+            self.command,
+            self.path,
+            self.headers,
+            params,
+            peer_is_loopback=_is_loopback_client(self.client_address[0]),
+            policy=emulator._policy,
         )
-        if unknown:
-            # Never fall back to another identity for a parameter this endpoint does not know.
-            self._error(
-                400,
-                "invalid_request",
-                f"Unknown identity parameter {unknown[0]!r}; use client_id, object_id or msi_res_id.",
-            )
+        if isinstance(decision, Refusal):
+            self._error(decision.status, decision.error, decision.description, decision.headers)
             return
-        identity_params = [name for name in _IDENTITY_PARAMETERS if name in params]
-        empty = [name for name in identity_params if not params[name][0].strip()]
-        if empty:
-            self._error(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
-            return
-        if len(identity_params) > 1:
-            self._error(401, "invalid_request", "Only one of client_id, object_id and msi_res_id may be given.")
-            return
-        if not _valid_resource(resource):
-            if emulator.flavor == "windows":
-                self._error(500, "unknown", _WINDOWS_UNKNOWN)
-            else:
-                self._error(
-                    400,
-                    "invalid_resource",
-                    _INVALID_RESOURCE.format(resource=resource, tenant=emulator.tenant_id),
-                )
-            return
-        parameter = identity_params[0] if identity_params else None
-        value = params[parameter][0] if parameter else None
-        parameter = IDENTITY_ALIASES.get(parameter or "", parameter)
-        identity = emulator._identity_claims(parameter, value)
+        ask = decision
+        identity = emulator._identity_claims(ask.parameter, ask.value)
         if identity is None:
             self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
-        try:
-            answer = emulator._token_response(resource, parameter, value, identity, fault)
-        except ProtocolRefusal as refusal:
-            self._error(refusal.status, refusal.error, refusal.description)
-            return
-        if imds or parameter is not None:
+        answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, fault)
+        if ask.imds or ask.parameter is not None:
             answer["client_id"] = identity["appid"]  # a user-assigned answer names its client
-        if imds:
+        if ask.imds:
             answer["ext_expires_in"] = answer["expires_in"]
         if fault is not None and fault.kind == "truncated":
             raw = json.dumps(answer).encode("utf-8")
@@ -1068,16 +965,3 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
-
-
-def _valid_resource(resource: str) -> bool:
-    """Whether Azure AD could know ``resource``: an absolute URI or an application ID."""
-    if any(char.isspace() for char in resource) or resource.rstrip("/").endswith("/.default"):
-        return False
-    try:
-        uuid.UUID(resource)
-        return True
-    except ValueError:
-        pass
-    parts = urlsplit(resource)
-    return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme in ("api", "urn"))

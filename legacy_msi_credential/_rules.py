@@ -1,0 +1,260 @@
+"""The legacy protocol, server side: a request to "a token for this resource and identity",
+or a refusal from the extension's error table. No I/O.
+
+Both servers of this package stand on these rules: the emulator (a test tool that mints
+tokens and plays faults) and the bridge (a service that hands on tokens from a real
+source). Each supplies the request as it parsed it and whether the connection's peer is
+loopback, and gets back a :class:`TokenAsk` or a :class:`Refusal`; what to answer a
+:class:`TokenAsk` with is the application's business, :func:`token_answer` shapes it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Optional, Protocol, Union
+from urllib.parse import parse_qsl, urlsplit
+
+from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, TOKEN_PATH
+from ._endpoint import is_loopback_host
+
+#: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
+IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
+#: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
+TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
+#: Where a service manager asks whether the server is up (no ``Metadata`` header needed).
+HEALTH_PATH = "/healthz"
+#: What the extension relayed from Azure AD for a resource it does not know.
+INVALID_RESOURCE = (
+    "AADSTS50001: The application named {resource} was not found in the tenant named {tenant}. "
+    "This can happen if the application has not been installed by the administrator of the tenant."
+)
+#: What the Windows extension answers for a resource Azure AD does not know (500 ``unknown``).
+WINDOWS_UNKNOWN = (
+    "Failed to retrieve token from the Active directory. For details see logs in "
+    "C:\\WindowsAzure\\Logs\\Plugins\\Microsoft.ManagedIdentity.ManagedIdentityExtensionForWindows"
+    "\\1.0.0.0\\MsiExtension.log"
+)
+
+
+class Headers(Protocol):
+    """Request headers with case-insensitive ``get`` (http.server's and aiohttp's both are)."""
+
+    def get(self, name: str, /) -> Optional[str]: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+class Refusal(Exception):
+    """An answer from the extension's error table instead of a token.
+
+    Raised by a token source too, to have its failure answered as the extension would.
+    """
+
+    def __init__(self, status: int, error: str, description: str, headers: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        """The JSON document the extension sends with it."""
+        return {"error": self.error, "error_description": self.description}
+
+
+@dataclass(frozen=True)
+class TokenAsk:
+    """A request the rules accept: a token for ``resource`` and an identity.
+
+    Attributes:
+        resource: The resource, as sent.
+        parameter: ``client_id``, ``object_id`` or ``msi_res_id`` (``mi_res_id`` folded into
+            it), or None for the system-assigned identity.
+        value: The identity's identifier, as sent.
+        imds: Asked on IMDS's token path (the emulator's IMDS role).
+    """
+
+    resource: str
+    parameter: Optional[str] = None
+    value: Optional[str] = None
+    imds: bool = False
+
+    @property
+    def identity_kind(self) -> str:
+        """For logs: ``system-assigned`` or the parameter's name (never the identifier)."""
+        return self.parameter or "system-assigned"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a server on these rules accepts, beyond the protocol itself.
+
+    Attributes:
+        accept_get: Accept GET (the extension did; a POST-only mode rehearses old clients).
+        serves_imds: Answer IMDS's token path too.
+        windows: Answer a resource Azure AD does not know as the Windows extension did.
+        tenant_id: Named in the ``invalid_resource`` description.
+        refuse_forwarded: Refuse requests relayed by a proxy (``X-Forwarded-For``, ``Forwarded``).
+        browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
+            (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
+            legacy client sends.
+    """
+
+    accept_get: bool = True
+    serves_imds: bool = False
+    windows: bool = False
+    tenant_id: str = "00000000-0000-0000-0000-000000000000"
+    refuse_forwarded: bool = False
+    browser_proof: bool = False
+
+
+def parameters(query: str, method: str, content_type: str, body: bytes) -> dict[str, list[str]]:
+    """The request's parameters: the query's, and a form POST's body's, each with all its values."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if method == "POST" and content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    found: dict[str, list[str]] = {}
+    for name, value in pairs:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def host_is_loopback(host: Optional[str]) -> bool:
+    """Whether a ``Host`` header names loopback: ``localhost``, ``127.0.0.1``, ``[::1]``, with or without a port.
+
+    A missing ``Host`` (HTTP/1.0) is accepted: every browser sends one.
+    """
+    if host is None:
+        return True
+    text = host.strip()
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::([0-9]{1,5}))?", text)
+    return match is not None and is_loopback_host(match.group(1))
+
+
+def browser_marker(headers: Headers) -> Optional[str]:
+    """The name of a header only a web browser sends, if the request has one."""
+    for name in headers:
+        lowered = name.lower()
+        if lowered == "origin" or lowered.startswith("sec-fetch-"):
+            return name
+    return None
+
+
+def decide(
+    method: str,
+    target: str,
+    headers: Headers,
+    params: Mapping[str, list[str]],
+    *,
+    peer_is_loopback: bool,
+    policy: Policy,
+) -> Union[TokenAsk, Refusal]:
+    """What the extension would do with a request: ask for a token, or refuse it.
+
+    Args:
+        method: The request method.
+        target: The request target (path and query).
+        headers: The request headers.
+        params: :func:`parameters` of the request.
+        peer_is_loopback: Whether the connection's peer address is loopback.
+        policy: What this server accepts beyond the protocol.
+    """
+    path = urlsplit(target).path
+    if not peer_is_loopback:
+        return Refusal(401, "unauthorized_client", "Requests must come over loopback.")
+    if policy.refuse_forwarded and (headers.get("X-Forwarded-For") is not None or headers.get("Forwarded") is not None):
+        # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
+        return Refusal(400, "invalid_request", "Forwarded requests are refused: ask from this machine directly.")
+    if policy.browser_proof:
+        if not host_is_loopback(headers.get("Host")):
+            return Refusal(
+                401, "unknown_source", "The Host header must name localhost, 127.0.0.1 or [::1] (no other name)."
+            )
+        marker = browser_marker(headers)
+        if marker is not None:
+            return Refusal(
+                401, "unauthorized_client", f"Requests from web pages are refused (the request carries {marker})."
+            )
+    imds = path == IMDS_TOKEN_PATH and policy.serves_imds
+    if path != TOKEN_PATH and not imds:
+        return Refusal(401, "unknown_source", f"Unknown Source: the request URI {path!r} is not /oauth2/token.")
+    if headers.get("Metadata") != "true":
+        return Refusal(400, "bad_request_102", "Required metadata header not specified or not correct")
+    if method not in ("GET", "POST") or (method == "GET" and not policy.accept_get):
+        allowed = "GET, POST" if policy.accept_get else "POST"
+        return Refusal(405, "method_not_allowed", f"The method {method} is not allowed.", {"Allow": allowed})
+    repeated = sorted(name for name, values in params.items() if len(values) > 1)
+    if repeated:
+        return Refusal(401, "invalid_request", f"Parameter repeated: {', '.join(repeated)}.")
+    if imds and not params.get("api-version"):
+        return Refusal(400, "invalid_request", "Required query variable 'api-version' is missing")
+    resource = (params.get("resource") or [""])[0]
+    if not resource:
+        return Refusal(400, "invalid_resource", "Required parameter 'resource' is missing.")
+    unknown = sorted(
+        name
+        for name in params
+        if name not in IDENTITY_NAMES
+        and name not in TOLERATED_PARAMETERS
+        and name.lower().replace("-", "_").endswith(("id", "_res", "identity"))
+    )
+    if unknown:
+        # Never fall back to another identity for a parameter this endpoint does not know.
+        return Refusal(
+            400,
+            "invalid_request",
+            f"Unknown identity parameter {unknown[0]!r}; use client_id, object_id or msi_res_id.",
+        )
+    named = [name for name in IDENTITY_NAMES if name in params]
+    empty = [name for name in named if not params[name][0].strip()]
+    if empty:
+        return Refusal(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
+    if len(named) > 1:
+        return Refusal(401, "invalid_request", "Only one of client_id, object_id and msi_res_id may be given.")
+    if not valid_resource(resource):
+        if policy.windows:
+            return Refusal(500, "unknown", WINDOWS_UNKNOWN)
+        return Refusal(400, "invalid_resource", INVALID_RESOURCE.format(resource=resource, tenant=policy.tenant_id))
+    parameter = named[0] if named else None
+    value = params[parameter][0] if parameter else None
+    return TokenAsk(resource, IDENTITY_ALIASES.get(parameter or "", parameter), value, imds)
+
+
+def valid_resource(resource: str) -> bool:
+    """Whether Azure AD could know ``resource``: an absolute URI or an application ID."""
+    if any(char.isspace() for char in resource) or resource.rstrip("/").endswith("/.default"):
+        return False
+    try:
+        uuid.UUID(resource)
+        return True
+    except ValueError:
+        pass
+    parts = urlsplit(resource)
+    return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme in ("api", "urn"))
+
+
+def token_answer(
+    ask: TokenAsk, token: str, expires_on: int, now: int, *, not_before: Optional[int] = None, client_id: str = ""
+) -> dict[str, str]:
+    """The extension's 200 answer: every number a string of seconds, ``expires_in`` counting down.
+
+    A user-assigned answer (and every IMDS answer) names its ``client_id``, as the
+    documentation's example does.
+    """
+    answer = {
+        "access_token": token,
+        "refresh_token": "",
+        "expires_in": str(max(0, expires_on - now)),
+        "expires_on": str(expires_on),
+        "not_before": str(not_before if not_before is not None else now),
+        "resource": ask.resource,
+        "token_type": "Bearer",
+    }
+    if ask.imds or ask.parameter is not None:
+        answer["client_id"] = client_id
+    if ask.imds:
+        answer["ext_expires_in"] = answer["expires_in"]
+    return answer

@@ -1,0 +1,273 @@
+"""``legacy-msi serve``: the legacy endpoint as a local service, with tokens from a real source.
+
+What it is for: software written against the extension (Node ms-rest-azure, msrestazure,
+Java and Go SDKs of that era, scripts that curl ``localhost:50342``) keeps working on a VM
+that has IMDS but no extension, or on a developer's machine signed in with ``az``. It is
+a service, not a test tool: it shares the protocol's rules with the emulator
+(:mod:`legacy_msi_credential._rules`) and nothing else.
+
+* Tokens come from azure-identity (the ``serve`` extra): ``imds`` (default,
+  ``ManagedIdentityCredential`` with the requested identity passed on), ``cli``
+  (``AzureCliCredential``, the signed-in account) or ``default`` (azure-identity's chain).
+  One request to the source per identity and resource however many clients ask; cached
+  with the credentials' refresh rule; at most 4 source requests at once and 15 a second
+  (IMDS allows 5 and 20 per VM), the excess waiting up to 2 s, then ``429``.
+* A token is served for a user-assigned identity only when its claims name that identity,
+  and a system-assigned request never gets a signed-in user's token (except from ``cli``).
+* As a local service: loopback only; browser-proof (a loopback ``Host`` is required, and
+  ``Origin`` and ``Sec-Fetch-*`` are refused); requests relayed by a proxy refused; a
+  whole-request deadline; bounded connections, body, headers and cache; never a token in
+  a log. On stop it stops accepting, answers what is in flight (``503`` if the source has
+  not answered within the grace period) and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Callable, Optional
+
+from .._constants import DEFAULT_PORT, TOKEN_PATH
+from .._endpoint import is_loopback_host
+from .._guard import is_loopback_address
+from .._rules import Policy
+from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
+from ._source import SOURCE_TIMEOUT, SOURCES, SourceLimits, TokenSource
+
+__all__ = ["SERVER_NAME", "SOURCES", "SOURCE_TIMEOUT", "Bridge", "BridgeLimits", "SourceLimits", "TokenSource"]
+
+_LOGGER = logging.getLogger("legacy_msi_credential.bridge")
+
+#: Seconds a client has to deliver a whole request (head and body) once it starts.
+CLIENT_TIMEOUT = 10.0  # s
+#: Connections kept at once; beyond, the oldest one still waiting for its request is closed.
+MAX_CONNECTIONS = 1024
+#: A token request is a few hundred bytes.
+MAX_BODY = 64 * 1024  # bytes
+#: Request headers accepted (431 beyond).
+MAX_HEADERS = 100
+#: Seconds to answer what is in flight on stop before ``503``.
+STOP_GRACE = 5.0  # s
+
+
+@dataclass(frozen=True)
+class BridgeLimits:
+    """The bounds of the bridge's server; the defaults are the documented ones."""
+
+    client_timeout: float = CLIENT_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    max_body: int = MAX_BODY
+    max_headers: int = MAX_HEADERS
+    stop_grace: float = STOP_GRACE
+
+
+class Bridge:
+    """The legacy endpoint on loopback, serving tokens from a :class:`TokenSource`.
+
+    Args:
+        host: Address to bind (default ``127.0.0.1``, and ``::1`` on the same port where it
+            exists); loopback only unless ``allow_remote``.
+        port: Port to bind (default 50342; 0 for a free one).
+        source: A :class:`TokenSource`, or its kind (``imds``, ``cli``, ``default``).
+        allow_remote: Bind an address that is not loopback. Requests that do not come over
+            loopback are still refused, as the extension refused them, the health path included.
+        limits: The server's bounds.
+        clock: Unix time, for ``expires_in``.
+
+    Raises:
+        ValueError: A host that is not loopback without ``allow_remote``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        source: Any = "imds",
+        allow_remote: bool = False,
+        limits: BridgeLimits = BridgeLimits(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not allow_remote and not is_loopback_host(host.strip("[]") if ":" in host else host):
+            raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 to 65535, not {port!r}")
+        self._host = host
+        self._requested_port = port
+        self._allow_remote = allow_remote
+        self.limits = limits
+        self.clock = clock
+        self.source = source if isinstance(source, TokenSource) else TokenSource(source, clock=clock)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._port = 0
+        self._app: Optional[BridgeApp] = None
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> Bridge:
+        """Bind and serve from a background thread. Returns ``self``.
+
+        Raises:
+            OSError: The port is taken (the message names it).
+        """
+        if self._loop is not None:
+            raise RuntimeError("the bridge is already running")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="legacy-msi-bridge", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._listen(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+            raise
+        self._loop, self._thread = loop, thread
+        self._stopped.clear()
+        _LOGGER.info("Bridge listening on %s, tokens from the %s source", self.endpoint, self.source.kind)
+        return self
+
+    async def _listen(self) -> None:
+        limits = self.limits
+        self._stopping = asyncio.Event()
+        self._connections = Connections(limits.max_connections, limits.client_timeout)
+        policy = Policy(accept_get=True, serves_imds=False, refuse_forwarded=True, browser_proof=True)
+        self._app = BridgeApp(
+            self.source,
+            policy,
+            clock=self.clock,
+            max_body=limits.max_body,
+            max_headers=limits.max_headers,
+            connections=self._connections,
+            stopping=self._stopping,
+        )
+        self._factory = handler_factory(self._app, self._connections, keepalive=limits.client_timeout)
+        loop = asyncio.get_running_loop()
+        host = self._host.strip("[]")
+        try:
+            server = await loop.create_server(
+                self._factory, host, self._requested_port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    exc.errno,
+                    f"port {self._requested_port} on {self._host} is already in use: the legacy managed identity "
+                    "extension (or another bridge or emulator) may be running there",
+                ) from None
+            raise
+        bound = server.sockets[0].getsockname()
+        if not self._allow_remote and not is_loopback_address(str(bound[0])):
+            server.close()
+            raise ValueError(
+                f"refusing to serve on {bound[0]}: {self._host!r} resolved to an address that is not loopback"
+            )
+        self._servers = [server]
+        self._port = int(bound[1])
+        if self._host == "127.0.0.1":
+            with contextlib.suppress(OSError):  # where IPv6 loopback is missing, IPv4 alone
+                self._servers.append(
+                    await loop.create_server(self._factory, "::1", self._port, reuse_address=True, backlog=1024)
+                )
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop accepting, answer what is in flight within ``grace`` seconds (``503`` if the
+        source has not answered by then), close every connection and return."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        grace = self.limits.stop_grace if grace is None else grace
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop).result(grace + 5)
+        except Exception:  # a shutdown that could not finish still ends below
+            _LOGGER.warning("the bridge did not stop cleanly", exc_info=True)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(5)
+            if not loop.is_running():
+                loop.close()
+            self._stopped.set()
+            _LOGGER.info("Bridge stopped")
+
+    async def _shutdown(self, grace: float) -> None:
+        for server in self._servers:
+            server.close()  # no new connections
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connections.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        self._stopping.set()  # the clients still waiting for the source get 503 now
+        deadline = loop.time() + 1.0
+        while self._connections.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await self._factory.server.shutdown(0.5)  # type: ignore[attr-defined]
+        self._connections.close_all()
+        self.source.close()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until :meth:`stop` has run (from a signal handler, say); whether it has."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> Bridge:
+        return self.start()
+
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None:
+        self.stop()
+
+    # --- where it is ---------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        if not self._port:
+            raise RuntimeError("the bridge is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port/``, what the extension's settings file holds."""
+        host = f"[{self._host.strip('[]')}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def endpoint(self) -> str:
+        """The token URL."""
+        return self.base_url.rstrip("/") + TOKEN_PATH
+
+    def write_settings(self, path: str | os.PathLike[str]) -> str:
+        """Write the extension's settings file for this bridge's port; return its path."""
+        target = os.fspath(path)
+        host = "localhost" if self._host == "127.0.0.1" else self.base_url.split("//", 1)[1].rsplit(":", 1)[0]
+        with open(target, "w", encoding="utf-8") as handle:
+            json.dump({"url": f"http://{host}:{self.port}/"}, handle)
+        return target
+
+    def health(self) -> dict[str, Any]:
+        """What the health path answers."""
+        if self._app is None:
+            raise RuntimeError("the bridge is not running")
+        return self._app.health()
+
+    @property
+    def connections(self) -> Connections:
+        """The open connections and their counters."""
+        return self._connections

@@ -1,0 +1,265 @@
+"""Where the bridge's tokens come from: azure-identity, behind a cache, single flight and a gate.
+
+Every request to the source is for one identity and resource; clients asking meanwhile
+share it, its token is cached until the refresh rule of the credentials
+(:func:`legacy_msi_credential._cache.refresh_time`) says otherwise, and calls to the
+source are capped below IMDS's per-VM limits. A token is handed on only when it is for
+the identity asked for (:mod:`legacy_msi_credential._claims`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .._cache import Action, TokenCache
+from .._claims import decode_claims, is_user_token, lacks_identity
+from .._constants import EXTRA_HINT
+from .._flight import Busy, Flights, Gate
+from .._protocol import TokenResult
+from .._rules import Refusal, TokenAsk
+from .._text import clean_text
+
+_LOGGER = logging.getLogger("legacy_msi_credential.bridge")
+
+SOURCES = ("imds", "cli", "default")
+#: Seconds a source may take to answer before the client gets ``500 unknown``.
+SOURCE_TIMEOUT = 20.0  # s
+#: IMDS's documented limits per VM for managed identity tokens are 5 requests at once and
+#: 20 a second; the bridge stays under them.
+SOURCE_CONCURRENCY = 4
+SOURCE_RATE = 15.0  # starts per second
+#: How long a client waits for the gate before ``429`` with ``Retry-After``.
+SOURCE_QUEUE_WAIT = 2.0  # s
+#: Tokens kept (identity x resource); the least recently used leaves first. A cached token
+#: is a few KiB, so this bounds the cache to a few MiB.
+MAX_TOKENS = 1000
+
+#: How azure-identity's messages say the source has no such identity (1.19 quotes IMDS's
+#: ``unauthorized_client``; later versions say "not found" or "not been assigned").
+_NO_SUCH_IDENTITY = ("not been assigned", "identity not found", "no such managed identity", "unauthorized_client")
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """The bounds of a :class:`TokenSource`; the defaults suit IMDS."""
+
+    timeout: float = SOURCE_TIMEOUT
+    concurrency: int = SOURCE_CONCURRENCY
+    rate: float = SOURCE_RATE
+    queue_wait: float = SOURCE_QUEUE_WAIT
+    max_tokens: int = MAX_TOKENS
+
+
+CredentialFactory = Callable[[str, Optional[str], Optional[str]], Any]
+
+
+class TokenSource:
+    """Tokens from azure-identity for the bridge.
+
+    Args:
+        kind: ``imds`` (``ManagedIdentityCredential``), ``cli`` (``AzureCliCredential``, the
+            signed-in account) or ``default`` (azure-identity's ``DefaultAzureCredential``).
+        timeout: Seconds a source request may take (the same as ``limits.timeout``).
+        limits: The source's bounds.
+        clock: Unix time, for the cache.
+        credential_factory: Makes the credential for ``(kind, parameter, value)``, sync or
+            async (azure-identity's ``aio`` credentials by default). A new one is made for
+            each request to the source and closed after it: tokens are cached here, so
+            none is kept per identity.
+    """
+
+    def __init__(
+        self,
+        kind: str = "imds",
+        *,
+        timeout: Optional[float] = None,
+        limits: SourceLimits = SourceLimits(),
+        clock: Callable[[], float] = time.time,
+        credential_factory: Optional[CredentialFactory] = None,
+    ) -> None:
+        if kind not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {kind!r}")
+        if timeout is not None:
+            limits = SourceLimits(timeout, limits.concurrency, limits.rate, limits.queue_wait, limits.max_tokens)
+        self.kind = kind
+        self.limits = limits
+        self._clock = clock
+        self._factory = credential_factory or _identity_credential
+        self._cache = TokenCache(max_entries=limits.max_tokens)
+        self._flights: Flights[TokenResult] = Flights()
+        self._gate: Optional[Gate] = None  # made in the serving loop
+        #: Requests made to the source, for tests and the health path.
+        self.requests = 0
+
+    def close(self) -> None:
+        """Cancel the source requests under way (on stop); the cache stays for a restart."""
+        self._flights.cancel_all()
+        self._gate = None  # made again in the next serving loop
+
+    @property
+    def cached(self) -> int:
+        """Tokens kept."""
+        return len(self._cache)
+
+    def _check_identity_kind(self, ask: TokenAsk) -> None:
+        if ask.parameter is None or self.kind == "imds" or (self.kind == "default" and ask.parameter == "client_id"):
+            return
+        serves = "the signed-in account" if self.kind == "cli" else "user-assigned identities by client_id"
+        raise Refusal(
+            400, "invalid_request", f"The {self.kind} source serves {serves} only; {ask.parameter} cannot be honoured."
+        )
+
+    async def token(self, ask: TokenAsk) -> TokenResult:
+        """A token for this identity and resource, from the cache or the source.
+
+        Raises:
+            Refusal: The source refused, failed, was too slow or busy, or answered for
+                another identity; as the extension would have answered.
+        """
+        self._check_identity_kind(ask)
+        key = f"{ask.parameter or ''}\x00{ask.value or ''}\x00{ask.resource}"
+        now = self._clock()
+        action, entry = self._cache.decide(key, now)
+        if action is Action.SERVE and entry is not None:
+            return TokenResult(entry.access_token.token, entry.expires_on)
+        try:
+            result = await self._flights.run(key, lambda: self._fetch(ask))
+        except Refusal:
+            if action is Action.TRY_REFRESH and entry is not None:
+                self._cache.refresh_failed(entry, self._clock())
+                _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
+                return TokenResult(entry.access_token.token, entry.expires_on)
+            raise
+        if self._cache.decide(key, self._clock())[0] is not Action.SERVE:
+            self._cache.store(key, result, self._clock())
+        return result
+
+    async def _fetch(self, ask: TokenAsk) -> TokenResult:
+        if self._gate is None:
+            limits = self.limits
+            self._gate = Gate(limits.concurrency, limits.rate, limits.queue_wait)
+        try:
+            return await self._gate.run(lambda: self._ask_source(ask))
+        except Busy as busy:
+            raise Refusal(
+                429,
+                "too_many_requests",
+                f"The {self.kind} source is asked for too many tokens at once; try again in {busy.retry_after} s.",
+                {"Retry-After": str(busy.retry_after)},
+            ) from None
+
+    async def _ask_source(self, ask: TokenAsk) -> TokenResult:
+        self.requests += 1
+        started = time.monotonic()
+        timeout = self.limits.timeout
+        try:
+            credential = self._factory(self.kind, ask.parameter, ask.value)
+            try:
+                token = await asyncio.wait_for(_get_token(credential, ask.resource + "/.default"), timeout)
+            finally:
+                await _close(credential)
+        except asyncio.TimeoutError:
+            raise Refusal(500, "unknown", f"The {self.kind} source did not answer within {timeout:g} s.") from None
+        except Refusal:
+            raise
+        except Exception as exc:  # what azure-identity raised, mapped onto the extension's table
+            raise _refusal(self.kind, exc) from None
+        result = TokenResult(str(token.token), int(token.expires_on))
+        self._check_claims(ask, result.token)
+        _LOGGER.info(
+            "token for %s (%s) from the %s source in %.0f ms",
+            ask.resource,
+            ask.identity_kind,
+            self.kind,
+            (time.monotonic() - started) * 1000,
+        )
+        return result
+
+    def _check_claims(self, ask: TokenAsk, token: str) -> None:
+        """Refuse a token for another identity than the one asked for."""
+        claims = decode_claims(token)
+        if ask.parameter is not None and ask.value is not None:
+            wrong = lacks_identity(ask.parameter, ask.value, claims)
+            if wrong is not None:
+                raise Refusal(
+                    401, "unauthorized_client", f"The {self.kind} source answered for another identity: {wrong}."
+                )
+        elif self.kind != "cli" and is_user_token(claims):
+            raise Refusal(
+                401,
+                "unauthorized_client",
+                f"The {self.kind} source answered with a signed-in user's token, not this machine's managed identity.",
+            )
+
+
+async def _get_token(credential: Any, scope: str) -> Any:
+    """``credential.get_token(scope)``: awaited, or on a daemon thread for a synchronous credential
+    (so that a hung one never keeps the process from exiting)."""
+    if inspect.iscoroutinefunction(getattr(credential, "get_token", None)):
+        return await credential.get_token(scope)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, error: Optional[BaseException]) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome = credential.get_token(scope)
+        except BaseException as exc:  # handed to the waiting task, whatever it is
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, outcome, None)
+
+    threading.Thread(target=work, name="legacy-msi-source", daemon=True).start()
+    return await done
+
+
+async def _close(credential: Any) -> None:
+    close = getattr(credential, "close", None)
+    if close is None:
+        return
+    outcome = close()
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def _refusal(kind: str, error: BaseException) -> Refusal:
+    """A source's failure as the extension would have answered it; the description says which source and why."""
+    message = clean_text(getattr(error, "message", None) or str(error) or type(error).__name__, 400)
+    lowered = message.lower()
+    if any(sign in lowered for sign in _NO_SUCH_IDENTITY):
+        return Refusal(401, "unauthorized_client", f"The {kind} source has no such identity: {message}")
+    return Refusal(500, "unknown", f"The {kind} source could not provide a token: {message}")
+
+
+def _identity_credential(kind: str, parameter: Optional[str], value: Optional[str]) -> Any:
+    """azure-identity's asynchronous credential for a source and identity."""
+    try:
+        import azure.identity.aio as identity
+    except ImportError:
+        raise ImportError(f"legacy-msi serve gets tokens through azure-identity: {EXTRA_HINT}") from None
+    if kind == "cli":
+        return identity.AzureCliCredential()
+    if kind == "default":
+        return identity.DefaultAzureCredential(
+            managed_identity_client_id=value if parameter == "client_id" else None,
+            exclude_interactive_browser_credential=True,
+        )
+    if parameter == "client_id":
+        return identity.ManagedIdentityCredential(client_id=value)
+    if parameter is not None:  # IMDS's own parameter names, which every azure-identity version passes on
+        name = "object_id" if parameter == "object_id" else "msi_res_id"
+        return identity.ManagedIdentityCredential(identity_config={name: str(value)})
+    return identity.ManagedIdentityCredential()

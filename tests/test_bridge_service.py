@@ -1,0 +1,588 @@
+"""``legacy-msi serve`` as a production local service, tried the way a hostile local user would.
+
+Every test here talks to a real bridge on 127.0.0.1 over raw sockets or ``requests``; the
+token source is either azure-identity's real ``ManagedIdentityCredential`` against the
+emulator in its IMDS role, or a stand-in credential whose tokens carry chosen claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import requests
+from azure.core.credentials import AccessToken
+
+from legacy_msi_credential._rules import TokenAsk
+from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
+from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
+
+ARM = "https://management.azure.com/"
+ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
+BOB = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-000000000b0b").completed()
+
+
+def jwt(**claims: Any) -> str:
+    def part(document: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+    return f"{part({'typ': 'JWT', 'alg': 'none'})}.{part(claims)}."
+
+
+class StandIn:
+    """A synchronous stand-in for azure-identity's credentials: tokens with chosen claims.
+
+    Args:
+        claims: The token's claims; None for a token that is not a JWT; ``"mirror"`` for
+            claims naming whatever identity was asked for.
+    """
+
+    def __init__(self, claims: Any = None, *, delay: float = 0.0, hang: bool = False) -> None:
+        self.claims = claims
+        self.delay = delay
+        self.hang = hang
+        self.calls = 0
+        self.released = threading.Event()
+
+    def __call__(self, kind: str, parameter: Optional[str], value: Optional[str]) -> Any:
+        stand_in = self
+
+        class Credential:
+            def get_token(self, *scopes: str) -> AccessToken:
+                return stand_in.get_token(parameter, value)
+
+        return Credential()
+
+    def get_token(self, parameter: Optional[str], value: Optional[str]) -> AccessToken:
+        self.calls += 1
+        if self.hang:
+            self.released.wait(60)
+        time.sleep(self.delay)
+        if self.claims == "mirror":
+            claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}.get(parameter or "", "sub")
+            token = jwt(**{claim: value or "system"})
+        else:
+            token = jwt(**self.claims) if self.claims is not None else f"opaque-{self.calls}"
+        return AccessToken(token, int(time.time()) + 3600)
+
+
+@pytest.fixture
+def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with Emulator(port=0, user_assigned=[ALICE, BOB]) as running:
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", running.imds_authority)
+        yield running
+
+
+@pytest.fixture
+def bridge(imds: Emulator) -> Iterator[Bridge]:
+    with Bridge(port=0, source="imds", limits=BridgeLimits(client_timeout=2.0)) as running:
+        yield running
+
+
+def raw(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send ``data`` and read until the server closes (or ``timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                return received
+            received += chunk
+        raise AssertionError(f"the server kept the connection open: {received[:200]!r}")
+
+
+def token_request(host: str = "127.0.0.1", extra: str = "") -> bytes:
+    return (
+        f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: {host}\r\nMetadata: true\r\n{extra}"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def body_of(answer: bytes) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return parsed
+
+
+# --- browser-proof ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "localhost:{port}", "127.0.0.1:{port}", "[::1]:1"])
+def test_a_loopback_host_is_served(bridge: Bridge, imds: Emulator, host: str) -> None:
+    answer = raw(bridge.port, token_request(host.format(port=bridge.port)))
+    assert status_of(answer) == 200
+    assert body_of(answer)["access_token"] == imds.minted_tokens[0]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:{port}",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io:{port}",
+        "localhost.",
+        "0x7f.0.0.1",
+        "[::ffff:10.0.0.1]",
+        "10.0.0.1:{port}",
+        "",
+    ],
+)
+def test_a_foreign_host_is_refused_before_the_source_is_asked(bridge: Bridge, imds: Emulator, host: str) -> None:
+    answer = raw(bridge.port, token_request(host.format(port=bridge.port)))
+    assert status_of(answer) in (400, 401)  # an empty Host is the parser's 400
+    assert b"access_token" not in answer
+    assert imds.request_count == 0
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "Origin: http://evil.example",
+        "Origin: null",
+        "Sec-Fetch-Site: same-origin",
+        "Sec-Fetch-Mode: cors",
+        "Sec-Fetch-Dest: empty",
+        "sec-fetch-user: ?1",
+    ],
+)
+def test_what_only_a_browser_sends_is_refused(bridge: Bridge, imds: Emulator, marker: str) -> None:
+    answer = raw(bridge.port, token_request(extra=marker + "\r\n"))
+    assert status_of(answer) == 401
+    assert body_of(answer)["error"] == "unauthorized_client"
+    assert imds.request_count == 0
+
+
+def test_a_preflight_gets_no_cors_permission(bridge: Bridge) -> None:
+    answer = raw(
+        bridge.port,
+        b"OPTIONS /oauth2/token HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n"
+        b"Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: metadata\r\nConnection: close\r\n\r\n",
+    )
+    assert status_of(answer) >= 400
+    assert b"access-control-allow" not in answer.lower()
+
+
+# --- strict framing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nContent-Length: +9\r\n\r\nresource=",
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nContent-Length: 9\r\n"
+        b"Content-Length: 9\r\n\r\nresource=",
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nTransfer-Encoding: xchunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"POST /oauth2/token HTTP/1.0\r\nHost: localhost\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"GET /oauth2/token?resource=x HTTP/1.1\nHost: localhost\nMetadata: true\n\n",
+        b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nX: a\r\n folded\r\n\r\n",
+        b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nMetadata: true\r\n\r\n",
+    ],
+    ids=["plus", "two-lengths", "length-and-chunked", "xchunked", "chunked-http10", "bare-lf", "folded", "two-hosts"],
+)
+def test_ambiguous_framing_is_a_400_and_a_closed_connection(
+    bridge: Bridge, imds: Emulator, request_bytes: bytes
+) -> None:
+    smuggled = f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n".encode()
+    answer = raw(bridge.port, request_bytes + smuggled)  # raw() fails unless the server closes
+    assert status_of(answer) == 400
+    assert len(re.findall(rb"HTTP/1\.[01] [0-9]{3} ", answer)) == 1  # the request hidden behind it: never answered
+    assert b"access_token" not in answer
+    assert imds.request_count == 0
+
+
+def test_oversized_bodies_and_header_floods_are_refused_unread(bridge: Bridge, imds: Emulator) -> None:
+    big = b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nContent-Length: 10000000\r\n\r\n"
+    assert status_of(raw(bridge.port, big)) == 413
+    headers = "".join(f"X-{n}: 1\r\n" for n in range(150))
+    assert status_of(raw(bridge.port, token_request(extra=headers))) == 431
+    chunked = (
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"10001\r\n"
+        + b"a" * 0x10001
+        + b"\r\n0\r\n\r\n"
+    )
+    assert status_of(raw(bridge.port, chunked)) == 413
+    assert imds.request_count == 0
+
+
+# --- deadlines and starvation -----------------------------------------------------------------
+
+
+def test_the_deadline_is_for_the_whole_request_not_each_read(imds: Emulator) -> None:
+    with Bridge(port=0, limits=BridgeLimits(client_timeout=0.5)) as bridge:
+        sock = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)
+        started = time.monotonic()
+        closed_after = None
+        with sock:
+            for byte in token_request():  # a byte every 50 ms: each read is quick, the whole is not
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+                time.sleep(0.05)
+            if closed_after is None:
+                sock.settimeout(5)
+                assert sock.recv(1024) == b""
+                closed_after = time.monotonic() - started
+        assert closed_after < 3  # about 0.5 s, far less than the 5 s the trickle would take
+        assert bridge.connections.timed_out >= 1
+    assert imds.request_count == 0
+
+
+def test_held_connections_do_not_starve_a_client_that_asks(imds: Emulator) -> None:
+    limits = BridgeLimits(client_timeout=30.0, max_connections=64)
+    with Bridge(port=0, limits=limits) as bridge:
+        requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=10)
+        holders = []
+        try:
+            for _ in range(200):  # more than the server keeps, each sending half a request
+                holder = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)
+                holder.sendall(b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: local")
+                holders.append(holder)
+            answer = requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=10)
+            assert answer.status_code == 200
+            assert answer.json()["access_token"] == imds.minted_tokens[0]
+            assert bridge.connections.displaced >= 200 - 64
+            assert len(bridge.connections) <= 64
+        finally:
+            for holder in holders:
+                holder.close()
+    assert imds.request_count == 1
+
+
+# --- bounded ----------------------------------------------------------------------------------
+
+
+def test_ten_thousand_identities_leave_a_bounded_cache() -> None:
+    stand_in = StandIn("mirror")
+    source = TokenSource("imds", credential_factory=stand_in, limits=SourceLimits(rate=1e9, max_tokens=1000))
+
+    async def ask_all() -> None:
+        for number in range(10_000):
+            await source.token(TokenAsk(ARM, "object_id", f"{number:08d}-0000-4000-8000-000000000000"))
+
+    tracemalloc.start()
+    try:
+        asyncio.run(ask_all())
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert source.requests == 10_000
+    assert source.cached == 1000
+    assert len(source._flights) == 0
+    assert held < 8 * 1024 * 1024  # the README's bound for the cache: 1,000 tokens of a few KiB
+
+
+def test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after() -> None:
+    stand_in = StandIn("mirror", delay=0.3)
+    limits = SourceLimits(concurrency=2, rate=100, queue_wait=0.1)
+    with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in, limits=limits)) as bridge:
+        answers: list[requests.Response] = []
+
+        def client(number: int) -> None:
+            answers.append(
+                requests.get(
+                    bridge.endpoint,
+                    params={"resource": ARM, "object_id": f"{number:08d}-0000-4000-8000-000000000000"},
+                    headers={"Metadata": "true"},
+                    timeout=30,
+                )
+            )
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(200) == 2  # two places, and nobody waits 0.3 s for a third
+    throttled = [answer for answer in answers if answer.status_code == 429]
+    assert len(throttled) == 6
+    assert all(answer.headers["Retry-After"] == "1" for answer in throttled)
+    assert {answer.json()["error"] for answer in throttled} == {"too_many_requests"}
+    assert stand_in.calls == 2
+
+
+# --- only the identity asked for --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parameter", ["client_id", "object_id", "msi_res_id", "mi_res_id"])
+def test_identities_never_bleed_into_each_other(bridge: Bridge, imds: Emulator, parameter: str) -> None:
+    """For every identity parameter: ask for one, the other and the first again; each gets its own."""
+    claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid", "mi_res_id": "xms_mirid"}[parameter]
+    field = "msi_res_id" if parameter == "mi_res_id" else parameter
+    for identity in (ALICE, BOB, ALICE, BOB):
+        answer = requests.get(
+            bridge.endpoint,
+            params={"resource": ARM, parameter: getattr(identity, field)},
+            headers={"Metadata": "true"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        claims = json.loads(base64.urlsafe_b64decode(answer.json()["access_token"].split(".")[1] + "=="))
+        assert claims[claim] == getattr(identity, field)
+        assert answer.json()["client_id"] == identity.client_id
+    assert imds.request_count == 2  # one per identity, the repeats from the cache
+
+
+@pytest.mark.parametrize(
+    ("parameter", "claims"),
+    [
+        ("client_id", {"appid": BOB.client_id, "oid": BOB.object_id}),
+        ("object_id", {"appid": BOB.client_id, "oid": BOB.object_id}),
+        ("msi_res_id", {"xms_mirid": BOB.msi_res_id}),
+        ("client_id", None),  # not a JWT: it cannot show whose it is
+        ("object_id", {"appid": ALICE.client_id}),  # no oid claim
+    ],
+)
+def test_a_token_for_another_identity_is_401_naming_what_came_back(
+    parameter: str, claims: Optional[dict[str, Any]]
+) -> None:
+    source = TokenSource("imds", credential_factory=StandIn(claims))
+    with Bridge(port=0, source=source) as bridge:
+        answer = requests.get(
+            bridge.endpoint,
+            params={"resource": ARM, parameter: getattr(ALICE, parameter)},
+            headers={"Metadata": "true"},
+            timeout=30,
+        )
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unauthorized_client"
+    description = answer.json()["error_description"]
+    assert getattr(ALICE, parameter) in description
+    if claims and parameter != "object_id":
+        assert str(next(iter(claims.values()))) in description
+    assert source.cached == 0
+
+
+@pytest.mark.parametrize(("kind", "status"), [("imds", 401), ("default", 401), ("cli", 200)])
+def test_a_system_assigned_request_gets_a_users_token_only_from_cli(kind: str, status: int) -> None:
+    user = {"idtyp": "user", "upn": "someone@example.com", "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46"}
+    with Bridge(port=0, source=TokenSource(kind, credential_factory=StandIn(user))) as bridge:
+        answer = requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
+    assert answer.status_code == status, answer.text
+
+
+def test_the_default_source_does_not_fall_through_to_the_signed_in_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No IMDS answers (the fixture's dead port), so azure-identity's chain reaches ``az``: its token is refused."""
+    user_token = jwt(appid="04b07795-8ddb-461a-bbee-02f9e1bf7b46", idtyp="user", upn="dev@example.com", oid="u")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    az = folder / "az"
+    az.write_text(
+        f"#!{sys.executable}\nimport json, time\n"
+        f"open({str(tmp_path / 'calls')!r}, 'a').write('az\\n')\n"
+        f"print(json.dumps({{'accessToken': {user_token!r}, 'expiresOn': '2099-01-01 00:00:00.000000', "
+        "'expires_on': int(time.time()) + 3600, 'subscription': 's', 'tenant': 't', 'tokenType': 'Bearer'}))\n"
+    )
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    with Bridge(port=0, source="default") as bridge:
+        answers = [
+            requests.get(
+                bridge.endpoint, params={"resource": ARM, **identity}, headers={"Metadata": "true"}, timeout=60
+            )
+            for identity in ({"client_id": "0a1b2c3d-0000-4000-8000-00000000dead"}, {})
+        ]
+    assert (tmp_path / "calls").read_text().count("az") == 2  # the chain did reach az both times
+    for answer in answers:
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "unauthorized_client"
+    assert "04b07795-8ddb-461a-bbee-02f9e1bf7b46" in answers[0].json()["error_description"]
+    assert "signed-in user's token" in answers[1].json()["error_description"]
+
+
+# --- health, logs, stop -----------------------------------------------------------------------
+
+
+def test_the_access_log_has_one_line_per_request_and_no_secret(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="legacy_msi_credential.bridge.access")
+    token = requests.get(
+        bridge.endpoint,
+        params={"resource": ARM, "client_id": ALICE.client_id},
+        headers={"Metadata": "true"},
+        timeout=30,
+    ).json()["access_token"]
+    requests.get(bridge.endpoint, params={"resource": ARM}, timeout=30)  # no Metadata header
+    lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /oauth2/token client_id 200 ")
+    assert lines[0].endswith(" ms")
+    assert lines[1].startswith("GET /oauth2/token - 400 ")
+    assert all(ALICE.client_id not in line and "resource" not in line for line in lines)
+    assert token.split(".")[1] not in caplog.text
+
+
+def test_the_port_in_use_is_named(imds: Emulator) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"port {port} .* in use: the legacy managed identity extension"):
+            Bridge(port=port).start()
+
+
+def test_stop_answers_what_is_in_flight_with_503_when_the_source_hangs() -> None:
+    stand_in = StandIn(hang=True)
+    bridge = Bridge(
+        port=0, source=TokenSource("imds", credential_factory=stand_in), limits=BridgeLimits(stop_grace=0.5)
+    )
+    bridge.start()
+    answers: list[requests.Response] = []
+    client = threading.Thread(
+        target=lambda: answers.append(
+            requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
+        )
+    )
+    try:
+        client.start()
+        deadline = time.monotonic() + 10
+        while stand_in.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        bridge.stop()
+        stopped_in = time.monotonic() - started
+        client.join(10)
+    finally:
+        stand_in.released.set()
+    assert stopped_in < 5  # grace 0.5 s, then 503 and closing
+    assert [answer.status_code for answer in answers] == [503]
+    assert answers[0].headers["Retry-After"] == "5"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5)
+
+
+def test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_file(tmp_path: Path) -> None:
+    settings = tmp_path / "ManagedIdentity-Settings"
+    with Emulator(port=0) as hung:
+        from legacy_msi_credential.emulator import Fault
+
+        hung.add_faults(Fault.hang(60))
+        command = [
+            sys.executable,
+            "-m",
+            "legacy_msi_credential",
+            "serve",
+            "--port",
+            "0",
+            "--imds-url",
+            hung.imds_authority,
+            "--write-settings",
+            str(settings),
+        ]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+            try:
+                assert process.stdout is not None
+                endpoint = process.stdout.readline().split(" at ", 1)[1].split(",", 1)[0]
+                answers: list[requests.Response] = []
+                client = threading.Thread(
+                    target=lambda: answers.append(
+                        requests.get(endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
+                    )
+                )
+                client.start()
+                assert hung.wait_for_requests(1, timeout=10)
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                out, err = process.communicate(timeout=15)
+                exited_in = time.monotonic() - started
+                client.join(10)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+    assert process.returncode == 0, err
+    assert exited_in < 10
+    assert [answer.status_code for answer in answers] == [503]
+    assert not settings.exists()
+    assert out.strip().endswith("Stopped.")
+
+
+def test_the_health_path_answers_loopback_only_even_with_allow_remote(tmp_path: Path) -> None:
+    """In a private network namespace, 10.99.0.1 stands in for a remote client."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], check=False).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("CI must be able to make network namespaces (unshare -n, as root)")
+        pytest.skip("cannot make a private network namespace here")
+    script = tmp_path / "remote.py"
+    script.write_text(
+        "import json, socket\n"
+        "from legacy_msi_credential.bridge import Bridge, TokenSource\n"
+        "class S:\n"
+        "    def __call__(self, *a): return self\n"
+        "    def get_token(self, *s):\n"
+        "        from azure.core.credentials import AccessToken; return AccessToken('t', 2**31)\n"
+        "def ask(bridge, source, path):\n"
+        "    with socket.create_connection(('10.99.0.1' if source else '127.0.0.1', bridge.port),"
+        " source_address=(source or '127.0.0.1', 0)) as s:\n"
+        "        s.sendall(f'GET {path} HTTP/1.1\\r\\nHost: localhost\\r\\nMetadata: true\\r\\n"
+        "Connection: close\\r\\n\\r\\n'.encode())\n"
+        "        data = b''\n"
+        "        while chunk := s.recv(4096): data += chunk\n"
+        "    return int(data.split(b' ')[1])\n"
+        "with Bridge('0.0.0.0', 0, allow_remote=True, source=TokenSource('imds', credential_factory=S())) as b:\n"
+        "    print(json.dumps([ask(b, '10.99.0.1', '/healthz'), ask(b, '10.99.0.1', '/oauth2/token?resource=x'),"
+        " ask(b, None, '/healthz')]))\n"
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            f"ip link set lo up && ip addr add 10.99.0.1/32 dev lo && {sys.executable} {script}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    remote_health, remote_token, local_health = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote_health == 401
+    assert remote_token == 401
+    assert local_health == 200
+
+
+def test_nothing_listens_after_stop(imds: Emulator) -> None:
+    bridge = Bridge(port=0).start()
+    port = bridge.port
+    bridge.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with socket.socket() as again:  # and the port is free to take again
+        again.bind(("127.0.0.1", port))
