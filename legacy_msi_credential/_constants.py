@@ -12,6 +12,8 @@ TOKEN_PATH = "/oauth2/token"
 DEFAULT_ENDPOINT = f"http://localhost:{DEFAULT_PORT}{TOKEN_PATH}"
 #: Path IMDS serves tokens on (the emulator answers it too, for side-by-side comparisons).
 IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"
+#: Where a service manager asks whether this package's emulator or bridge is up (no ``Metadata`` header).
+HEALTH_PATH = "/healthz"
 #: Where IMDS listens on every Azure VM; only the CLI's diagnostics look at it, and they
 #: take the address from ``LEGACY_MSI_IMDS_URL`` first.
 IMDS_DEFAULT_URL = "http://169.254.169.254"
@@ -35,6 +37,8 @@ ENV_IMDS_URL = "LEGACY_MSI_IMDS_URL"
 
 #: How to install what ``DefaultAzureCredential`` and ``legacy-msi serve`` need.
 EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
+#: What ``legacy-msi serve`` needs: azure-identity and aiohttp.
+SERVE_HINT = 'pip install "legacy-msi-credential[serve]"'
 
 
 # --- The protocol's parameters ---------------------------------------------------------

@@ -24,8 +24,6 @@ from ._endpoint import is_loopback_host
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
 #: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
 TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
-#: Where a service manager asks whether the server is up (no ``Metadata`` header needed).
-HEALTH_PATH = "/healthz"
 #: What the extension relayed from Azure AD for a resource it does not know.
 INVALID_RESOURCE = (
     "AADSTS50001: The application named {resource} was not found in the tenant named {tenant}. "

@@ -25,9 +25,11 @@ from ._constants import (
     ENV_ENDPOINT,
     ENV_IMDS_URL,
     EXTRA_HINT,
+    HEALTH_PATH,
     IDENTITY_PARAMETERS,
     IMDS_DEFAULT_URL,
     IMDS_TOKEN_PATH,
+    TOKEN_PATH,
 )
 from ._endpoint import (
     SOURCES,
@@ -201,6 +203,22 @@ def _probe(
         session.close()
 
 
+def _what_listens(token_url: str, timeout: float) -> tuple[str, str]:
+    """What answers at ``token_url``: ``("emulator", ...)``, ``("bridge", ...)`` or ``("extension", ...)``,
+    with a phrase naming it. The emulator and the bridge say so on their health path; the
+    extension has none."""
+    base = token_url.split("?", 1)[0]
+    base = base[: -len(TOKEN_PATH)] if base.endswith(TOKEN_PATH) else base.rstrip("/")
+    status, _, body, _ = _probe(base + HEALTH_PATH, headers={}, timeout=timeout)
+    role = _json_field(body, "role") if status == 200 else None
+    if role == "emulator":
+        return "emulator", "this package's emulator (legacy-msi emulate): its tokens are not real"
+    if role == "bridge":
+        source = _json_field(body, "source") or "an unknown"
+        return "bridge", f"a legacy-msi serve bridge, with tokens from its {source} source"
+    return "extension", "the legacy managed identity extension"
+
+
 def _json_field(body: bytes, name: str) -> Optional[str]:
     try:
         document = json.loads(body.decode("utf-8"))
@@ -252,6 +270,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     out.write("\nThe endpoint:\n")
     listening = _listening(choice.url, timeout=args.timeout)
     verdict = ""
+    kind = "extension"
     if not listening:
         report.line("FAIL", f"nothing listens at {choice.url}")
         verdict = (
@@ -266,9 +285,11 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             timeout=args.timeout,
         )
         if bare_status == 400 and _json_field(bare_body, "error") == "bad_request_102":
+            kind, listener = _what_listens(choice.url, args.timeout)
             report.line(
                 " ok ", "it answers like the extension (a request without 'Metadata: true' gets 400 bad_request_102)"
             )
+            report.line("info" if kind == "extension" else "note", f"it is {listener}")
         elif bare_status is None:
             report.line("warn", f"a request without 'Metadata: true' got no answer ({bare_error})")
         else:
@@ -332,7 +353,11 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
 
     out.write("\nVerdict: ")
     if got_token:
-        out.write("healthy: LegacyMsiCredential gets tokens on this machine.\n")
+        origin = {
+            "emulator": "from this package's emulator: test tokens that no Azure service accepts",
+            "bridge": "from a legacy-msi serve bridge",
+        }.get(kind, "from the legacy managed identity extension")
+        out.write(f"healthy: LegacyMsiCredential gets tokens on this machine, {origin}.\n")
         return 0
     if step is not None:
         out.write(

@@ -38,9 +38,9 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_PORT, TOKEN_PATH
+from ._constants import DEFAULT_PORT, HEALTH_PATH, TOKEN_PATH
 from ._endpoint import is_loopback_host
-from ._rules import HEALTH_PATH, Policy, Refusal, decide, parameters
+from ._rules import Policy, Refusal, decide, parameters
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
 

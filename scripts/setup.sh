@@ -27,9 +27,16 @@ if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$M
     if [ "$PROFILE" = dev ]; then touch .venv/.installed-quickstart; fi  # dev includes it
 fi
 
-# The loopback tests make private network namespaces (unshare from util-linux, ip from iproute2).
-if [ "$PROFILE" = dev ] && ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux >/dev/null
+# The loopback tests make private network namespaces (unshare from util-linux, ip from iproute2);
+# the DNS rebinding test drives a real browser (Debian's chromium).
+if [ "$PROFILE" = dev ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=()
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2 util-linux)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "setup: installing ${missing[*]} (Debian packages)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
 fi
 
 if ! command -v npm >/dev/null 2>&1; then

@@ -109,8 +109,24 @@ def test_doctor_healthy_with_imds_absent(emulator: Emulator, capsys: pytest.Capt
     assert main(["doctor", "--endpoint", emulator.endpoint]) == 0
     out = capsys.readouterr().out
     assert "answers like the extension" in out
-    assert "Verdict: healthy" in out
+    assert "it is this package's emulator (legacy-msi emulate): its tokens are not real" in out
+    assert "Verdict: healthy: LegacyMsiCredential gets tokens on this machine, from this package's emulator" in out
+    assert "the legacy managed identity extension" not in out.split("Verdict:", 1)[1]
     assert "does not answer" in out  # IMDS, at the dead loopback address of the test environment
+
+
+def test_doctor_names_a_bridge_and_its_source(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from legacy_msi_credential.bridge import Bridge
+
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds_authority)
+    with Bridge(port=0, source="imds") as bridge:
+        assert main(["doctor", "--endpoint", bridge.endpoint, "--skip-imds"]) == 0
+    out = capsys.readouterr().out
+    assert "it is a legacy-msi serve bridge, with tokens from its imds source" in out
+    assert "Verdict: healthy: LegacyMsiCredential gets tokens on this machine, from a legacy-msi serve bridge." in out
+    assert "emulator" not in out.split("The endpoint:", 1)[1].split("IMDS:", 1)[0]
 
 
 def test_doctor_reports_imds_when_it_answers(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:

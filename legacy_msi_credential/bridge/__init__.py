@@ -35,11 +35,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from .._constants import DEFAULT_PORT, TOKEN_PATH
+from .._constants import DEFAULT_PORT, SERVE_HINT, TOKEN_PATH
 from .._endpoint import is_loopback_host
 from .._guard import is_loopback_address
 from .._rules import Policy
-from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
+
+try:
+    from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
+except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
+    raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
 from ._source import SOURCE_TIMEOUT, SOURCES, SourceLimits, TokenSource
 
 __all__ = ["SERVER_NAME", "SOURCES", "SOURCE_TIMEOUT", "Bridge", "BridgeLimits", "SourceLimits", "TokenSource"]

@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._constants import HEALTH_PATH
 from .._guard import peer_is_loopback
-from .._rules import HEALTH_PATH, Policy, Refusal, TokenAsk, decide, parameters, token_answer
+from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
 from ._source import TokenSource
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from .._cache import Action, TokenCache
 from .._claims import decode_claims, is_user_token, lacks_identity
-from .._constants import EXTRA_HINT
+from .._constants import SERVE_HINT
 from .._flight import Busy, Flights, Gate
 from .._protocol import TokenResult
 from .._rules import Refusal, TokenAsk
@@ -249,7 +249,7 @@ def _identity_credential(kind: str, parameter: Optional[str], value: Optional[st
     try:
         import azure.identity.aio as identity
     except ImportError:
-        raise ImportError(f"legacy-msi serve gets tokens through azure-identity: {EXTRA_HINT}") from None
+        raise ImportError(f"legacy-msi serve gets tokens through azure-identity: {SERVE_HINT}") from None
     if kind == "cli":
         return identity.AzureCliCredential()
     if kind == "default":
