@@ -28,11 +28,12 @@ if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$M
 fi
 
 # The loopback tests make private network namespaces (unshare from util-linux, ip from iproute2);
-# the DNS rebinding test drives a real browser (Debian's chromium).
+# the DNS rebinding test drives a real browser (Debian's chromium); the bridge's benchmark uses wrk.
 if [ "$PROFILE" = dev ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2 util-linux)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "setup: installing ${missing[*]} (Debian packages)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -76,7 +76,7 @@ class StandIn:
         time.sleep(self.delay)
         if self.claims == "mirror":
             claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}.get(parameter or "", "sub")
-            token = jwt(**{claim: value or "system"})
+            token = jwt(**{claim: value or "system", "aio": "x" * 1500})  # about the size of an Azure AD token
         else:
             token = jwt(**self.claims) if self.claims is not None else f"opaque-{self.calls}"
         return AccessToken(token, int(time.time()) + 3600)

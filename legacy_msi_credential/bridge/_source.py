@@ -10,6 +10,7 @@ the identity asked for (:mod:`legacy_msi_credential._claims`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -216,11 +217,11 @@ async def _get_token(credential: Any, scope: str) -> Any:
 
     def work() -> None:
         try:
-            outcome = credential.get_token(scope)
+            outcome, error = credential.get_token(scope), None
         except BaseException as exc:  # handed to the waiting task, whatever it is
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, outcome, None)
+            outcome, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the bridge stopped, nobody waits
+            loop.call_soon_threadsafe(settle, outcome, error)
 
     threading.Thread(target=work, name="legacy-msi-source", daemon=True).start()
     return await done

@@ -1,0 +1,221 @@
+"""`legacy-msi serve` as a machine-wide token service: the figures of its README section.
+
+* **Broker**: N processes, each with its own credential, get a token: through the bridge
+  (this package's ``LegacyMsiCredential``) or straight from IMDS (azure-identity's
+  ``ManagedIdentityCredential``); the emulator in its IMDS role counts the requests it gets.
+* **Throughput**: cached answers per second with keep-alive from 32 clients (``wrk``), and
+  p99 latency; the same while 512 slow clients hold connections open, trickling bytes.
+* **Starvation**: a client asking for a cached token on a new connection while 512 slow
+  clients trickle: its latency.
+
+    python benchmarks/bridge.py            # the published figures
+    python benchmarks/bridge.py --quick    # CI: fewer processes, shorter runs, the same targets
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from legacy_msi_credential.bridge import Bridge  # noqa: E402
+from legacy_msi_credential.emulator import Emulator  # noqa: E402
+
+SCOPE = "https://management.azure.com/.default"
+RESOURCE = "https://management.azure.com/"
+
+_THROUGH_BRIDGE = (
+    "import sys\nfrom legacy_msi_credential import LegacyMsiCredential\n"
+    "with LegacyMsiCredential(endpoint=sys.argv[1]) as credential:\n"
+    f"    assert credential.get_token({SCOPE!r}).token\n"
+)
+_DIRECT = (
+    "from azure.identity import ManagedIdentityCredential\n"
+    "with ManagedIdentityCredential() as credential:\n"
+    f"    assert credential.get_token({SCOPE!r}).token\n"
+)
+
+
+def _processes(code: str, count: int, *args: str, env: dict[str, str]) -> float:
+    """Start ``count`` processes at once; seconds until the last one ends (each must succeed)."""
+    started = time.perf_counter()
+    running = [
+        subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL) for _ in range(count)
+    ]
+    failed = [process for process in running if process.wait(300) != 0]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {count} processes failed")
+    return time.perf_counter() - started
+
+
+def broker(count: int) -> tuple[int, int]:
+    """IMDS requests for ``count`` processes through the bridge, and straight to IMDS."""
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    for name in ("MSI_ENDPOINT", "LEGACY_MSI_ENDPOINT", "AZURE_CLIENT_ID"):
+        env.pop(name, None)
+    with Emulator(port=0) as imds:
+        env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.imds_authority
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.imds_authority
+        try:
+            with Bridge(port=0, source="imds") as bridge:
+                _processes(_THROUGH_BRIDGE, count, bridge.endpoint, env=env)
+                through_bridge = imds.request_count
+        finally:
+            os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
+        imds.reset()
+        _processes(_DIRECT, count, env=env)
+        direct = imds.request_count
+    return through_bridge, direct
+
+
+class Tricklers:
+    """``count`` connections that each send a request's first bytes, then a byte every half second."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.reconnects = 0
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock.sendall(b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\n")
+        return sock
+
+    def _run(self) -> None:
+        sockets = [self._open() for _ in range(self.count)]
+        while not self._stop.wait(0.5):
+            for index, sock in enumerate(sockets):
+                try:
+                    sock.sendall(b"X")
+                except OSError:  # cut off at its deadline: come back, as an attacker would
+                    sock.close()
+                    self.reconnects += 1
+                    with suppress(OSError):
+                        sockets[index] = self._open()
+        for sock in sockets:
+            sock.close()
+
+    def __enter__(self) -> Tricklers:
+        self._thread.start()
+        time.sleep(1.0)  # all connected and trickling
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def wrk(url: str, seconds: int) -> tuple[float, float]:
+    """Requests per second and p99 latency (ms) for 32 keep-alive clients."""
+    output = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-H", "Metadata: true", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([0-9.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        raise SystemExit(f"wrk got {errors.group(1)} failed answers")
+    return rate, p99
+
+
+def one_new_client(url: str, count: int) -> list[float]:
+    """Latencies (ms) of ``count`` requests, each on a new connection."""
+    import requests
+
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = requests.get(url, headers={"Metadata": "true"}, timeout=30)
+        samples.append((time.perf_counter() - started) * 1000)
+        answer.raise_for_status()
+    return samples
+
+
+@contextmanager
+def cached_bridge() -> Iterator[tuple[Bridge, str]]:
+    with Emulator(port=0) as imds:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = imds.imds_authority
+        try:
+            with Bridge(port=0, source="imds") as bridge:
+                url = f"{bridge.endpoint}?resource={RESOURCE}"
+                one_new_client(url, 1)  # cached from now on
+                yield bridge, url
+        finally:
+            os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI mode: fewer processes, shorter runs")
+    args = parser.parse_args(argv)
+    processes = 20 if args.quick else 60
+    seconds = 3 if args.quick else 10
+    missed = []
+
+    through_bridge, direct = broker(processes)
+    print(f"Broker: {processes} processes, each with its own credential, get a token")
+    print(f"  IMDS requests through the bridge:                {through_bridge}")
+    print(f"  IMDS requests straight (ManagedIdentityCredential): {direct}")
+    print(f"  ratio: {direct / max(1, through_bridge):.0f}x fewer through the bridge (target: 1 request)")
+    if through_bridge != 1:
+        missed.append("broker")
+
+    with cached_bridge() as (bridge, url):
+        if shutil.which("wrk") is None:
+            print("wrk not installed (Debian package wrk): throughput not measured")
+            if os.environ.get("CI"):
+                missed.append("wrk")
+        else:
+            rate, p99 = wrk(url, seconds)
+            print(f"Cached answers, 32 keep-alive clients (wrk, {seconds} s): {rate:,.0f}/s, p99 {p99:.1f} ms")
+            print("  targets: at least 4,000/s, p99 under 20 ms")
+            if rate < 4000 or p99 >= 20:
+                missed.append("throughput")
+            with Tricklers(bridge.port, 512) as slow:
+                rate_slow, p99_slow = wrk(url, seconds)
+                print(
+                    f"  the same while 512 slow clients trickle: {rate_slow:,.0f}/s, p99 {p99_slow:.1f} ms "
+                    f"({slow.reconnects} slow reconnects after their deadline)"
+                )
+                if rate_slow < 2000:
+                    missed.append("throughput under slow clients")
+        with Tricklers(bridge.port, 512) as slow:
+            samples = one_new_client(url, 50)
+            worst = max(samples)
+            print(
+                f"A new client asking for a cached token while 512 slow clients trickle: median "
+                f"{statistics.median(samples):.1f} ms, worst {worst:.1f} ms of 50 (target: every one under 100 ms); "
+                f"{bridge.connections.timed_out} connections cut at their deadline"
+            )
+            if worst >= 100:
+                missed.append("starvation")
+    if missed:
+        print(f"MISSED: {', '.join(missed)}")
+        return 1
+    print("All bridge targets met.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
