@@ -524,7 +524,7 @@ def _point_azure_identity_at_imds(url: Optional[str]) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from .bridge import Bridge, TokenSource
+    from .bridge import Bridge, Notifier, TokenSource
 
     _point_azure_identity_at_imds(args.imds_url)
     if not args.no_access_log:
@@ -535,7 +535,8 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         access.setLevel(logging.INFO)
         access.propagate = False
     source = TokenSource(args.source, timeout=args.source_timeout)
-    bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote)
+    notifier = Notifier.from_environment()
+    bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote, notifier=notifier)
     bridge.start()
     stop_requested = threading.Event()
 
@@ -549,6 +550,7 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             if written:
                 out.write(f"Settings file written: {written}\n")
             out.flush()
+            notifier.ready(f"serving {bridge.endpoint} from the {args.source} source")
             while not stop_requested.wait(0.5):
                 pass
             bridge.stop()  # answers what is in flight first, then the settings file goes

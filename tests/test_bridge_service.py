@@ -586,3 +586,82 @@ def test_nothing_listens_after_stop(imds: Emulator) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     with socket.socket() as again:  # and the port is free to take again
         again.bind(("127.0.0.1", port))
+
+
+def test_requests_arriving_as_a_flight_ends_find_its_token() -> None:
+    """Clients that keep asking while the first source request ends: still one source request."""
+    stand_in = StandIn("mirror", delay=0.2)
+    with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in)) as bridge:
+        stop = time.monotonic() + 1.0
+        statuses: list[int] = []
+
+        def client() -> None:
+            with requests.Session() as session:
+                while time.monotonic() < stop:
+                    answer = session.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"})
+                    statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert len(statuses) > 16
+    assert set(statuses) == {200}
+    assert stand_in.calls == 1
+
+
+# --- as a systemd service: the notification protocol --------------------------------------------
+
+
+def test_readiness_and_the_watchdog_reach_systemds_socket(imds: Emulator, tmp_path: Path) -> None:
+    """A real datagram socket stands in for systemd's ``$NOTIFY_SOCKET``."""
+    address = str(tmp_path / "notify")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(address)
+    systemd.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
+    command = [sys.executable, "-m", "legacy_msi_credential", "serve", "--port", "0", "--imds-url", imds.imds_authority]
+    with systemd, subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        try:
+            assert process.stdout is not None
+            endpoint = process.stdout.readline().decode().split(" at ", 1)[1].split(",", 1)[0]
+            ready = systemd.recv(4096).decode().split("\n")
+            while ready == ["WATCHDOG=1"]:  # the serving loop may ping before the command says it is ready
+                ready = systemd.recv(4096).decode().split("\n")
+            assert ready[0] == "READY=1"
+            assert ready[1] == f"STATUS=serving {endpoint} from the imds source"
+            answer = requests.get(endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
+            assert answer.status_code == 200  # ready meant ready
+            pings = [systemd.recv(4096) for _ in range(5)]
+            assert set(pings) == {b"WATCHDOG=1"}
+            process.send_signal(signal.SIGTERM)
+            message = systemd.recv(4096)
+            while message == b"WATCHDOG=1":  # until it says it stops; a timeout fails the test
+                message = systemd.recv(4096)
+            assert message == b"STOPPING=1"
+            process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0
+
+
+def test_the_notifier_speaks_to_abstract_sockets_and_is_silent_outside_systemd() -> None:
+    from legacy_msi_credential.bridge import Notifier
+
+    name = f"legacy-msi-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind("\0" + name)
+        systemd.settimeout(5)
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "30000000"})
+        assert notifier.ping_interval == 15
+        assert notifier.ready("up")
+        assert systemd.recv(100) == b"READY=1\nSTATUS=up"
+    silent = Notifier.from_environment({})
+    assert silent.address is None
+    assert silent.ping_interval is None
+    assert not silent.ready()
+    other = Notifier.from_environment({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
+    assert other.ping_interval is None  # the watchdog is another process's

@@ -44,9 +44,19 @@ try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
 except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
     raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
+from ._notify import Notifier
 from ._source import SOURCE_TIMEOUT, SOURCES, SourceLimits, TokenSource
 
-__all__ = ["SERVER_NAME", "SOURCES", "SOURCE_TIMEOUT", "Bridge", "BridgeLimits", "SourceLimits", "TokenSource"]
+__all__ = [
+    "SERVER_NAME",
+    "SOURCES",
+    "SOURCE_TIMEOUT",
+    "Bridge",
+    "BridgeLimits",
+    "Notifier",
+    "SourceLimits",
+    "TokenSource",
+]
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 
@@ -85,6 +95,8 @@ class Bridge:
             loopback are still refused, as the extension refused them, the health path included.
         limits: The server's bounds.
         clock: Unix time, for ``expires_in``.
+        notifier: systemd's notification socket: the serving loop answers its watchdog
+            (readiness is the caller's to send, once it is ready).
 
     Raises:
         ValueError: A host that is not loopback without ``allow_remote``.
@@ -99,6 +111,7 @@ class Bridge:
         allow_remote: bool = False,
         limits: BridgeLimits = BridgeLimits(),
         clock: Callable[[], float] = time.time,
+        notifier: Optional[Notifier] = None,
     ) -> None:
         if not allow_remote and not is_loopback_host(host.strip("[]") if ":" in host else host):
             raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
@@ -117,6 +130,8 @@ class Bridge:
         self._stopped.set()
         self._port = 0
         self._app: Optional[BridgeApp] = None
+        self.notifier = notifier or Notifier(None)
+        self._pinging: Optional[asyncio.Task[None]] = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -185,6 +200,15 @@ class Bridge:
                 self._servers.append(
                     await loop.create_server(self._factory, "::1", self._port, reuse_address=True, backlog=1024)
                 )
+        interval = self.notifier.ping_interval
+        if interval:
+            self._pinging = asyncio.ensure_future(self._ping(interval))
+
+    async def _ping(self, interval: float) -> None:
+        """systemd's watchdog, answered from the serving loop: a wedged loop stops answering."""
+        while True:
+            self.notifier.ping()
+            await asyncio.sleep(interval)
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stop accepting, answer what is in flight within ``grace`` seconds (``503`` if the
@@ -207,6 +231,9 @@ class Bridge:
             _LOGGER.info("Bridge stopped")
 
     async def _shutdown(self, grace: float) -> None:
+        self.notifier.stopping()
+        if self._pinging is not None:
+            self._pinging.cancel()
         for server in self._servers:
             server.close()  # no new connections
         loop = asyncio.get_running_loop()

@@ -130,15 +130,19 @@ class TokenSource:
         if action is Action.SERVE and entry is not None:
             return TokenResult(entry.access_token.token, entry.expires_on)
         try:
-            result = await self._flights.run(key, lambda: self._fetch(ask))
+            return await self._flights.run(key, lambda: self._fetch_and_keep(key, ask))
         except Refusal:
             if action is Action.TRY_REFRESH and entry is not None:
                 self._cache.refresh_failed(entry, self._clock())
                 _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
                 return TokenResult(entry.access_token.token, entry.expires_on)
             raise
-        if self._cache.decide(key, self._clock())[0] is not Action.SERVE:
-            self._cache.store(key, result, self._clock())
+
+    async def _fetch_and_keep(self, key: str, ask: TokenAsk) -> TokenResult:
+        """The flight itself: the token is cached before the flight ends, so that no request
+        arriving after it finds neither a token nor a flight."""
+        result = await self._fetch(ask)
+        self._cache.store(key, result, self._clock())
         return result
 
     async def _fetch(self, ask: TokenAsk) -> TokenResult:

@@ -1,0 +1,112 @@
+"""``packaging/legacy-msi-serve.service`` judged by systemd's own tools, and installed as documented.
+
+``systemd-analyze security --offline=true`` rates the unit's exposure and ``systemd-analyze
+verify`` checks it; neither needs a running systemd. The install steps of the unit's
+comments are run as written (less ``sudo``), in a private mount namespace where ``/opt``
+and ``/etc/systemd/system`` are scratch folders, from this clone (``pip install ".[serve]"``).
+What cannot be run here without a real systemd: starting the unit, its sandbox and its
+``ExecStartPost=``/``ExecStopPost=`` steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "packaging" / "legacy-msi-serve.service"
+
+
+def _need(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs {tool} (scripts/setup.sh)")
+        pytest.skip(f"needs {tool}")
+    return found
+
+
+def test_the_units_exposure_is_ok() -> None:
+    analyze = _need("systemd-analyze")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SYSTEMD_COLORS": "0"},
+    )
+    print(result.stdout)  # the whole table, for the log
+    match = re.search(r"Overall exposure level for legacy-msi-serve\.service: ([0-9.]+) (\w+)", result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    exposure, verdict = float(match.group(1)), match.group(2)
+    print(f"exposure {exposure} {verdict}")
+    assert exposure <= 2.0
+    assert verdict == "OK"
+    for check in ("User=/DynamicUser=", "CapabilityBoundingSet=~CAP_SYS_ADMIN", "SystemCallFilter=~@privileged"):
+        line = next(line for line in result.stdout.splitlines() if check in line)
+        assert line.lstrip().startswith("✓"), line
+
+
+def test_the_unit_says_what_it_promises() -> None:
+    settings = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings["DynamicUser"] == "yes"
+    assert settings["CapabilityBoundingSet"] == ""
+    assert settings["IPAddressDeny"] == "any"
+    assert settings["IPAddressAllow"].split() == ["localhost", "169.254.169.254"]
+    assert settings["Type"] == "notify"
+    assert "ReadWritePaths" not in settings  # the service writes nothing; the privileged steps write the file
+    assert settings["ExecStartPost"].startswith("+")
+    assert settings["ExecStopPost"] == "+/bin/rm -f /var/lib/waagent/ManagedIdentity-Settings"
+    assert "Documentation" not in settings  # no page to point at until the package is published
+    assert settings["MemoryMax"] == "256M"
+
+
+def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
+    analyze = _need("systemd-analyze")
+    _need("unshare")
+    if os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root")
+    steps = [line.strip()[1:].strip() for line in UNIT.read_text().splitlines() if line.startswith("#   sudo ")]
+    assert steps, "the unit's comments carry the install steps"
+    commands = []
+    for step in steps:
+        command = step.removeprefix("sudo ").split("   #", 1)[0].strip()
+        command = command.replace('"legacy-msi-credential[serve]"', shlex.quote(f"{ROOT}[serve]"))  # from this clone
+        if command.startswith("systemctl"):
+            continue  # needs a running systemd: verify instead
+        commands.append(command)
+    opt, units = tmp_path / "opt", tmp_path / "units"
+    opt.mkdir()
+    units.mkdir()
+    script = " && ".join(
+        [
+            f"mount --bind {opt} /opt",
+            f"mount --bind {units} /etc/systemd/system",
+            f"cd {ROOT}",
+            *commands,
+            "/opt/legacy-msi/bin/legacy-msi serve --help >/dev/null",
+            f"{analyze} verify /etc/systemd/system/legacy-msi-serve.service",
+        ]
+    )
+    python = Path(sys.executable).resolve().parent
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PATH": f"{python}{os.pathsep}{os.environ['PATH']}", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "legacy-msi-serve.service:" not in result.stderr, result.stderr  # verify found nothing to say
+    assert (opt / "legacy-msi" / "bin" / "legacy-msi").exists()
