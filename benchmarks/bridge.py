@@ -7,6 +7,8 @@
   p99 latency; the same while 512 slow clients hold connections open, trickling bytes.
 * **Starvation**: a client asking for a cached token on a new connection while 512 slow
   clients trickle: its latency.
+* **Memory**: the resident size of a bridge process after 10,000 distinct identities were
+  asked for (the source is a stand-in with Azure AD-sized tokens and no rate cap).
 
     python benchmarks/bridge.py            # the published figures
     python benchmarks/bridge.py --quick    # CI: fewer processes, shorter runs, the same targets
@@ -165,6 +167,53 @@ def cached_bridge() -> Iterator[tuple[Bridge, str]]:
             os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
 
 
+_MEMORY = """
+import base64, json, resource, sys, time
+import requests
+from azure.core.credentials import AccessToken
+from legacy_msi_credential.bridge import Bridge, SourceLimits, TokenSource
+
+def claims(value):
+    part = base64.urlsafe_b64encode(json.dumps({"oid": value, "aio": "x" * 1500}).encode()).decode().rstrip("=")
+    return "e30." + part + "."
+
+class Source:
+    def __call__(self, kind, parameter, value):
+        return Credential(value)
+
+class Credential:
+    def __init__(self, value):
+        self.value = value
+    def get_token(self, *scopes):
+        return AccessToken(claims(self.value), int(time.time()) + 3600)
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+
+source = TokenSource("imds", credential_factory=Source(), limits=SourceLimits(rate=1e9))
+with Bridge(port=0, source=source) as bridge, requests.Session() as session:
+    session.get(bridge.endpoint, params={"resource": "https://vault.azure.net", "object_id": "warm"},
+                headers={"Metadata": "true"}).raise_for_status()
+    before = rss()
+    for number in range(int(sys.argv[1])):
+        session.get(bridge.endpoint, params={"resource": "https://vault.azure.net", "object_id": f"id-{number}"},
+                    headers={"Metadata": "true"}).raise_for_status()
+    print(json.dumps({"before": before, "after": rss(), "cached": source.cached}))
+"""
+
+
+def memory(count: int) -> dict[str, float]:
+    """Resident MiB of a bridge before and after ``count`` distinct identities (the client shares the process)."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    output = subprocess.run(
+        [sys.executable, "-c", _MEMORY, str(count)], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return figures
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: fewer processes, shorter runs")
@@ -210,6 +259,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
             if worst >= 100:
                 missed.append("starvation")
+    identities = 2_000 if args.quick else 10_000
+    held = memory(identities)
+    print(
+        f"Memory: {held['before']:.0f} MiB resident, {held['after']:.0f} MiB after {identities:,} distinct identities "
+        f"({held['cached']:.0f} tokens kept; target: under 96 MiB, within the unit's MemoryMax=128M)"
+    )
+    if held["after"] >= 96 or held["cached"] > 1000:
+        missed.append("memory")
     if missed:
         print(f"MISSED: {', '.join(missed)}")
         return 1

@@ -67,7 +67,7 @@ def test_the_unit_says_what_it_promises() -> None:
     assert settings["ExecStartPost"].startswith("+")
     assert settings["ExecStopPost"] == "+/bin/rm -f /var/lib/waagent/ManagedIdentity-Settings"
     assert "Documentation" not in settings  # no page to point at until the package is published
-    assert settings["MemoryMax"] == "256M"
+    assert settings["MemoryMax"] == "128M"  # benchmarks/bridge.py: about 60 MiB resident after 10,000 identities
 
 
 def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
