@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._credential import LegacyMsiCredential
     from ._default import DefaultAzureCredential
     from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint
-    from ._errors import CredentialUnavailableError, TokenRequestError
+    from ._errors import CredentialUnavailableError, IdentityMismatchError, TokenRequestError
     from ._protocol import Identity
 
 __version__ = VERSION
@@ -37,6 +37,7 @@ _WHERE = {
     "resolve_endpoint": "._endpoint",
     "CredentialUnavailableError": "._errors",
     "TokenRequestError": "._errors",
+    "IdentityMismatchError": "._errors",
     "Identity": "._protocol",
 }
 
@@ -45,6 +46,7 @@ __all__ = [
     "DefaultAzureCredential",
     "EndpointChoice",
     "Identity",
+    "IdentityMismatchError",
     "LegacyMsiCredential",
     "SettingsFileError",
     "TokenRequestError",

@@ -14,9 +14,17 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, Service
 from azure.core.rest import HttpRequest
 
 from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
+from ._claims import decode_claims, identity_mismatch
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint, source_named
-from ._errors import CredentialUnavailableError, SanitizedCause, TokenRequestError, fresh_copy, unavailable
+from ._errors import (
+    CredentialUnavailableError,
+    IdentityMismatchError,
+    SanitizedCause,
+    TokenRequestError,
+    fresh_copy,
+    unavailable,
+)
 from ._protocol import Answer, Identity, build_request, parse_response, unreadable, wants_post
 from ._retry import RetrySettings, check_seconds
 from ._scopes import scopes_to_resource
@@ -25,7 +33,7 @@ _LOGGER = logging.getLogger("legacy_msi_credential")
 
 #: Cached tokens kept per credential before the fast lookup table is rebuilt from scratch.
 _FAST_TABLE_MAX = 256
-_FastRow = tuple[float, SafeAccessToken, SafeAccessTokenInfo]
+_FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
 
 
 class CredentialBase(abc.ABC):
@@ -61,12 +69,15 @@ class CredentialBase(abc.ABC):
         wait_for_endpoint: float = 0,
         allow_insecure_http: bool = False,
         clock: Optional[Callable[[], float]] = None,
+        monotonic: Optional[Callable[[], float]] = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(allow_insecure_http, bool) or not isinstance(use_post, bool):
             raise ValueError("allow_insecure_http and use_post must be True or False")
         if clock is not None and not callable(clock):
             raise ValueError("clock must be a callable returning Unix seconds")
+        if monotonic is not None and not callable(monotonic):
+            raise ValueError("monotonic must be a callable returning seconds that never go back")
         self._identity = Identity.from_arguments(client_id, object_id, msi_res_id)
         self._endpoint: Optional[EndpointChoice] = None
         self._endpoint_error: Optional[SettingsFileError] = None
@@ -95,6 +106,8 @@ class CredentialBase(abc.ABC):
         self._pipeline_kwargs = kwargs
         self._method = "POST" if use_post else "GET"
         self._clock: Callable[[], float] = clock or time.time
+        # A simulated wall clock given alone drives both: the tests' time passes on both clocks.
+        self._monotonic: Callable[[], float] = monotonic or clock or time.monotonic
         self._cache = TokenCache()
         self._fresh: dict[tuple[str, ...], _FastRow] = {}
         #: Per resource: how many requests have ended, and the last one's failure (or None).
@@ -183,11 +196,24 @@ class CredentialBase(abc.ABC):
         if wants_post(self._method, answer.status):
             answer = yield self._request(resource, "POST")
         assert self._endpoint is not None
-        now = self._clock()
+        now, mono = self._clock(), self._monotonic()
         result = parse_response(
             answer.status, answer.content_type, answer.body, now=now, url=self._endpoint.url, resource=resource
         )
-        entry = self._cache.store(resource, result, now)
+        wrong = identity_mismatch(
+            self._identity.parameter,
+            self._identity.value,
+            decode_claims(result.token),
+            echoed_client_id=result.client_id,
+        )
+        if wrong is not None:
+            raise IdentityMismatchError(
+                f"{self._endpoint.url} answered with a token for another identity than the one asked for: {wrong}. "
+                "The token was not used or cached; check the identity's ID, and that it is assigned to this VM",
+                status_code=answer.status,
+                error_code="identity_mismatch",
+            )
+        entry = self._cache.store(resource, result, now, mono)
         _LOGGER.info(
             "%s: token for %s (%s) from %s: HTTP %d in %.0f ms, expires in %d s",
             self._credential_name,
@@ -267,14 +293,14 @@ class CredentialBase(abc.ABC):
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
         if len(self._fresh) >= _FAST_TABLE_MAX:
             self._fresh.clear()
-        self._fresh[scopes] = (entry.refresh_on, entry.access_token, entry.info)
+        self._fresh[scopes] = (entry.refresh_on, entry.refresh_mono, entry.access_token, entry.info)
         return entry
 
     def _recheck(self, resource: str, force: bool) -> tuple[Action, Optional[CacheEntry]]:
         """Decide again once the resource's lock is held: another caller may have refreshed meanwhile."""
         if force:
             return Action.FETCH, None
-        return self._cache.decide(resource, self._clock())
+        return self._cache.decide(resource, self._clock(), self._monotonic())
 
     def _conclude(
         self,
@@ -309,7 +335,7 @@ class CredentialBase(abc.ABC):
         valid token the failure is raised.
         """
         if action is Action.TRY_REFRESH and entry is not None:
-            self._cache.refresh_failed(entry, self._clock())
+            self._cache.refresh_failed(entry, self._monotonic())
             _LOGGER.warning(
                 "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
                 self._credential_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
@@ -57,18 +58,41 @@ class Action(enum.Enum):
 
 @dataclass
 class CacheEntry:
-    """A cached token with its refresh schedule. Its ``repr`` never shows the token."""
+    """A cached token with its refresh schedule. Its ``repr`` never shows the token.
+
+    Every moment is kept on two clocks: the wall clock (Unix seconds, what tokens are dated
+    in) and the monotonic clock (the token's age, which a step of the wall clock does not
+    change). A token is due, or expired, when either clock says so.
+    """
 
     access_token: SafeAccessToken
     info: SafeAccessTokenInfo = field(repr=False)
     refresh_on: float
-    #: Set after a failed proactive refresh: no new attempt before this time.
-    retry_refresh_after: float = 0.0
+    #: The same moments on the monotonic clock (infinite when none was given).
+    refresh_mono: float = math.inf
+    expires_mono: float = math.inf
+    #: Set after a failed proactive refresh: no new attempt before this monotonic time.
+    retry_refresh_after: float = -math.inf
+    #: Taken by the one caller that refreshes this token (a ``list.pop`` is atomic).
+    _refresh_ticket: list[None] = field(default_factory=lambda: [None], repr=False)
 
     @property
     def expires_on(self) -> int:
         """Expiry in Unix seconds."""
         return self.access_token.expires_on
+
+    def claim_refresh(self) -> bool:
+        """Whether this caller is the one to refresh the token (at most one is, until it gives the claim back)."""
+        try:
+            self._refresh_ticket.pop()
+        except IndexError:
+            return False
+        return True
+
+    def give_back_refresh(self) -> None:
+        """Let a later caller try the refresh again."""
+        if not self._refresh_ticket:
+            self._refresh_ticket.append(None)
 
 
 def refresh_time(now: float, expires_on: int) -> float:
@@ -87,8 +111,8 @@ def refresh_time(now: float, expires_on: int) -> float:
     return min(moment, now + REFRESH_MAX_INTERVAL, expires_on - EXPIRY_MARGIN)
 
 
-def make_entry(result: TokenResult, now: float) -> CacheEntry:
-    """Wrap a fresh result for the cache."""
+def make_entry(result: TokenResult, now: float, mono: Optional[float] = None) -> CacheEntry:
+    """Wrap a fresh result for the cache; ``mono`` is the monotonic clock at ``now``."""
     refresh_on = refresh_time(now, result.expires_on)
     return CacheEntry(
         access_token=SafeAccessToken(result.token, result.expires_on),
@@ -96,6 +120,8 @@ def make_entry(result: TokenResult, now: float) -> CacheEntry:
             result.token, result.expires_on, token_type=result.token_type, refresh_on=int(refresh_on)
         ),
         refresh_on=refresh_on,
+        refresh_mono=math.inf if mono is None else mono + (refresh_on - now),
+        expires_mono=math.inf if mono is None else mono + (result.expires_on - now),
     )
 
 
@@ -111,12 +137,15 @@ class TokenCache:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._max = max_entries
 
-    def decide(self, key: str, now: float, *, force: bool = False) -> tuple[Action, Optional[CacheEntry]]:
+    def decide(
+        self, key: str, now: float, mono: float = -math.inf, *, force: bool = False
+    ) -> tuple[Action, Optional[CacheEntry]]:
         """Look ``key`` up and say what to do.
 
         Args:
             key: The resource.
             now: Unix seconds.
+            mono: The monotonic clock: a token is due or expired when either clock says so.
             force: A new token is required whatever the cache holds (a claims challenge).
 
         Returns:
@@ -125,19 +154,19 @@ class TokenCache:
         entry = self._entries.get(key)
         if entry is not None and self._max is not None:
             self._entries.move_to_end(key)
-        if entry is None or now >= entry.expires_on - EXPIRY_MARGIN:
+        if entry is None or now >= entry.expires_on - EXPIRY_MARGIN or mono >= entry.expires_mono - EXPIRY_MARGIN:
             return Action.FETCH, None
         if force:
             return Action.FETCH, entry
-        if now < entry.refresh_on:
+        if now < entry.refresh_on and mono < entry.refresh_mono:
             return Action.SERVE, entry
-        if now < entry.retry_refresh_after:
+        if mono < entry.retry_refresh_after:
             return Action.SERVE, entry
         return Action.TRY_REFRESH, entry
 
-    def store(self, key: str, result: TokenResult, now: float) -> CacheEntry:
+    def store(self, key: str, result: TokenResult, now: float, mono: Optional[float] = None) -> CacheEntry:
         """Cache a newly issued token and return its entry."""
-        entry = make_entry(result, now)
+        entry = make_entry(result, now, mono)
         self._entries[key] = entry
         if self._max is not None:
             self._entries.move_to_end(key)
@@ -145,9 +174,10 @@ class TokenCache:
                 self._entries.popitem(last=False)
         return entry
 
-    def refresh_failed(self, entry: CacheEntry, now: float) -> None:
-        """Note a failed proactive refresh: keep serving ``entry`` for a while."""
-        entry.retry_refresh_after = now + REFRESH_RETRY_DELAY
+    def refresh_failed(self, entry: CacheEntry, mono: float) -> None:
+        """Note a failed proactive refresh: keep serving ``entry`` for a while (``mono``: monotonic now)."""
+        entry.retry_refresh_after = mono + REFRESH_RETRY_DELAY
+        entry.give_back_refresh()
 
     def clear(self) -> None:
         """Forget every token."""

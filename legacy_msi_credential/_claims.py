@@ -67,14 +67,13 @@ def identity_mismatch(
     if parameter is None or value is None:
         return None
     parameter = IDENTITY_ALIASES.get(parameter, parameter)
+    if claims is not None:
+        claim, claimed = _claimed(parameter, claims)
+        if claimed is not None and not _same(value, claimed, parameter):  # an absent claim says nothing
+            return f"asked for {parameter} {_show(value)}, the token's {claim} claim is {_show(claimed)}"
     if echoed_client_id and parameter == "client_id" and not _same(value, echoed_client_id, parameter):
         return f"asked for client_id {_show(value)}, the answer names client_id {_show(echoed_client_id)}"
-    if claims is None:
-        return None
-    claim, claimed = _claimed(parameter, claims)
-    if claimed is None or _same(value, claimed, parameter):
-        return None  # a claim that is absent says nothing either way
-    return f"asked for {parameter} {_show(value)}, the token's {claim} claim is {_show(claimed)}"
+    return None
 
 
 def _claimed(parameter: str, claims: Mapping[str, Any]) -> tuple[str, Any]:

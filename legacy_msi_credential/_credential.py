@@ -37,6 +37,9 @@ class LegacyMsiCredential(CredentialBase):
             credential chain moves on quickly.
         allow_insecure_http: Accept a plain ``http`` endpoint that is not loopback.
         clock: Source of Unix time in seconds for the token cache (default ``time.time``).
+        monotonic: Source of seconds that never step (default ``time.monotonic``, or ``clock``
+            when only that is given): a cached token is due or expired when either clock says so,
+            so a wall clock stepped back never extends a token's life.
         **kwargs: ``connection_timeout`` (1 s), ``read_timeout`` (10 s, between bytes),
             ``response_timeout`` (15 s, for a whole answer however slowly it trickles),
             ``retry_total`` (4), and azure-core pipeline settings: ``transport``,
@@ -51,7 +54,6 @@ class LegacyMsiCredential(CredentialBase):
         self._pipeline: Pipeline[Any, Any] = self._new_pipeline()
         self._closed = False
         self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def _new_pipeline(self) -> Pipeline[Any, Any]:
         return build_pipeline(
@@ -95,8 +97,8 @@ class LegacyMsiCredential(CredentialBase):
             row = self._fresh.get(scopes)
         except TypeError:  # an unhashable scope: the slow path says what is wrong with it
             row = None
-        if row is not None and claims is None and self._clock() < row[0]:
-            return row[1]
+        if row is not None and claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+            return row[2]
         return self._entry(scopes, claims).access_token
 
     def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
@@ -119,20 +121,24 @@ class LegacyMsiCredential(CredentialBase):
             row = self._fresh.get(scopes)
         except TypeError:
             row = None
-        if row is not None and claims is None and self._clock() < row[0]:
-            return row[2]
+        if row is not None and claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+            return row[3]
         return self._entry(scopes, claims).info
 
     def close(self) -> None:
         """Close the transport's connections.
 
-        The credential stays usable: the next request opens new connections, unless the
-        transport was passed in (azure-core transports cannot be reopened).
+        The credential stays usable: the next request, or the next ``with`` block, opens new
+        connections; unless the transport was passed in, which is closed as azure-core's
+        clients close theirs, and cannot be reopened.
         """
         self._pipeline.__exit__()
         self._closed = True
 
     def __enter__(self) -> LegacyMsiCredential:
+        if self._closed and self._own_transport:  # used again after close: a new transport
+            self._pipeline = self._new_pipeline()
+            self._closed = False
         self._pipeline.__enter__()
         return self
 
@@ -142,50 +148,52 @@ class LegacyMsiCredential(CredentialBase):
     # --- the slow path -----------------------------------------------------------------
 
     def _lock(self, resource: str) -> threading.Lock:
-        lock = self._locks.get(resource)
-        if lock is None:
-            with self._locks_guard:
-                lock = self._locks.setdefault(resource, threading.Lock())
-        return lock
+        # dict.setdefault is atomic: every thread gets the same lock, and no lock guards the locks.
+        return self._locks.get(resource) or self._locks.setdefault(resource, threading.Lock())
 
     def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
         resource = self._resource_for(scopes, claims)
         if self._forked():
             self._locks = {}
-            self._locks_guard = threading.Lock()
             self._pipeline = self._new_pipeline()
         elif self._closed and self._own_transport:
             self._pipeline = self._new_pipeline()
             self._closed = False
         force = claims is not None
-        action, entry = self._cache.decide(resource, self._clock(), force=force)
+        action, entry = self._cache.decide(resource, self._clock(), self._monotonic(), force=force)
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
         seen = self._outcome_count(resource)
-        if action is Action.TRY_REFRESH and entry is not None:
-            # Non-blocking: a caller holding a valid token never waits for another's refresh.
-            if not lock.acquire(blocking=False):
-                return entry
-        else:
-            lock.acquire()
+        refreshing = entry if action is Action.TRY_REFRESH else None
+        if refreshing is not None and not refreshing.claim_refresh():
+            return refreshing  # another caller is refreshing it: one holding a valid token never waits
         try:
-            action, entry = self._recheck(resource, force)
-            if action is Action.SERVE and entry is not None:
-                return self._remember(scopes, entry)  # another thread got a token meanwhile
-            shared = self._shared_failure(resource, seen)
-            if shared is not None:
-                raise shared  # the request this caller waited for failed: so does this caller
-            fetched: Optional[CacheEntry] = None
-            failure: Optional[ClientAuthenticationError] = None
-            try:
-                fetched = self._fetch(resource)
-            except Exception as exc:
-                failure = self._boundary(exc)
-            # Outside the except block: a failure raised from here has nothing chained to it.
-            return self._conclude(scopes, resource, action, entry, fetched, failure)
+            # The with statement takes and releases the lock itself: no line of Python runs
+            # between taking it and being sure to release it, so no exception (an interrupt
+            # included) can leave it held.
+            with lock:
+                action, entry = self._recheck(resource, force)
+                if action is Action.SERVE and entry is not None:
+                    return self._remember(scopes, entry)  # another thread got a token meanwhile
+                shared = self._shared_failure(resource, seen)
+                if shared is not None:
+                    raise shared  # the request this caller waited for failed: so does this caller
+                fetched, failure = self._try_fetch(resource)
+                # Outside any except block: a failure raised from here has nothing chained to it.
+                return self._conclude(scopes, resource, action, entry, fetched, failure)
         finally:
-            lock.release()
+            if refreshing is not None:
+                refreshing.give_back_refresh()  # whatever happened, a later caller may refresh it
+
+    def _try_fetch(self, resource: str) -> tuple[Optional[CacheEntry], Optional[ClientAuthenticationError]]:
+        """A token, or the failure to raise. Its own method: a ``try`` statement directly in a
+        ``with`` block is a point where CPython 3.11+ can skip the block's exit, when a trace
+        hook raises there."""
+        try:
+            return self._fetch(resource), None
+        except Exception as exc:
+            return None, self._boundary(exc)
 
     def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, doing its I/O."""

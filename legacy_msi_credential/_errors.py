@@ -76,6 +76,16 @@ class TokenRequestError(ClientAuthenticationError):
         )
 
 
+class IdentityMismatchError(TokenRequestError):
+    """The endpoint answered with a token for another identity than the one asked for.
+
+    Raised when a user-assigned identity was asked for and the token's claims (``appid``,
+    ``oid``, ``xms_mirid``) or the answer's ``client_id`` name another; the token is not
+    cached. ``error_code`` is ``identity_mismatch``; the message names both identities
+    (identifiers only, never the token).
+    """
+
+
 class NotLoopbackError(CredentialUnavailableError):
     """A plain-http connection reached an address that is not loopback; nothing was sent on it."""
 
@@ -155,7 +165,7 @@ def fresh_copy(error: ClientAuthenticationError) -> ClientAuthenticationError:
     sees, and so that several callers sharing one failure each get their own instance.
     """
     if isinstance(error, TokenRequestError):
-        return TokenRequestError(
+        return type(error)(
             error.message,
             status_code=error.status_code,
             error_code=error.error_code,

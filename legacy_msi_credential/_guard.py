@@ -44,7 +44,6 @@ from ._errors import NotLoopbackError
 ATTEMPT_HEADER = "x-legacy-msi-credential-attempt"
 
 _ATTEMPTS: dict[str, Attempt] = {}
-_ATTEMPTS_LOCK = threading.Lock()
 _ATTEMPT_IDS = itertools.count(1)
 _CURRENT = threading.local()
 #: Set while this package's retry policy sends a token request and reads its answer. A
@@ -109,9 +108,8 @@ class Attempt:
         # Started with the first socket: a refused connection (the common case in a chain
         # on a machine without the extension) costs no thread.
         self._timer: Optional[threading.Timer] = None
-        with _ATTEMPTS_LOCK:
-            self.key = f"{next(_ATTEMPT_IDS)}"
-            _ATTEMPTS[self.key] = self
+        self.key = f"{next(_ATTEMPT_IDS)}"  # next() and a dict item assignment are atomic: no lock
+        _ATTEMPTS[self.key] = self
 
     def watch(self, sock: Optional[socket.socket]) -> None:
         """Shut ``sock`` down at the deadline (at once, if it has passed)."""
@@ -151,8 +149,7 @@ class Attempt:
             timer = self._timer
         if timer is not None:
             timer.cancel()
-        with _ATTEMPTS_LOCK:
-            _ATTEMPTS.pop(self.key, None)
+        _ATTEMPTS.pop(self.key, None)
 
 
 def _shutdown(sock: socket.socket) -> None:

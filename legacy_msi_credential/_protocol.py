@@ -126,6 +126,8 @@ class TokenResult:
     expires_on: int
     token_type: str = "Bearer"
     resource: Optional[str] = None
+    #: The ``client_id`` a user-assigned answer names, if it named one.
+    client_id: Optional[str] = None
 
 
 def build_request(url: str, resource: str, identity: Identity, *, method: str = "GET") -> HttpRequest:
@@ -321,11 +323,13 @@ def _read_token(document: dict[str, Any], *, now: float, url: str) -> TokenResul
     if not isinstance(token_type, str) or not _TOKEN_CHARS.fullmatch(token_type):
         token_type = "Bearer"
     resource = document.get("resource")
+    client_id = document.get("client_id")
     return TokenResult(
         token=token,
         expires_on=expires_on,
         token_type=token_type,
         resource=resource if isinstance(resource, str) else None,
+        client_id=client_id if isinstance(client_id, str) and client_id else None,
     )
 
 

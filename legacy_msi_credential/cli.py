@@ -648,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
   huge=BYTES | flood=BYTES            an oversized body, announced / not announced
   trickle=S                           a good answer, one byte every S seconds
   lifetime=S                          a new token living S seconds
+  wrong-identity                      a token (and client_id) of another identity than asked for
 example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     )
     emulate.add_argument("--port", type=int, default=50342, help="port to bind; 0 for a free one (default: 50342)")

@@ -187,6 +187,12 @@ class Fault:
         return cls("fields", fields=dict(fields))
 
     @classmethod
+    def wrong_identity(cls) -> Fault:
+        """Answer with a token (and ``client_id``) of another identity than the one asked for,
+        as an extension that does not know the identity may have answered."""
+        return cls("wrong-identity")
+
+    @classmethod
     def expired(cls) -> Fault:
         """Issue a token that expired a minute ago."""
         return cls("expired")
@@ -208,7 +214,7 @@ def parse_fault_spec(spec: str) -> list[Fault]:
     The grammar, items separated by commas, each optionally followed by ``xN`` to repeat::
 
         STATUS[/ERROR][@RETRY_AFTER]    503, 429@5, 400/invalid_resource, 500@bogus
-        ok | drop | reset | truncated | expired | not-json
+        ok | drop | reset | truncated | expired | wrong-identity | not-json
         hang[=SECONDS] | delay=SECONDS | trickle=SECONDS_PER_BYTE
         huge=BYTES (announced) | flood=BYTES (no Content-Length) | lifetime=SECONDS
 
@@ -241,6 +247,7 @@ def _parse_one(text: str) -> Fault:
         "reset": Fault.reset,
         "truncated": Fault.truncated,
         "expired": Fault.expired,
+        "wrong-identity": Fault.wrong_identity,
     }
     if name in simple and not value:
         return simple[name]()
@@ -703,7 +710,7 @@ class Emulator:
     ) -> dict[str, str]:
         now = int(self.clock())
         key = (resource, parameter or "", value or "")
-        bypass = fault is not None and fault.kind in ("lifetime", "expired", "fields")
+        bypass = fault is not None and fault.kind in ("lifetime", "expired", "fields", "wrong-identity")
         with self._lock:
             cached = None if bypass else self._issued.get(key)
             if cached is None or int(cached["expires_on"]) - now <= _REISSUE_BEFORE_EXPIRY:
@@ -876,9 +883,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if identity is None:
             self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
+        if fault is not None and fault.kind == "wrong-identity":
+            stranger = UserAssignedIdentity(client_id=_derived_id("stranger", "client")).completed()
+            identity = {
+                "appid": str(stranger.client_id),
+                "oid": str(stranger.object_id),
+                "xms_mirid": str(stranger.msi_res_id),
+            }
         answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, fault)
         if ask.imds or ask.parameter is not None:
-            answer["client_id"] = identity["appid"]  # a user-assigned answer names its client
+            answer.setdefault("client_id", identity["appid"])  # a user-assigned answer names its client
         if ask.imds:
             answer["ext_expires_in"] = answer["expires_in"]
         if fault is not None and fault.kind == "truncated":

@@ -145,8 +145,8 @@ class LegacyMsiCredential(CredentialBase):
             row = self._fresh.get(scopes)
         except TypeError:  # an unhashable scope: the slow path says what is wrong with it
             row = None
-        if row is not None and claims is None and self._clock() < row[0]:
-            return row[1]
+        if row is not None and claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+            return row[2]
         return (await self._entry(scopes, claims)).access_token
 
     async def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
@@ -169,15 +169,16 @@ class LegacyMsiCredential(CredentialBase):
             row = self._fresh.get(scopes)
         except TypeError:
             row = None
-        if row is not None and claims is None and self._clock() < row[0]:
-            return row[2]
+        if row is not None and claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+            return row[3]
         return (await self._entry(scopes, claims)).info
 
     async def close(self) -> None:
         """Close the calling event loop's connections.
 
-        The credential stays usable: the next request opens new connections, unless the
-        transport was passed in (azure-core transports cannot be reopened).
+        The credential stays usable: the next request, or the next ``async with`` block,
+        opens new connections; unless the transport was passed in, which is closed as
+        azure-core's clients close theirs, and cannot be reopened.
         """
         loop = asyncio.get_running_loop()
         state = self._loops.pop(loop, None)
@@ -209,7 +210,7 @@ class LegacyMsiCredential(CredentialBase):
             self._sentinels = weakref.WeakKeyDictionary()
             self._loops_guard = threading.Lock()
         force = claims is not None
-        action, entry = self._cache.decide(resource, self._clock(), force=force)
+        action, entry = self._cache.decide(resource, self._clock(), self._monotonic(), force=force)
         if action is Action.SERVE and entry is not None:
             return self._remember(scopes, entry)
         lock = self._lock(resource)
@@ -225,14 +226,16 @@ class LegacyMsiCredential(CredentialBase):
             shared = self._shared_failure(resource, seen)
             if shared is not None:
                 raise shared  # the request this task waited for failed: so does this task
-            fetched: Optional[CacheEntry] = None
-            failure: Optional[ClientAuthenticationError] = None
-            try:
-                fetched = await self._fetch(resource)
-            except Exception as exc:
-                failure = self._boundary(exc)
-            # Outside the except block: a failure raised from here has nothing chained to it.
+            fetched, failure = await self._try_fetch(resource)
+            # Outside any except block: a failure raised from here has nothing chained to it.
             return self._conclude(scopes, resource, action, entry, fetched, failure)
+
+    async def _try_fetch(self, resource: str) -> tuple[Optional[CacheEntry], Optional[ClientAuthenticationError]]:
+        """A token, or the failure to raise (see the sync twin's ``_try_fetch`` for why a method)."""
+        try:
+            return await self._fetch(resource), None
+        except Exception as exc:
+            return None, self._boundary(exc)
 
     async def _fetch(self, resource: str) -> CacheEntry:
         """Drive the shared request flow, awaiting its I/O."""

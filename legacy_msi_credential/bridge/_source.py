@@ -126,14 +126,14 @@ class TokenSource:
         self._check_identity_kind(ask)
         key = f"{ask.parameter or ''}\x00{ask.value or ''}\x00{ask.resource}"
         now = self._clock()
-        action, entry = self._cache.decide(key, now)
+        action, entry = self._cache.decide(key, now, time.monotonic())
         if action is Action.SERVE and entry is not None:
             return TokenResult(entry.access_token.token, entry.expires_on)
         try:
             return await self._flights.run(key, lambda: self._fetch_and_keep(key, ask))
         except Refusal:
             if action is Action.TRY_REFRESH and entry is not None:
-                self._cache.refresh_failed(entry, self._clock())
+                self._cache.refresh_failed(entry, time.monotonic())
                 _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
                 return TokenResult(entry.access_token.token, entry.expires_on)
             raise
@@ -142,7 +142,7 @@ class TokenSource:
         """The flight itself: the token is cached before the flight ends, so that no request
         arriving after it finds neither a token nor a flight."""
         result = await self._fetch(ask)
-        self._cache.store(key, result, self._clock())
+        self._cache.store(key, result, self._clock(), time.monotonic())
         return result
 
     async def _fetch(self, ask: TokenAsk) -> TokenResult:
