@@ -72,6 +72,21 @@ class CredentialBase(abc.ABC):
         monotonic: Optional[Callable[[], float]] = None,
         **kwargs: Any,
     ) -> None:
+        #: Set by DefaultAzureCredential: a scope the endpoint cannot use is "unavailable" there.
+        self._in_chain = False
+        # What a pickled copy is made from: the configuration, never a transport, token or lock.
+        self._arguments: dict[str, Any] = {
+            "endpoint": endpoint,
+            "client_id": client_id,
+            "object_id": object_id,
+            "msi_res_id": msi_res_id,
+            "use_post": use_post,
+            "wait_for_endpoint": wait_for_endpoint,
+            "allow_insecure_http": allow_insecure_http,
+            "clock": clock,
+            "monotonic": monotonic,
+            **{name: value for name, value in kwargs.items() if name != "transport"},
+        }
         if not isinstance(allow_insecure_http, bool) or not isinstance(use_post, bool):
             raise ValueError("allow_insecure_http and use_post must be True or False")
         if clock is not None and not callable(clock):
@@ -156,10 +171,10 @@ class CredentialBase(abc.ABC):
         return f"{self._credential_name}(endpoint={where}, identity={self._identity.describe()!r})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(
-            f"{self._credential_name} cannot be pickled: it holds connections and locks. "
-            "Create one in each process instead."
-        )
+        """A copy made from the same configuration (for multiprocessing, Spark, Ray...): it carries
+        no token, lock, connection or pipeline, and a transport passed in stays behind (the
+        copy makes its own)."""
+        return (_rebuild, (type(self), self._arguments), {"_in_chain": self._in_chain})
 
     # --- steps of a token request ----------------------------------------------------
 
@@ -167,7 +182,14 @@ class CredentialBase(abc.ABC):
         """Validate the request before any I/O, and return its resource."""
         if claims is not None and not isinstance(claims, str):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
-        resource = scopes_to_resource(scopes)
+        try:
+            resource = scopes_to_resource(scopes)
+        except ValueError as exc:
+            if not self._in_chain:
+                raise
+            # Inside DefaultAzureCredential: "unavailable", so that the chain goes on to
+            # azure-identity's managed identity step and ends where azure-identity's would.
+            raise unavailable(f"{self._credential_name}: {exc}") from None
         if self._endpoint is None:
             raise unavailable(
                 f"{self._credential_name}: the legacy endpoint's settings are unusable: {self._endpoint_error}"
@@ -347,3 +369,8 @@ class CredentialBase(abc.ABC):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
             _LOGGER.info("No token for %s (%s): %s", resource, self._identity.describe(), error.message)
         return None
+
+
+def _rebuild(cls: type[CredentialBase], arguments: dict[str, Any]) -> CredentialBase:
+    """Make a credential from a pickled configuration."""
+    return cls(**arguments)

@@ -18,6 +18,18 @@ from ._retry import check_seconds
 #: ``AZURE_TOKEN_CREDENTIALS`` value (case-insensitive) that selects the legacy step alone.
 ONLY_LEGACY = "legacymsicredential"
 ENV_TOKEN_CREDENTIALS = "AZURE_TOKEN_CREDENTIALS"
+#: The keywords azure-identity's ``DefaultAzureCredential`` hands on to its credentials that
+#: are about the HTTP pipeline: the legacy step receives them as ``ManagedIdentityCredential``
+#: does, so that a caller's transport, say, is never bypassed.
+PIPELINE_KEYWORDS = ("transport", "logging_enable", "user_agent", "headers", "proxies")
+#: ``identity_config`` keys naming a user-assigned identity, and the legacy step's parameter for each.
+IDENTITY_CONFIG_KEYS = {
+    "client_id": "client_id",
+    "object_id": "object_id",
+    "resource_id": "msi_res_id",
+    "msi_res_id": "msi_res_id",
+    "mi_res_id": "msi_res_id",
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class LegacyStepOptions:
     client_id: Optional[str]
     wait_for_endpoint: float
     endpoint: Optional[str]
+    identity: tuple[tuple[str, str], ...] = ()
+    pipeline: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def take(cls, kwargs: dict[str, Any]) -> LegacyStepOptions:
@@ -42,17 +56,30 @@ class LegacyStepOptions:
             client_id = kwargs["managed_identity_client_id"]
         else:
             client_id = os.environ.get("AZURE_CLIENT_ID")
+        config = kwargs.get("identity_config") or {}
+        identity = tuple(
+            (IDENTITY_CONFIG_KEYS[key], str(value))
+            for key, value in (config.items() if isinstance(config, dict) else ())
+            if key in IDENTITY_CONFIG_KEYS and value
+        )
         return cls(
             excluded=excluded,
             only_legacy=selected == ONLY_LEGACY,
             client_id=client_id or None,
             wait_for_endpoint=wait,
             endpoint=endpoint,
+            identity=identity,
+            pipeline=tuple((name, kwargs[name]) for name in PIPELINE_KEYWORDS if name in kwargs),
         )
 
     def credential_kwargs(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"wait_for_endpoint": self.wait_for_endpoint}
-        if self.client_id:
+        """The legacy step's arguments: the identity as ``ManagedIdentityCredential`` gets it
+        (``identity_config`` first, else ``managed_identity_client_id`` or ``AZURE_CLIENT_ID``),
+        and the pipeline keywords it gets."""
+        options: dict[str, Any] = {"wait_for_endpoint": self.wait_for_endpoint, **dict(self.pipeline)}
+        if self.identity:
+            options.update(self.identity)
+        elif self.client_id:
             options["client_id"] = self.client_id
         if self.endpoint is not None:
             options["endpoint"] = self.endpoint
@@ -131,7 +158,13 @@ def build_chain(
     """
     options = LegacyStepOptions.take(kwargs)
     if options.only_legacy:
-        # azure-identity does not know this value: the chain is the legacy step alone.
+        # azure-identity does not know this value: the chain is the legacy step alone. An
+        # explicit exclusion wins over the environment, as it does in azure-identity.
+        if options.excluded or kwargs.get("exclude_managed_identity_credential"):
+            raise ValueError(
+                f"{ENV_TOKEN_CREDENTIALS}=LegacyMsiCredential selects a step that exclude_* removes: "
+                "at least one credential is required"
+            )
         chained_init(credential, legacy_step(options, make, unusable))
         return
     identity_init(credential, **kwargs)
@@ -141,11 +174,17 @@ def build_chain(
 
 
 def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: type[UnusableLegacyStep]) -> Any:
-    """The legacy credential for the chain, or a stand-in saying why it could not be made."""
+    """The legacy credential for the chain, or a stand-in saying why it could not be made.
+
+    In the chain, scopes it cannot use make it "unavailable", so that the chain goes on to
+    azure-identity's managed identity step and ends where azure-identity's chain would.
+    """
     try:
-        return make(**options.credential_kwargs())
+        step = make(**options.credential_kwargs())
     except ValueError as exc:
         return unusable(str(exc))
+    step._in_chain = True
+    return step
 
 
 def with_legacy_step(credentials: tuple[Any, ...], step: Any, managed_identity_type: type) -> tuple[Any, ...]:

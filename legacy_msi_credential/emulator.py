@@ -1,5 +1,8 @@
-"""A local stand-in for the legacy managed identity VM extension.
+"""A test tool: a local stand-in for the legacy managed identity VM extension.
 
+What it is for: trying clients of the extension (this package's credentials first) on a
+machine without one, faults included. It is not a token service (``legacy-msi serve`` is,
+and shares only the protocol's rules, :mod:`legacy_msi_credential._rules`, with it).
 It speaks the extension's protocol (``GET``/``POST /oauth2/token``, ``Metadata: true``,
 the documented errors, string-typed numbers) and IMDS's token path, and mints JWTs whose
 claims look like Azure AD's, so that local services checking claims (Azurite's

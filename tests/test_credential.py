@@ -477,10 +477,19 @@ def test_no_token_in_logs_reprs_or_errors(twin: SyncTwin, emulator: Emulator, ca
         assert secret_part not in text
 
 
-def test_credential_cannot_be_pickled(twin: SyncTwin, emulator: Emulator) -> None:
-    credential = twin.make(endpoint=emulator.endpoint)
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        pickle.dumps(credential)
+def test_a_credential_pickles_to_a_working_copy_without_its_state(twin: SyncTwin, emulator: Emulator) -> None:
+    credential = twin.make(endpoint=emulator.endpoint, client_id="7c0ffee0-0000-4000-8000-000000000001", retry_total=1)
+    first = twin.get_token(credential, ARM)
+    copy = pickle.loads(pickle.dumps(credential))
+    assert type(copy) is type(credential)
+    assert copy.identity == credential.identity
+    assert copy.endpoint == credential.endpoint
+    assert copy._retry_settings == credential._retry_settings
+    assert len(copy._cache) == 0  # no token travels
+    assert first.token.split(".")[1] not in repr(pickle.dumps(credential))
+    assert twin.get_token(copy, ARM).token  # works, on a transport of its own
+    assert emulator.request_count == 2
+    twin.run(copy.close())
 
 
 def test_credential_works_again_after_close(twin: SyncTwin, emulator: Emulator) -> None:

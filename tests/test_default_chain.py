@@ -352,3 +352,141 @@ except Exception as exc:
 def test_a_bad_legacy_wait_is_the_callers_value_error() -> None:
     with pytest.raises(ValueError, match="legacy_msi_wait_for_endpoint must be a number of seconds"):
         DefaultAzureCredential(legacy_msi_wait_for_endpoint=-1)
+
+
+# --- azure-identity's class plus one step: what the legacy step receives ---------------------
+
+
+CLIENT = "c0ffee00-0000-4000-8000-000000000001"
+OBJECT = "0b1ec700-0000-4000-8000-000000000002"
+ARM_ID = "/subscriptions/s/resourcegroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u"
+
+
+def legacy_of(credential: Any) -> Any:
+    return next(step for step in credential.credentials if type(step).__name__ == "LegacyMsiCredential")
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"client_id": "c0ffee00-0000-4000-8000-000000000001"}, ("client_id", "c0ffee00-0000-4000-8000-000000000001")),
+        ({"object_id": "0b1ec700-0000-4000-8000-000000000002"}, ("object_id", "0b1ec700-0000-4000-8000-000000000002")),
+        (
+            {"resource_id": "/subscriptions/s/rg/r/providers/x/id"},
+            ("msi_res_id", "/subscriptions/s/rg/r/providers/x/id"),
+        ),
+        (
+            {"msi_res_id": "/subscriptions/s/rg/r/providers/x/id"},
+            ("msi_res_id", "/subscriptions/s/rg/r/providers/x/id"),
+        ),
+    ],
+)
+def test_identity_config_reaches_the_legacy_step(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, config: dict[str, str], expected: tuple[str, str]
+) -> None:
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    credential = DefaultAzureCredential(identity_config=config)
+    step = legacy_of(credential)
+    assert (step.identity.parameter, step.identity.value) == expected
+    credential.get_token(ARM)
+    assert emulator.requests[-1].param(expected[0]) == expected[1]  # asked for that identity, not another
+
+
+def test_the_callers_transport_is_the_legacy_steps_too(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class Counting(RequestsTransport):  # type: ignore[misc]
+        sent = 0
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            Counting.sent += 1
+            return super().send(request, **kwargs)
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    transport = Counting()
+    credential = DefaultAzureCredential(transport=transport)
+    credential.get_token(ARM)
+    assert Counting.sent == 1
+    assert emulator.request_count == 1
+
+
+def test_a_transport_that_cannot_be_checked_makes_the_legacy_step_unavailable_never_bypassed(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's mock transport: the legacy step cannot check where it connects, so it sends nothing."""
+    from azure.core.pipeline.transport import HttpTransport
+
+    class Mock(HttpTransport):  # type: ignore[misc]
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            return None
+
+        def open(self) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the test's mock is never asked here")
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+    credential = DefaultAzureCredential(transport=Mock(), exclude_managed_identity_credential=False)
+    assert "LegacyMsiCredential" not in names(credential)
+    unusable = [s for s in credential.credentials if type(s).__name__ == "UnusableLegacyStep"]
+    assert len(unusable) == 1
+    with pytest.raises(Exception, match="transport"):
+        unusable[0].get_token(ARM)
+    assert emulator.request_count == 0  # nothing went around the caller's transport
+
+
+def test_a_scope_the_legacy_step_cannot_use_is_unavailable_in_the_chain_as_in_azure_identitys(
+    no_legacy_endpoint: str,
+) -> None:
+    import azure.identity
+
+    for scopes in (("",), (" https://management.azure.com/.default",), (ARM, "https://vault.azure.net/.default")):
+        with pytest.raises(ClientAuthenticationError) as theirs:
+            azure.identity.DefaultAzureCredential(exclude_cli_credential=True).get_token(*scopes)
+        with pytest.raises(ClientAuthenticationError) as ours:
+            DefaultAzureCredential(exclude_cli_credential=True).get_token(*scopes)
+        assert type(ours.value) is type(theirs.value)
+        assert "LegacyMsiCredential: " in ours.value.message
+        # where azure-identity's chain reached its managed identity step, so does the drop-in's
+        assert ("ManagedIdentityCredential:" in ours.value.message) == (
+            "ManagedIdentityCredential:" in theirs.value.message
+        )
+
+
+def test_the_legacy_step_alone_yields_to_an_explicit_exclusion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "LegacyMsiCredential")
+    for exclusion in ("exclude_legacy_msi_credential", "exclude_managed_identity_credential"):
+        with pytest.raises(ValueError, match="at least one credential is required"):
+            DefaultAzureCredential(**{exclusion: True})
+
+
+@pytest.mark.parametrize("twin", ["sync", "aio"])
+def test_both_drop_ins_pickle(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, twin: str) -> None:
+    import pickle
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", emulator.endpoint)
+
+    async def in_a_loop() -> list[str]:
+        credential = AsyncDefaultAzureCredential()
+        copy = pickle.loads(pickle.dumps(credential))
+        token = await copy.get_token(ARM)
+        assert token.token == emulator.minted_tokens[-1]
+        await credential.close()
+        await copy.close()
+        return names(copy)
+
+    if twin == "sync":
+        copy = pickle.loads(pickle.dumps(DefaultAzureCredential()))
+        assert copy.get_token(ARM).token == emulator.minted_tokens[-1]
+        steps = names(copy)
+    else:
+        steps = asyncio.run(in_a_loop())
+    assert "LegacyMsiCredential" in steps
+    assert legacy_of(copy if twin == "sync" else DefaultAzureCredential())._in_chain
