@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._guard import peer_is_loopback
 from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
@@ -264,8 +265,6 @@ class BridgeApp:
             result = fetch.result()
         except Refusal as refusal:
             return _json(refusal.status, refusal.body(), dict(refusal.headers))
-        from .._claims import decode_claims
-
         claims = decode_claims(result.token) or {}
         client_id = str(claims.get("appid") or claims.get("azp") or (ask.value if ask.parameter == "client_id" else ""))
         answer = token_answer(ask, result.token, result.expires_on, int(self.clock()), client_id=client_id)
