@@ -256,3 +256,16 @@ def token_answer(
     if ask.imds:
         answer["ext_expires_in"] = answer["expires_in"]
     return answer
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port/`` for a server bound to ``host`` (an IPv6 address in brackets)."""
+    bracketed = f"[{host.strip('[]')}]" if ":" in host else host
+    return f"http://{bracketed}:{port}/"
+
+
+def settings_document(host: str, port: int) -> dict[str, str]:
+    """The extension's settings file for a server on ``host`` and ``port``: its base URL, on
+    ``localhost`` when bound to 127.0.0.1, as the extension writes it for its ``{"port": N}``."""
+    name = "localhost" if host == "127.0.0.1" else base_url(host, port).split("//", 1)[1].rsplit(":", 1)[0]
+    return {"url": f"http://{name}:{port}/"}

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from ._constants import DEFAULT_PORT, HEALTH_PATH, TOKEN_PATH
 from ._endpoint import is_loopback_host
-from ._rules import Policy, Refusal, decide, parameters
+from ._rules import Policy, Refusal, base_url, decide, parameters, settings_document
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
 
@@ -536,8 +536,7 @@ class Emulator:
     @property
     def base_url(self) -> str:
         """``http://host:port/``, what the extension's settings file holds."""
-        host = f"[{self._host.strip('[]')}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/"
+        return base_url(self._host, self.port)
 
     @property
     def endpoint(self) -> str:
@@ -556,9 +555,8 @@ class Emulator:
         ``localhost`` with that port (the emulator also listens on ``::1`` by default).
         """
         target = os.fspath(path)
-        host = "localhost" if self._host == "127.0.0.1" else self.base_url.split("//", 1)[1].rsplit(":", 1)[0]
         with open(target, "w", encoding="utf-8") as handle:
-            json.dump({"url": f"http://{host}:{self.port}/"}, handle)
+            json.dump(settings_document(self._host, self.port), handle)
         return target
 
     @property

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from .._constants import DEFAULT_PORT, SERVE_HINT, TOKEN_PATH
 from .._endpoint import is_loopback_host
 from .._guard import is_loopback_address
-from .._rules import Policy
+from .._rules import Policy, base_url, settings_document
 
 try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
@@ -276,8 +276,7 @@ class Bridge:
     @property
     def base_url(self) -> str:
         """``http://host:port/``, what the extension's settings file holds."""
-        host = f"[{self._host.strip('[]')}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/"
+        return base_url(self._host, self.port)
 
     @property
     def endpoint(self) -> str:
@@ -287,9 +286,8 @@ class Bridge:
     def write_settings(self, path: str | os.PathLike[str]) -> str:
         """Write the extension's settings file for this bridge's port; return its path."""
         target = os.fspath(path)
-        host = "localhost" if self._host == "127.0.0.1" else self.base_url.split("//", 1)[1].rsplit(":", 1)[0]
         with open(target, "w", encoding="utf-8") as handle:
-            json.dump({"url": f"http://{host}:{self.port}/"}, handle)
+            json.dump(settings_document(self._host, self.port), handle)
         return target
 
     def health(self) -> dict[str, Any]:
