@@ -3,10 +3,12 @@
 The shell knows sockets and framing; what a request means is :mod:`legacy_msi_credential._rules`,
 and where its token comes from is :class:`~legacy_msi_credential.bridge._source.TokenSource`.
 
-* **Framing** is aiohttp's parser (llhttp): ``Content-Length: +N``, two ``Content-Length``
-  headers, ``Content-Length`` with ``Transfer-Encoding``, an unknown transfer coding, bare
-  line feeds and folded headers are a ``400`` and a closed connection (RFC 9112 section 6).
-  ``Transfer-Encoding`` in an HTTP/1.0 request, which the parser ignores, is refused here.
+* **Framing** is aiohttp's parser (llhttp, strict from aiohttp 3.9.4): ``Content-Length:
+  +N``, ``Content-Length`` with ``Transfer-Encoding``, an unknown transfer coding, bare line
+  feeds and folded headers are a ``400`` and a closed connection (RFC 9112 section 6).
+  Refused here too, whatever the parser's version: ``Transfer-Encoding`` in an HTTP/1.0
+  request, and a repeated ``Host``, ``Content-Length``, ``Transfer-Encoding``,
+  ``Content-Type`` or ``Metadata``.
 * **A whole-request deadline.** From its first byte (or the end of the previous answer) a
   connection has ``client_timeout`` seconds to deliver a request's head and body; then it
   is closed, however it trickles.
@@ -37,6 +39,9 @@ _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 _ACCESS = logging.getLogger("legacy_msi_credential.bridge.access")
 #: aiohttp's own reports of malformed requests (each a 400 the client sees), kept quiet.
 _PARSER_LOGGER = logging.getLogger("legacy_msi_credential.bridge.http")
+
+#: Headers a request may carry once at most (RFC 9110 and 9112: repeated, they are ambiguous).
+_SINGLE_HEADERS = ("Host", "Content-Length", "Transfer-Encoding", "Content-Type", "Metadata")
 
 #: What the ``Server`` header and the health path say this is.
 SERVER_NAME = "legacy-msi-bridge"
@@ -220,6 +225,9 @@ class BridgeApp:
             return self._close(
                 request, Refusal(400, "invalid_request", "Transfer-Encoding in an HTTP/1.0 request.")
             ), "-"
+        repeated = next((name for name in _SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), None)
+        if repeated is not None:  # which one counts is ambiguous: refused whatever the parser's version
+            return self._close(request, Refusal(400, "invalid_request", f"More than one {repeated} header.")), "-"
         if len(request.raw_headers) > self.max_headers:
             refusal = Refusal(431, "invalid_request", f"More than {self.max_headers} request headers.")
             return self._close(request, refusal), "-"
