@@ -199,16 +199,19 @@ def _worker_token(scope: str) -> bool:
     return bool(_SHARED.get_token(scope).token) and bool(_SHARED.get_token(ARM).token)
 
 
-def test_spawned_workers_cannot_receive_a_credential_but_can_make_one(emulator: Emulator) -> None:
+def test_spawned_workers_receive_a_credential_or_make_one(emulator: Emulator) -> None:
+    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
+    credential.get_token(ARM)  # the parent's token does not travel: the worker asks for its own
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        with pytest.raises(TypeError, match="cannot be pickled"):
-            pool.apply(_worker_token_from, (LegacyMsiCredential(endpoint=emulator.endpoint),))
+        assert pool.apply(_worker_token_from, (credential,))
         assert pool.apply(_worker_new_credential, (emulator.endpoint,))
+    assert emulator.request_count == 3
+    credential.close()
 
 
 def _worker_token_from(credential: LegacyMsiCredential) -> bool:
-    return bool(credential.get_token(ARM).token)  # pragma: no cover - never reached: pickling fails
+    return bool(credential.get_token(ARM).token)
 
 
 def _worker_new_credential(endpoint: str) -> bool:
