@@ -684,3 +684,13 @@ def test_the_notifier_speaks_to_abstract_sockets_and_is_silent_outside_systemd()
     assert not silent.ready()
     other = Notifier.from_environment({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
     assert other.ping_interval is None  # the watchdog is another process's
+
+
+def test_the_access_log_cannot_be_forged_by_a_path(bridge: Bridge, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="legacy_msi_credential.bridge.access")
+    raw(bridge.port, b"GET /x%0A2026-01-01%20GET%20/oauth2/token%20client_id%20200 HTTP/1.1\r\nHost: localhost\r\n"
+        b"Connection: close\r\n\r\n")  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
+    assert len(lines) == 1
+    assert "\n" not in lines[0]
+    assert lines[0].startswith("GET /x?2026-01-01 GET /oauth2/token client_id 200 - 401 ")

@@ -33,6 +33,7 @@ from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._guard import peer_is_loopback
 from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
+from .._text import clean_text
 from ._source import TokenSource
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
@@ -192,8 +193,6 @@ class BridgeApp:
         self.max_headers = max_headers
         self.connections = connections
         self.stopping = stopping
-        #: Requests answered, by status, for the health path.
-        self.answered: dict[int, int] = {}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -207,11 +206,10 @@ class BridgeApp:
             if connection is not None:
                 connection.busy = False
                 connection.arm()  # the time for the next request on this connection starts now
-        self.answered[response.status] = self.answered.get(response.status, 0) + 1
         _ACCESS.info(
             "%s %s %s %d %.1f ms",
-            request.method,
-            request.rel_url.path[:200],
+            clean_text(request.method, 20),
+            clean_text(request.rel_url.path, 200),  # a client's bytes: no line breaks or escapes in the log
             kind,
             response.status,
             (time.monotonic() - started) * 1000,
