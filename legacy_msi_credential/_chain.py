@@ -160,6 +160,8 @@ def build_chain(
     if options.only_legacy:
         # azure-identity does not know this value: the chain is the legacy step alone. An
         # explicit exclusion wins over the environment, as it does in azure-identity.
+        if "tenant_id" in kwargs:  # the one keyword azure-identity's class refuses, refused alike
+            raise TypeError("'tenant_id' is not supported in DefaultAzureCredential.")
         if options.excluded or kwargs.get("exclude_managed_identity_credential"):
             raise ValueError(
                 f"{ENV_TOKEN_CREDENTIALS}=LegacyMsiCredential selects a step that exclude_* removes: "

@@ -460,6 +460,18 @@ def test_a_scope_the_legacy_step_cannot_use_is_unavailable_in_the_chain_as_in_az
         )
 
 
+def test_the_legacy_step_alone_takes_keywords_as_azure_identitys_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    import azure.identity
+
+    with pytest.raises(TypeError) as theirs:
+        azure.identity.DefaultAzureCredential(tenant_id="t")
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "LegacyMsiCredential")
+    with pytest.raises(TypeError) as ours:
+        DefaultAzureCredential(tenant_id="t")
+    assert str(ours.value) == str(theirs.value)
+    assert names(DefaultAzureCredential(process_timeout=5, authority="login.example")) == ["LegacyMsiCredential"]
+
+
 def test_the_legacy_step_alone_yields_to_an_explicit_exclusion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "LegacyMsiCredential")
     for exclusion in ("exclude_legacy_msi_credential", "exclude_managed_identity_credential"):
