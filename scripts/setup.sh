@@ -28,12 +28,14 @@ if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$M
 fi
 
 # The loopback tests make private network namespaces (unshare from util-linux, ip from iproute2);
-# the DNS rebinding test drives a real browser (Debian's chromium); the bridge's benchmark uses wrk.
+# the DNS rebinding test drives a real browser (Debian's chromium); the bridge's benchmark uses
+# wrk; the service unit is judged by systemd-analyze (no running systemd needed).
 if [ "$PROFILE" = dev ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2 util-linux)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # the service unit's checks
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "setup: installing ${missing[*]} (Debian packages)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
