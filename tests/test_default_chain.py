@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
-from legacy_msi_credential import DefaultAzureCredential, LegacyMsiCredential
+from legacy_msi_credential import CredentialUnavailableError, DefaultAzureCredential, LegacyMsiCredential
 from legacy_msi_credential.aio import DefaultAzureCredential as AsyncDefaultAzureCredential
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator, Fault
@@ -437,7 +437,7 @@ def test_a_transport_that_cannot_be_checked_makes_the_legacy_step_unavailable_ne
     assert "LegacyMsiCredential" not in names(credential)
     unusable = [s for s in credential.credentials if type(s).__name__ == "UnusableLegacyStep"]
     assert len(unusable) == 1
-    with pytest.raises(Exception, match="transport"):
+    with pytest.raises(CredentialUnavailableError, match="transport"):
         unusable[0].get_token(ARM)
     assert emulator.request_count == 0  # nothing went around the caller's transport
 
