@@ -197,6 +197,7 @@ def test_an_exception_at_any_line_of_the_locked_region_leaves_nothing_locked(emu
             lock = credential._locks.get(resource)
             return lock is not None and lock.locked()
 
+        previous = sys.gettrace()  # coverage's tracer, if it runs: put back after
         sys.settrace(_inject_at(n, held))
         try:
             credential.get_token(ARM)
@@ -204,7 +205,7 @@ def test_an_exception_at_any_line_of_the_locked_region_leaves_nothing_locked(emu
         except Injected:
             finished = False
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)
         assert not held(), f"the lock stayed held after an exception at line {n} of the locked region"
         assert _run_with_timeout(lambda credential=credential: credential.get_token(ARM).token)
         credential.close()
@@ -224,6 +225,7 @@ def test_an_exception_during_a_refresh_leaves_nothing_locked(clock: Clock) -> No
         for n in range(1, 400):
             clock.now = info.refresh_on + 1  # due for refresh, still valid
             lock = credential._locks[resource]
+            previous = sys.gettrace()
             sys.settrace(_inject_at(n, lock.locked))
             try:
                 credential.get_token_info(ARM)
@@ -231,7 +233,7 @@ def test_an_exception_during_a_refresh_leaves_nothing_locked(clock: Clock) -> No
             except Injected:
                 finished = False
             finally:
-                sys.settrace(None)
+                sys.settrace(previous)
             assert not lock.locked()
             info = _run_with_timeout(lambda: credential.get_token_info(ARM))  # refreshes again, or serves
             if finished:
@@ -253,6 +255,7 @@ def test_the_async_twin_is_never_wedged_either(emulator: Emulator) -> None:
                 lock = credential._for_loop()[1].get(resource)
                 return lock is not None and lock.locked()
 
+            previous = sys.gettrace()
             sys.settrace(_inject_at(n, held))
             try:
                 await credential.get_token(ARM)
@@ -260,7 +263,7 @@ def test_the_async_twin_is_never_wedged_either(emulator: Emulator) -> None:
             except Injected:
                 finished = False
             finally:
-                sys.settrace(None)
+                sys.settrace(previous)
             assert not held()
             assert (await asyncio.wait_for(credential.get_token(ARM), 15)).token
             await credential.close()
