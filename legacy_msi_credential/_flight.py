@@ -93,10 +93,13 @@ class Gate:
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` once a place and a start are free; :class:`Busy` if not within the wait."""
         deadline = self._clock() + self._wait
-        try:
-            await asyncio.wait_for(self._places.acquire(), timeout=max(0.0, deadline - self._clock()))
-        except asyncio.TimeoutError:
-            raise Busy(max(1, math.ceil(self._wait))) from None
+        if not self._places.locked():
+            await self._places.acquire()  # a free place is taken at once (wait_for with no time left would not)
+        else:
+            try:
+                await asyncio.wait_for(self._places.acquire(), timeout=max(0.0, deadline - self._clock()))
+            except asyncio.TimeoutError:
+                raise Busy(max(1, math.ceil(self._wait))) from None
         try:
             while True:
                 later = self._take()
