@@ -307,7 +307,7 @@ class _WithheldDetailsFilter(logging.Filter):
     """Withholds what libraries quote of a token request's answer in their warnings.
 
     urllib3 logs a WARNING "Failed to parse headers" with the unparsed bytes, and azure-core
-    before 1.32 a WARNING "Unable to stream download: ..." whose exception (urllib3 1.26's
+    1.31 (not 1.41) a WARNING "Unable to stream download: ..." whose exception (urllib3 1.26's
     ``InvalidChunkLength``) quotes the body: a hostile endpoint can put anything there, a
     token included. Records logged outside this package's token requests pass unchanged.
     """

@@ -117,7 +117,7 @@ def test_cli_helpers_survive_any_value() -> None:
 def test_warnings_that_may_quote_an_answer_are_withheld_only_during_a_token_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """azure-core before 1.32 logs "Unable to stream download: <error quoting the body>"."""
+    """azure-core 1.31 (not 1.41) logs "Unable to stream download: <error quoting the body>"."""
     from legacy_msi_credential._guard import token_request
 
     logger = logging.getLogger("azure.core.pipeline.transport._requests_basic")
