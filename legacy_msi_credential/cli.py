@@ -551,8 +551,7 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"Settings file written: {written}\n")
             out.flush()
             notifier.ready(f"serving {bridge.endpoint} from the {args.source} source")
-            while not stop_requested.wait(0.5):
-                pass
+            stop_requested.wait()  # a signal handler runs in this thread while it waits, and sets it
             bridge.stop()  # answers what is in flight first, then the settings file goes
         return 0
     finally:
