@@ -251,11 +251,17 @@ def token_answer(
         "resource": ask.resource,
         "token_type": "Bearer",
     }
+    name_the_identity(ask, answer, client_id)
+    return answer
+
+
+def name_the_identity(ask: TokenAsk, answer: dict[str, str], client_id: str) -> None:
+    """A user-assigned answer (and every IMDS answer) names its ``client_id``, unless it already
+    does; an IMDS answer also carries ``ext_expires_in``."""
     if ask.imds or ask.parameter is not None:
-        answer["client_id"] = client_id
+        answer.setdefault("client_id", client_id)
     if ask.imds:
         answer["ext_expires_in"] = answer["expires_in"]
-    return answer
 
 
 def base_url(host: str, port: int) -> str:

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from ._constants import DEFAULT_PORT, HEALTH_PATH, TOKEN_PATH
 from ._endpoint import is_loopback_host
-from ._rules import Policy, Refusal, base_url, decide, parameters, settings_document
+from ._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
 
@@ -892,10 +892,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "xms_mirid": str(stranger.msi_res_id),
             }
         answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, fault)
-        if ask.imds or ask.parameter is not None:
-            answer.setdefault("client_id", identity["appid"])  # a user-assigned answer names its client
-        if ask.imds:
-            answer["ext_expires_in"] = answer["expires_in"]
+        name_the_identity(ask, answer, identity["appid"])
         if fault is not None and fault.kind == "truncated":
             raw = json.dumps(answer).encode("utf-8")
             self._send(200, raw[: len(raw) // 2], "application/json; charset=utf-8")
