@@ -8,6 +8,8 @@ that one is in the chain. Nothing here imports azure-identity.
 from __future__ import annotations
 
 import os
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -135,13 +137,74 @@ class AsyncUnusableLegacyStep(UnusableLegacyStep):
         return None
 
 
+class IdentityInit:
+    """azure-identity's ``DefaultAzureCredential.__init__``, run as written, its collaborators patchable here.
+
+    azure-identity's class builds its chain from the names of the module that defines it
+    (``ManagedIdentityCredential``, ``AzureCliCredential``, ``os``...), and its own tests
+    patch them there: ``patch(DefaultAzureCredential.__module__ + ".ManagedIdentityCredential")``.
+    For the drop-in to be that class plus one step, its module holds the same names, and
+    azure-identity's ``__init__`` code runs against azure-identity's module with any name
+    replaced in the drop-in's module (by a test's ``patch``) taking precedence. A patch of
+    azure-identity's module works as before.
+
+    It also records what ``ManagedIdentityCredential(...)`` returned, so that the legacy step
+    goes right before that step: no ``isinstance`` check, which a patched class defeats.
+    """
+
+    def __init__(self, identity_class: type, namespace: dict[str, Any]) -> None:
+        """Mirror into ``namespace`` (the drop-in module's globals) the names ``identity_class.__init__`` reads.
+
+        Args:
+            identity_class: azure-identity's ``DefaultAzureCredential`` (sync or aio).
+            namespace: The globals of the module defining the drop-in.
+        """
+        self._module = sys.modules[identity_class.__module__]
+        self._function: types.FunctionType = vars(identity_class)["__init__"]
+        module_names = vars(self._module)
+        names = [
+            name
+            for name in self._function.__code__.co_names
+            # the class's own name stays azure-identity's: its __init__ may call super(DefaultAzureCredential, self)
+            if name in module_names and module_names[name] is not identity_class
+        ]
+        for name in names:
+            namespace.setdefault(name, module_names[name])
+        self._namespace = namespace
+        self._mirrored = {name: namespace[name] for name in names}
+
+    def __call__(self, credential: Any, kwargs: dict[str, Any]) -> list[Any]:
+        """Run azure-identity's ``__init__`` on ``credential``; return the managed identity steps it made."""
+        names = dict(vars(self._module))
+        names.update(
+            (name, self._namespace[name])
+            for name, original in self._mirrored.items()
+            if self._namespace.get(name) is not original
+        )
+        made: list[Any] = []
+        managed_identity = names.get("ManagedIdentityCredential")
+        if managed_identity is not None:
+
+            def recording(*args: Any, **options: Any) -> Any:
+                made.append(managed_identity(*args, **options))
+                return made[-1]
+
+            names["ManagedIdentityCredential"] = recording
+        function = self._function
+        run = types.FunctionType(
+            function.__code__, names, function.__name__, function.__defaults__, function.__closure__
+        )
+        run.__kwdefaults__ = function.__kwdefaults__
+        run(credential, **kwargs)
+        return made
+
+
 def build_chain(
     credential: Any,
     kwargs: dict[str, Any],
     *,
-    identity_init: Callable[..., None],
+    identity_init: IdentityInit,
     chained_init: Callable[..., None],
-    managed_identity_type: type,
     make: Callable[..., Any],
     unusable: type[UnusableLegacyStep],
 ) -> None:
@@ -152,7 +215,6 @@ def build_chain(
         kwargs: Its keyword arguments; this package's own are taken out first.
         identity_init: azure-identity's ``DefaultAzureCredential.__init__`` (sync or aio).
         chained_init: azure-identity's ``ChainedTokenCredential.__init__``, for the legacy step alone.
-        managed_identity_type: azure-identity's ``ManagedIdentityCredential`` (sync or aio).
         make: This package's ``LegacyMsiCredential`` (sync or aio).
         unusable: The stand-in for a legacy step that could not be made.
     """
@@ -169,10 +231,10 @@ def build_chain(
             )
         chained_init(credential, legacy_step(options, make, unusable))
         return
-    identity_init(credential, **kwargs)
-    if not options.excluded:
+    managed_identity_steps = identity_init(credential, kwargs)
+    if not options.excluded and managed_identity_steps:
         step = legacy_step(options, make, unusable)
-        credential.credentials = with_legacy_step(credential.credentials, step, managed_identity_type)
+        credential.credentials = with_legacy_step(credential.credentials, step, managed_identity_steps[0])
 
 
 def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: type[UnusableLegacyStep]) -> Any:
@@ -189,10 +251,10 @@ def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: 
     return step
 
 
-def with_legacy_step(credentials: tuple[Any, ...], step: Any, managed_identity_type: type) -> tuple[Any, ...]:
-    """``credentials`` with ``step`` right before the managed identity credential, if there is one."""
+def with_legacy_step(credentials: tuple[Any, ...], step: Any, managed_identity: Any) -> tuple[Any, ...]:
+    """``credentials`` with ``step`` right before ``managed_identity``, if it is there."""
     for index, credential in enumerate(credentials):
-        if isinstance(credential, managed_identity_type):
+        if credential is managed_identity:
             return (*credentials[:index], step, *credentials[index:])
     return credentials
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._chain import UnusableLegacyStep, build_chain, import_error
+from ._chain import IdentityInit, UnusableLegacyStep, build_chain, import_error
 from ._credential import LegacyMsiCredential
 
 try:
-    from azure.identity import ChainedTokenCredential, ManagedIdentityCredential
+    from azure.identity import ChainedTokenCredential
     from azure.identity import DefaultAzureCredential as _IdentityDefaultAzureCredential
 except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
     raise import_error(_error) from None
+
+#: azure-identity's ``__init__``, reading its collaborators through this module (see IdentityInit).
+_IDENTITY_INIT = IdentityInit(_IdentityDefaultAzureCredential, globals())
 
 
 class DefaultAzureCredential(_IdentityDefaultAzureCredential):
@@ -24,7 +27,10 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
     A drop-in replacement: change ``from azure.identity import DefaultAzureCredential`` to
     ``from legacy_msi_credential import DefaultAzureCredential``. Every keyword argument,
     ``AZURE_TOKEN_CREDENTIALS``, the remembered successful credential, logging and error
-    messages are azure-identity's own. :class:`LegacyMsiCredential` runs immediately
+    messages are azure-identity's own: its ``__init__`` runs as written, and reads the
+    classes it builds the chain from through this module, so that a test's
+    ``patch(DefaultAzureCredential.__module__ + ".AzureCliCredential")`` works on the
+    drop-in as it does on azure-identity's class. :class:`LegacyMsiCredential` runs immediately
     before azure-identity's ``ManagedIdentityCredential``, whenever that one is in the
     chain: on a VM with only the extension it answers; anywhere else nothing listens on
     ``localhost:50342`` and the chain moves on within a few milliseconds.
@@ -48,9 +54,8 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
         build_chain(
             self,
             kwargs,
-            identity_init=_IdentityDefaultAzureCredential.__init__,
+            identity_init=_IDENTITY_INIT,
             chained_init=ChainedTokenCredential.__init__,
-            managed_identity_type=ManagedIdentityCredential,
             make=LegacyMsiCredential,
             unusable=UnusableLegacyStep,
         )

@@ -84,6 +84,36 @@ def test_it_is_azure_identitys_class_with_the_legacy_step_before_managed_identit
     assert [step for step in steps if step != "LegacyMsiCredential"] == reference  # the rest is untouched
 
 
+@pytest.mark.parametrize("twin", ["sync", "aio"])
+@pytest.mark.parametrize("where", ["the drop-in's module", "azure-identity's module"])
+def test_the_chain_s_classes_are_patched_where_azure_identity_s_tests_patch_them(twin: str, where: str) -> None:
+    """``patch(DefaultAzureCredential.__module__ + ".X")`` reaches the drop-in's chain, as it
+    reaches azure-identity's; so does a patch of azure-identity's own module."""
+    from unittest.mock import MagicMock, patch
+
+    import azure.identity
+    import azure.identity.aio
+
+    drop_in = DefaultAzureCredential if twin == "sync" else AsyncDefaultAzureCredential
+    theirs = azure.identity.DefaultAzureCredential if twin == "sync" else azure.identity.aio.DefaultAzureCredential
+    module = drop_in.__module__ if where == "the drop-in's module" else theirs.__module__
+    with patch(f"{module}.ManagedIdentityCredential") as managed, patch(f"{module}.AzureCliCredential") as cli:
+        credential = drop_in(managed_identity_client_id=CLIENT, process_timeout=7)
+    managed.assert_called_once()
+    assert managed.call_args.kwargs["client_id"] == CLIENT
+    cli.assert_called_once_with(process_timeout=7)
+    steps = list(credential.credentials)
+    assert cli.return_value in steps
+    # the legacy step goes right before what ManagedIdentityCredential(...) returned, mock or not
+    assert steps.index(managed.return_value) == steps.index(legacy_of(credential)) + 1
+    assert legacy_of(credential).identity.value == CLIENT
+    assert all(not isinstance(step, MagicMock) or step in (managed.return_value, cli.return_value) for step in steps)
+    # once the patches are gone, the chain is made of the real classes again
+    steps = names(drop_in())
+    assert steps.index("LegacyMsiCredential") + 1 == steps.index("ManagedIdentityCredential")
+    assert "AzureCliCredential" in steps
+
+
 @pytest.mark.parametrize(
     ("environment", "kwargs", "expected"),
     [

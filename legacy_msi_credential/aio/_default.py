@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._chain import AsyncUnusableLegacyStep, build_chain, import_error
+from .._chain import AsyncUnusableLegacyStep, IdentityInit, build_chain, import_error
 from ._credential import LegacyMsiCredential
 
 try:
-    from azure.identity.aio import ChainedTokenCredential, ManagedIdentityCredential
+    from azure.identity.aio import ChainedTokenCredential
     from azure.identity.aio import DefaultAzureCredential as _IdentityDefaultAzureCredential
 except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
     raise import_error(_error) from None
+
+#: azure-identity's ``__init__``, reading its collaborators through this module (see IdentityInit).
+_IDENTITY_INIT = IdentityInit(_IdentityDefaultAzureCredential, globals())
 
 
 class DefaultAzureCredential(_IdentityDefaultAzureCredential):
@@ -25,9 +28,8 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
         build_chain(
             self,
             kwargs,
-            identity_init=_IdentityDefaultAzureCredential.__init__,
+            identity_init=_IDENTITY_INIT,
             chained_init=ChainedTokenCredential.__init__,
-            managed_identity_type=ManagedIdentityCredential,
             make=LegacyMsiCredential,
             unusable=AsyncUnusableLegacyStep,
         )

@@ -113,7 +113,7 @@ def test_azure_identitys_own_tests_pass_against_the_drop_in(suite: Path, tmp_pat
     theirs = _run(suite, drop_in=False, report=tmp_path / "theirs.xml")
     ours = _run(suite, drop_in=True, report=tmp_path / "ours.xml")
     passing = {test for test, outcome in theirs.items() if outcome == "passed"}
-    assert len(passing) > 50, theirs  # the suite ran
+    assert len(passing) > 40, theirs  # the suite ran (49 tests on azure-identity 1.19, 132 on 1.27)
     expected = _expected_differences()
     broken = sorted(test for test in passing if ours.get(test) != "passed" and test not in expected)
     print(f"azure-identity {importlib.metadata.version('azure-identity')}: {len(passing)} tests pass with its class")
