@@ -305,6 +305,7 @@ print(json.dumps([tracemalloc.get_traced_memory()[0], source.cached, len(source.
 """
 
 
+@pytest.mark.slow
 def test_ten_thousand_identities_leave_a_bounded_cache() -> None:
     """Measured in a process of its own, where only the source allocates (no coverage tracer)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("COVERAGE")}
@@ -505,6 +506,7 @@ def test_stop_answers_what_is_in_flight_with_503_when_the_source_hangs() -> None
         requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5)
 
 
+@pytest.mark.slow
 def test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_file(tmp_path: Path) -> None:
     settings = tmp_path / "ManagedIdentity-Settings"
     with Emulator(port=0) as hung:

@@ -355,7 +355,9 @@ def test_an_unreachable_service_principal_stops_the_chain_as_in_azure_identity(t
         pytest.skip("cannot make a private network namespace here")
     code = f"""
 import json, os
+from azure.core.pipeline.policies import RetryPolicy
 from legacy_msi_credential import DefaultAzureCredential
+RetryPolicy.get_backoff_time = lambda self, settings: 0.0  # the retries of MSAL, without their waits
 os.environ.update(AZURE_CLIENT_ID="cid", AZURE_TENANT_ID="tid", AZURE_CLIENT_SECRET="s",
     AZURE_AUTHORITY_HOST="https://127.0.0.1:{closed_port()}", LEGACY_MSI_ENDPOINT="http://127.0.0.1:9/oauth2/token")
 credential = DefaultAzureCredential()

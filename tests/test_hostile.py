@@ -164,6 +164,7 @@ def _cli_runs(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_token_in_cli_output(scenario: str) -> None:
     token = new_token()
@@ -185,6 +186,7 @@ def test_no_token_in_cli_output(scenario: str) -> None:
     assert "Traceback" not in runs[0].stderr + runs[2].stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["no status line", "body line parsed as a header", "plain-text token"])
 def test_no_token_in_doctor_output(scenario: str) -> None:
     token = new_token()
@@ -536,6 +538,7 @@ def test_a_token_within_10_s_of_expiry_is_never_served(emulator: Emulator, clock
     assert emulator.request_count == 2
 
 
+@pytest.mark.slow
 def test_settings_file_swapped_for_a_fifo_never_blocks(tmp_path: Any) -> None:
     """Another process swaps the file for a FIFO over and over; construction never blocks."""
     path = tmp_path / "ManagedIdentity-Settings"
@@ -641,6 +644,7 @@ def test_outcomes_are_documented_for_a_closed_port() -> None:
     assert isinstance(outcome.error, ClientAuthenticationError)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("refusal", ["announced oversized body", "encoded body", "too slow"])
 def test_a_half_read_connection_is_never_used_again(kind: str, refusal: str) -> None:

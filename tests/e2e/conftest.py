@@ -19,6 +19,13 @@ from local_services import Azurite, find_azurite  # noqa: E402
 from .challenge_server import ChallengeServer  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that use Azurite run in one worker (``--dist loadgroup``): one Azurite, not one a worker."""
+    for item in items:
+        if "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("azurite"))
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     """Azurite on free loopback ports, HTTPS with a throwaway CA, OAuth checks on."""

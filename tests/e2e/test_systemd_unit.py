@@ -70,6 +70,7 @@ def test_the_unit_says_what_it_promises() -> None:
     assert settings["MemoryMax"] == "128M"  # benchmarks/bridge.py: about 60 MiB resident after 10,000 identities
 
 
+@pytest.mark.slow
 def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
     analyze = _need("systemd-analyze")
     _need("unshare")
