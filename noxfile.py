@@ -59,19 +59,21 @@ def _run_suite(session: nox.Session, e2e: tuple[str, ...] = ()) -> None:
         "print('testing the installed wheel:', legacy_msi_credential.__file__, 'on Python', sys.version.split()[0]); "
         f"print('with', ', '.join(f'{{name}} {{m.version(name)}}' for name in {DEPENDENCIES!r}))",
     )
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *session.posargs)
+    # Two workers each: the sessions run side by side, and most tests wait on loopback I/O.
+    workers = ["--numprocesses", "2", "--dist", "loadgroup"]
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, "tests", *session.posargs)
 
 
 #: The libraries whose versions a run prints: the direct dependencies and urllib3.
 DEPENDENCIES = ("azure-core", "requests", "urllib3", "aiohttp", "azure-identity", "cryptography")
 
 
-@nox.session(name="wheel", python=PYTHONS)
+@nox.session(name="wheel", python=PYTHONS, venv_backend="uv")
 def wheel(session: nox.Session) -> None:
     """The newest versions setup.cfg accepts."""
     built = _wheel(session)
     session.install(f"{built}[test,aio,emulator,identity]")
-    session.install("--force-reinstall", "--no-deps", built)  # the same version number, new code
+    session.install("--reinstall", "--no-deps", built)  # the same version number, new code
     _run_suite(session)
 
 

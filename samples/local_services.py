@@ -8,7 +8,7 @@ telemetry off, waits until it listens, and stops it afterwards::
     with Azurite.start() as azurite:
         client = BlobServiceClient(azurite.blob_url, credential=..., connection_verify=azurite.ca_file)
 
-It looks for Azurite in ``tests/e2e/node_modules`` (``npm ci`` there installs the pinned
+It looks for Azurite in ``tools/azurite/node_modules`` (``npm ci`` there installs the pinned
 version), then on ``PATH``. It needs the ``trustme`` package for the certificates.
 """
 
@@ -38,7 +38,7 @@ _STARTUP_TIMEOUT = 60.0  # s: a cold Node start on a small machine takes a few s
 
 def find_azurite() -> Optional[str]:
     """The Azurite executable: the repository's pinned copy, else one on PATH."""
-    pinned = ROOT / "tests" / "e2e" / "node_modules" / ".bin" / "azurite"
+    pinned = ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite"
     if pinned.exists():
         return str(pinned)
     return shutil.which("azurite")
@@ -90,7 +90,7 @@ class Azurite:
 
         azurite = executable or find_azurite()
         if azurite is None:
-            raise RuntimeError("Azurite is not installed: run `npm ci` in tests/e2e (needs Node.js)")
+            raise RuntimeError("Azurite is not installed: run `npm ci` in tools/azurite (needs Node.js)")
         workdir = tempfile.TemporaryDirectory(prefix="azurite-")
         ca = trustme.CA()
         server = ca.issue_cert("127.0.0.1", "localhost")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepare a fresh checkout: .venv with the package, and Azurite and the pinned Node
-# clients (npm). Safe to run again: it only installs what changed.
+# Prepare a fresh checkout: .venv with the package, Azurite (tools/azurite) and, for the
+# tests, the pinned legacy Node clients (tests/e2e). Safe to run again: it only installs
+# what changed, and says what it is doing before each step that takes time.
 #
 #   scripts/setup.sh              # everything the test suite and CI need (the dev extra)
 #   scripts/setup.sh quickstart   # only what the quick start runs: the package, the
@@ -17,12 +18,17 @@ esac
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv ($("$PYTHON" --version))"
     "$PYTHON" -m venv .venv
 fi
 MARKER=".venv/.installed-$PROFILE"
 if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$MARKER" ]; then
+    echo "setup: installing the package and its $PROFILE requirements into .venv (pip, about a minute the first time)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+    # pip's notice that an editable install is not a regular one says nothing to act on here.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]" 2>&1 \
+        | grep -v -e "^WARNING: Location '.*' is ignored" >&2 || true
+    .venv/bin/python -c "import legacy_msi_credential" # the install above succeeded
     touch "$MARKER"
     if [ "$PROFILE" = dev ]; then touch .venv/.installed-quickstart; fi  # dev includes it
 fi
@@ -44,13 +50,20 @@ fi
 
 if ! command -v npm >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Node.js and npm (Debian packages)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
     else
         echo "setup: npm not found; the Azurite tests and the quick start need Node.js and npm" >&2
         exit 0
     fi
 fi
-if [ ! -f tests/e2e/node_modules/.installed ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.installed ]; then
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-    touch tests/e2e/node_modules/.installed
-fi
+# npm projects: Azurite for the quick start and the tests; the legacy Node clients for the tests only.
+NPM_PROJECTS=(tools/azurite)
+if [ "$PROFILE" = dev ]; then NPM_PROJECTS+=(tests/e2e); fi
+for project in "${NPM_PROJECTS[@]}"; do
+    if [ ! -f "$project/node_modules/.installed" ] || [ "$project/package-lock.json" -nt "$project/node_modules/.installed" ]; then
+        echo "setup: installing the pinned npm packages of $project (npm ci)"
+        (cd "$project" && npm ci --no-audit --no-fund --loglevel=error --no-color)
+        touch "$project/node_modules/.installed"
+    fi
+done

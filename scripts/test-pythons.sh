@@ -17,7 +17,8 @@ done
 export PATH
 export UV_PYTHON_DOWNLOADS=never  # the interpreters found above, never a download
 rm -rf dist
-.venv/bin/python -m build --wheel --outdir dist . >/dev/null
+.venv/bin/python -m build --wheel --outdir dist . >.nox-build.log 2>&1 || { cat .nox-build.log; exit 1; }
+rm -f .nox-build.log
 mkdir -p .nox
 SESSIONS=(wheel-3.9 wheel-3.10 wheel-3.11 wheel-3.12 wheel-3.13 floors)
 pids=()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -110,27 +109,3 @@ async def test_cancelled_get_token_leaves_nothing_locked(emulator: Emulator) -> 
         token = await asyncio.wait_for(credential.get_token(ARM), timeout=5)
         assert token.token
         assert emulator.request_count == 2
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_credential_works_in_a_forked_child(emulator: Emulator) -> None:
-    credential = LegacyMsiCredential(endpoint=emulator.endpoint)
-    credential.get_token(ARM)
-    lock = credential._lock("https://vault.azure.net")
-    lock.acquire()  # held by this process at fork time: the child must not inherit it held
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        status = 1
-        try:
-            ok = credential.get_token("https://vault.azure.net/.default").token
-            os.write(write, b"ok" if ok else b"no")
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 2) == b"ok"
-    assert os.waitstatus_to_exitcode(status) == 0
-    lock.release()
-    credential.close()

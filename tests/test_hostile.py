@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
+from azure.core.pipeline.transport import RequestsTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredentia
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder, run_cli
+from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder, cli, run_cli
 from .hostile import (
     ARM,
     KINDS,
@@ -146,37 +147,23 @@ def test_no_token_in_errors_or_logs(kind: str, scenario: str) -> None:
 _cli = run_cli
 
 
-def _cli_runs(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Run several ``legacy-msi`` commands at once."""
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "legacy_msi_credential", *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in commands
-    ]
-    runs = []
-    for command, process in zip(commands, processes):
-        stdout, stderr = process.communicate(timeout=120)
-        runs.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
-    return runs
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_no_token_in_cli_output(scenario: str) -> None:
+def test_no_token_in_cli_output(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in process (``conftest.cli``): a new interpreter shows nothing more here;
+    ``test_reliability.py`` runs the command as a process."""
     token = new_token()
     steps, keep_open = _scenarios(token)[scenario]
+    sleeps = SleepRecorder()
+    # the retrying run's back-off is recorded, not slept: its waits are not under test here
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda transport, seconds: sleeps.sleeps.append(seconds))
     with HostileServer(lambda _: steps, keep_open=keep_open) as server:
         once = ["--endpoint", server.endpoint, "--retry-total", "0"]
-        runs = _cli_runs(
-            ["token", *once],
-            ["--debug", "token", *once],
-            ["token", *once, "--output", "json"],
-            ["--debug", "token", "--endpoint", server.endpoint, "--output", "raw"],  # with retries
-        )
+        runs = [
+            cli("token", *once),
+            cli("--debug", "token", *once),
+            cli("token", *once, "--output", "json"),
+            cli("--debug", "token", "--endpoint", server.endpoint, "--output", "raw"),  # with retries
+        ]
     for run in runs:
         _assert_no_token([run.stdout, run.stderr], token)
         assert run.returncode == 1, (run.args, run.stdout, run.stderr)
@@ -184,17 +171,20 @@ def test_no_token_in_cli_output(scenario: str) -> None:
     assert len(errors) == 1, runs[0].stderr
     assert errors[0].startswith("legacy-msi: error: ")
     assert "Traceback" not in runs[0].stderr + runs[2].stderr
+    assert "DEBUG " in runs[1].stderr  # the debug log was on, and written where a terminal shows it
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["no status line", "body line parsed as a header", "plain-text token"])
-def test_no_token_in_doctor_output(scenario: str) -> None:
+def test_no_token_in_doctor_output(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
     token = new_token()
     steps, keep_open = _scenarios(token)[scenario]
+    sleeps = SleepRecorder()  # the doctor's token attempt retries: recorded, not slept
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda transport, seconds: sleeps.sleeps.append(seconds))
     with HostileServer(lambda _: steps, keep_open=keep_open) as server:
-        (run,) = _cli_runs(["--debug", "doctor", "--endpoint", server.endpoint, "--skip-imds"])
+        run = cli("--debug", "doctor", "--endpoint", server.endpoint, "--skip-imds")
     _assert_no_token([run.stdout, run.stderr], token)
     assert run.returncode == 1
+    assert "DEBUG " in run.stderr
 
 
 # --- 3. Every call is bounded in time ----------------------------------------------------

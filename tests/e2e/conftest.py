@@ -31,8 +31,8 @@ def azurite() -> Iterator[Azurite]:
     """Azurite on free loopback ports, HTTPS with a throwaway CA, OAuth checks on."""
     if find_azurite() is None:
         if os.environ.get("CI"):
-            pytest.fail("Azurite is not installed: .ci/run must install it (npm ci in tests/e2e)")
-        pytest.skip("Azurite is not installed: run `npm ci` in tests/e2e (needs Node.js)")
+            pytest.fail("Azurite is not installed: .ci/run must install it (npm ci in tools/azurite)")
+        pytest.skip("Azurite is not installed: run `npm ci` in tools/azurite (needs Node.js)")
     with Azurite.start() as running:
         assert running.blob_url.startswith("https://")
         yield running
