@@ -102,3 +102,12 @@ REFRESH_RETRY_DELAY = 30  # s
 EXPIRY_MARGIN = 10  # s
 #: Latest expiry accepted from a response (9999-12-31T23:59:59Z); later values are garbage.
 MAX_EPOCH_SECONDS = 253402300799  # s
+
+# --- The emulator and the bridge (defaults the CLI shows too) -------------------------
+
+#: The emulator's token lifetime: the documented sample's ``expires_in``.
+EMULATOR_LIFETIME = 3599  # s
+#: Where ``legacy-msi serve`` gets its tokens: IMDS, the Azure CLI, azure-identity's chain.
+BRIDGE_SOURCES = ("imds", "cli", "default")
+#: Seconds a bridge source may take to answer before the client gets ``500 unknown``.
+BRIDGE_SOURCE_TIMEOUT = 20.0  # s

@@ -8,10 +8,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +23,11 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from ._constants import (
+    BRIDGE_SOURCE_TIMEOUT,
+    BRIDGE_SOURCES,
+    DEFAULT_PORT,
     DEFAULT_SCOPE_SUFFIX,
+    EMULATOR_LIFETIME,
     ENV_ENDPOINT,
     ENV_IMDS_URL,
     EXTRA_HINT,
@@ -101,9 +107,10 @@ def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_identity_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--client-id", help="client ID of a user-assigned identity")
-    group.add_argument("--object-id", help="object (principal) ID of a user-assigned identity")
-    group.add_argument("--msi-res-id", help="ARM resource ID of a user-assigned identity")
+    system = "(default: the system-assigned identity)"
+    group.add_argument("--client-id", help=f"client ID of a user-assigned identity {system}")
+    group.add_argument("--object-id", help=f"object (principal) ID of a user-assigned identity {system}")
+    group.add_argument("--msi-res-id", help=f"ARM resource ID of a user-assigned identity {system}")
 
 
 # --- token -----------------------------------------------------------------------------
@@ -407,14 +414,19 @@ def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
     except ImportError:
         report.line("skip", f"not tried: azure-identity is not installed ({EXTRA_HINT})")
         return None
-    # azure-identity's IMDS step goes where doctor's own probe went.
-    _point_azure_identity_at_imds(args.imds_url)
-    chain = DefaultAzureCredential(legacy_msi_endpoint=args.endpoint, **_chain_identity(args))
-    if args.skip_imds:
-        chain.credentials = tuple(c for c in chain.credentials if not isinstance(c, ManagedIdentityCredential))
     resource = args.resource.rstrip("/")
     scope = resource if resource.endswith(DEFAULT_SCOPE_SUFFIX) else resource + DEFAULT_SCOPE_SUFFIX
+    saved = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+    # azure-identity logs the chain's failure as a WARNING; the lines below say it once.
+    identity_logger = logging.getLogger("azure.identity")
+    level = identity_logger.level
+    identity_logger.setLevel(logging.ERROR)
     try:
+        # azure-identity's IMDS step goes where doctor's own probe went, for this call only.
+        _point_azure_identity_at_imds(args.imds_url)
+        chain = DefaultAzureCredential(legacy_msi_endpoint=args.endpoint, **_chain_identity(args))
+        if args.skip_imds:
+            chain.credentials = tuple(c for c in chain.credentials if not isinstance(c, ManagedIdentityCredential))
         with chain:
             chain.get_token_info(scope)
     except ClientAuthenticationError as exc:
@@ -423,6 +435,12 @@ def _chain_step(args: argparse.Namespace, report: _Report) -> Optional[str]:
             if line.startswith("\t"):
                 report.line("info", line.strip())
         return None
+    finally:
+        identity_logger.setLevel(level)
+        if saved is None:
+            os.environ.pop("AZURE_POD_IDENTITY_AUTHORITY_HOST", None)
+        else:
+            os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = saved
     step = type(getattr(chain, "_successful_credential", None)).__name__
     skipped = " (IMDS not tried: --skip-imds)" if args.skip_imds else ""
     report.line(" ok ", f"{step} answers: {_STEP_KINDS.get(step, 'a step of the chain')}{skipped}")
@@ -599,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0,
         metavar="SECONDS",
-        help="keep trying this long while nothing listens (a booting VM)",
+        help="keep trying this long while nothing listens, a booting VM (default: 0, fail at once)",
     )
     token.add_argument(
         "--retry-total",
@@ -617,64 +635,107 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy variables could interfere, and what to fix. Exit status 0 when a token can be had.",
     )
     doctor.add_argument(
-        "resource", nargs="?", default=DEFAULT_RESOURCE, metavar="SCOPE_OR_RESOURCE", help="what to ask a token for"
+        "resource",
+        nargs="?",
+        default=DEFAULT_RESOURCE,
+        metavar="SCOPE_OR_RESOURCE",
+        help=f"what to ask a token for (default: {DEFAULT_RESOURCE})",
     )
     _add_identity_options(doctor)
-    doctor.add_argument("--endpoint", help="token URL to check instead of the resolved one")
-    doctor.add_argument("--skip-imds", action="store_true", help="do not probe IMDS")
+    doctor.add_argument(
+        "--endpoint", help="token URL to check (default: the one the credential resolves, shown with its reason)"
+    )
+    doctor.add_argument("--skip-imds", action="store_true", help="do not probe IMDS (default: probe it, 1 s)")
     doctor.add_argument(
         "--imds-url",
         help=f"IMDS address to probe (default: ${ENV_IMDS_URL}, else {IMDS_DEFAULT_URL})",
     )
     doctor.add_argument(
-        "--timeout", type=float, default=_PROBE_TIMEOUT, metavar="SECONDS", help="timeout of each raw probe"
+        "--timeout",
+        type=float,
+        default=_PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"timeout of each raw probe of the endpoint (default: {_PROBE_TIMEOUT:g})",
     )
 
     emulate = commands.add_parser(
         "emulate",
         help="run a local emulator of the legacy endpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Serve the legacy endpoint's protocol locally, minting JWTs that look like Azure AD's "
-        "(they are not: no Azure service accepts them). With COMMAND, run it with "
-        f"{ENV_ENDPOINT} pointing at the emulator and exit with its status; otherwise serve until "
-        "Ctrl+C or SIGTERM.",
-        epilog="""fault SPEC (used one per token request, in order; comma-separated; xN repeats):
-  503  429@5  400/invalid_resource    an error answer, optionally with Retry-After
-  ok                                  a normal answer (spaces out the others)
-  drop | reset                        close the connection / reset it mid-body
-  hang[=S] | delay=S                  never answer (or for S seconds) / answer after S
-  not-json | truncated | expired      an HTML page / half a JSON body / an expired token
-  huge=BYTES | flood=BYTES            an oversized body, announced / not announced
-  trickle=S                           a good answer, one byte every S seconds
-  lifetime=S                          a new token living S seconds
-  wrong-identity                      a token (and client_id) of another identity than asked for
+        description=textwrap.fill(
+            "Serve the legacy endpoint's protocol locally, minting JWTs that look like Azure AD's "
+            "(they are not: no Azure service accepts them). With COMMAND, run it with "
+            f"{ENV_ENDPOINT} pointing at the emulator and exit with its status; otherwise serve until "
+            "Ctrl+C or SIGTERM.",
+            width=min(shutil.get_terminal_size().columns, 100) - 2,
+        ),
+        epilog="""fault SPEC (one per token request, in order; comma-separated; xN repeats):
+  503  429@5  400/invalid_resource  an error answer, optionally with Retry-After
+  ok                        a normal answer (spaces out the others)
+  drop | reset              close the connection / reset it mid-body
+  hang[=S] | delay=S        never answer (or for S seconds) / answer after S
+  not-json | truncated      an HTML page / half a JSON body
+  expired                   an expired token
+  huge=BYTES | flood=BYTES  an oversized body, announced / not announced
+  trickle=S                 a good answer, one byte every S seconds
+  lifetime=S                a new token living S seconds
+  wrong-identity            a token (and client_id) of an identity not asked for
 example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     )
-    emulate.add_argument("--port", type=int, default=50342, help="port to bind; 0 for a free one (default: 50342)")
+    emulate.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
+    )
     emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    emulate.add_argument("--allow-remote", action="store_true", help="allow binding an address that is not loopback")
-    emulate.add_argument("--lifetime", type=int, default=3599, metavar="SECONDS", help="token lifetime (default: 3599)")
+    emulate.add_argument(
+        "--allow-remote", action="store_true", help="allow binding an address that is not loopback (default: refused)"
+    )
+    emulate.add_argument(
+        "--lifetime",
+        type=int,
+        default=EMULATOR_LIFETIME,
+        metavar="SECONDS",
+        help=f"token lifetime (default: {EMULATOR_LIFETIME})",
+    )
     emulate.add_argument("--tenant-id", help="tenant ID put in tokens (default: a fixed made-up one)")
     emulate.add_argument(
         "--user-assigned",
         action="append",
         default=[],
         metavar="CLIENT_ID",
-        help="a user-assigned identity the VM has (repeatable); without any, every identity is accepted",
+        help="a user-assigned identity the VM has, repeatable (default: none, and every identity is accepted)",
     )
-    emulate.add_argument("--fault", action="append", default=[], metavar="SPEC", help="scripted answers, see below")
     emulate.add_argument(
-        "--write-settings", metavar="PATH", help="write a ManagedIdentity-Settings file (removed on exit)"
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="scripted answers, see below (default: none, every answer normal)",
     )
-    emulate.add_argument("--post-only", action="store_true", help="answer GET with 405, as POST-only deployments did")
+    emulate.add_argument(
+        "--write-settings",
+        metavar="PATH",
+        help="write a ManagedIdentity-Settings file, removed on exit (default: none written)",
+    )
+    emulate.add_argument(
+        "--post-only",
+        action="store_true",
+        help="answer GET with 405, as POST-only deployments did (default: GET and POST)",
+    )
     emulate.add_argument(
         "--os",
         choices=("linux", "windows"),
         default="linux",
         help="the extension's flavour: windows answers an unknown resource 500 unknown (default: linux)",
     )
-    emulate.add_argument("--unsigned", action="store_true", help="mint unsigned tokens (alg none)")
-    emulate.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run, then stop")
+    emulate.add_argument(
+        "--unsigned", action="store_true", help="mint unsigned tokens, alg none (default: RS256 with cryptography)"
+    )
+    emulate.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="command to run, then stop (default: serve until stopped)",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -684,27 +745,34 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
         "DefaultAzureCredential (needs the identity extra). One source request per identity and resource, "
         "cached until five minutes before expiry. Stops cleanly on SIGTERM, removing a settings file it wrote.",
     )
-    serve.add_argument("--port", type=int, default=50342, help="port to bind; 0 for a free one (default: 50342)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, and ::1)")
     serve.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow binding an address that is not loopback (requests not over loopback are still refused)",
+        help="allow binding an address that is not loopback; requests not over loopback are still refused "
+        "(default: refused)",
     )
     serve.add_argument(
-        "--source", choices=("imds", "cli", "default"), default="imds", help="where tokens come from (default: imds)"
+        "--source",
+        choices=BRIDGE_SOURCES,
+        default=BRIDGE_SOURCES[0],
+        help=f"where tokens come from (default: {BRIDGE_SOURCES[0]})",
     )
     serve.add_argument(
         "--source-timeout",
         type=float,
-        default=20.0,
+        default=BRIDGE_SOURCE_TIMEOUT,
         metavar="SECONDS",
-        help="longest wait for the source (default: 20)",
+        help=f"longest wait for the source (default: {BRIDGE_SOURCE_TIMEOUT:g})",
     )
     serve.add_argument(
         "--write-settings",
         metavar="PATH",
-        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings",
+        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings "
+        "(default: none written)",
     )
     serve.add_argument(
         "--imds-url",

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_PORT, HEALTH_PATH, TOKEN_PATH
+from ._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH, TOKEN_PATH
 from ._endpoint import is_loopback_host
 from ._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
 
@@ -54,8 +54,7 @@ _NAMESPACE = uuid.UUID("5d0f3f4e-8a43-4c59-9f5e-0c1d6b2f7a10")
 _BACKDATE = 300  # s
 #: Cached tokens are re-issued when this close to expiry, like the extension does.
 _REISSUE_BEFORE_EXPIRY = 300  # s
-#: The documented sample's ``expires_in``.
-DEFAULT_LIFETIME = 3599  # s
+DEFAULT_LIFETIME = EMULATOR_LIFETIME
 #: A hung request is released after this, or when the emulator stops.
 _HANG_DEFAULT = 3600.0  # s
 _MAX_BODY = 1024 * 1024

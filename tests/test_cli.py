@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import http.server
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -100,6 +102,33 @@ def test_help_is_complete(command: list[str], capsys: pytest.CaptureFixture[str]
     }[tuple(command)]
     for word in expected:
         assert word in text
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from legacy_msi_credential.cli import build_parser
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_option_s_help_names_its_default(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the parser itself, so that no option added later can skip it: every option but
+    ``--help`` says what happens without it, and no line of the help is wider than 80
+    columns (descriptions and epilogs included)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = _subcommands()[name]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.dest == "command":
+            continue
+        assert action.help, (name, action.dest)
+        assert "default" in action.help, (name, action.option_strings or action.dest, action.help)
+        if action.default not in (None, False, [], argparse.SUPPRESS) and not isinstance(action.default, bool):
+            shown = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+            assert shown in action.help, (name, action.dest, action.default, action.help)
+    text = parser.format_help()
+    after_usage = text.split("\n\n", 1)[1]  # argparse cannot wrap a usage line's exclusive group
+    assert max(len(line) for line in after_usage.splitlines()) <= 80, text
 
 
 # --- doctor ------------------------------------------------------------------------------
@@ -246,10 +275,19 @@ def test_emulate_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None
     assert "loopback only" in capsys.readouterr().err
 
 
-def test_doctor_on_a_machine_without_extension_or_imds(capsys: pytest.CaptureFixture[str]) -> None:
-    """A laptop or a CI runner: the verdict does not tell it to enable a VM extension."""
-    assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token"]) == 1
+def test_doctor_on_a_machine_without_extension_or_imds(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A laptop or a CI runner: the verdict does not tell it to enable a VM extension, the
+    chain's failure is said once (not again as azure-identity's warning), and the
+    environment is as it was."""
+    before = dict(os.environ)
+    imds = f"http://127.0.0.1:{closed_port()}"  # given: azure-identity's IMDS step is sent there, for the call only
+    assert main(["doctor", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token", "--imds-url", imds]) == 1
+    assert dict(os.environ) == before
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text
     out = capsys.readouterr().out
+    assert out.count("Verdict:") == 1
     assert "neither the legacy extension nor IMDS answers: this is not an Azure VM" in out
     assert "az login" in out
     assert "the legacy extension is not running here" not in out

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from .._cache import Action, TokenCache
 from .._claims import decode_claims, is_user_token, lacks_identity
-from .._constants import SERVE_HINT
+from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, SERVE_HINT
 from .._flight import Busy, Flights, Gate
 from .._protocol import TokenResult
 from .._rules import Refusal, TokenAsk
@@ -28,9 +28,8 @@ from .._text import clean_text
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 
-SOURCES = ("imds", "cli", "default")
-#: Seconds a source may take to answer before the client gets ``500 unknown``.
-SOURCE_TIMEOUT = 20.0  # s
+SOURCES = BRIDGE_SOURCES
+SOURCE_TIMEOUT = BRIDGE_SOURCE_TIMEOUT
 #: IMDS's documented limits per VM for managed identity tokens are 5 requests at once and
 #: 20 a second; the bridge stays under them.
 SOURCE_CONCURRENCY = 4
