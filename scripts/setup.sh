@@ -25,10 +25,9 @@ MARKER=".venv/.installed-$PROFILE"
 if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$MARKER" ]; then
     echo "setup: installing the package and its $PROFILE requirements into .venv (pip, about a minute the first time)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    # pip's notice that an editable install is not a regular one says nothing to act on here.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]" 2>&1 \
-        | grep -v -e "^WARNING: Location '.*' is ignored" >&2 || true
-    .venv/bin/python -c "import legacy_msi_credential" # the install above succeeded
+    # setuptools' notice that an editable install is not a regular one says nothing to act on here.
+    PYTHONWARNINGS="ignore:Editable installation" \
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
     touch "$MARKER"
     if [ "$PROFILE" = dev ]; then touch .venv/.installed-quickstart; fi  # dev includes it
 fi

@@ -81,7 +81,7 @@ def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
     commands = []
     for step in steps:
         command = step.removeprefix("sudo ").split("   #", 1)[0].strip()
-        command = command.replace('"legacy-msi-credential[serve]"', shlex.quote(f"{ROOT}[serve]"))  # from this clone
+        command = command.replace('".[serve]"', shlex.quote(f"{ROOT}[serve]"))  # this clone
         if command.startswith("systemctl"):
             continue  # needs a running systemd: verify instead
         commands.append(command)

@@ -1,0 +1,139 @@
+"""Every code block of the README and the user guide (``docs/*.md``) runs, so none goes stale.
+
+A ``python`` or ``bash`` block runs as written, from the repository's root, with the
+emulator as the default endpoint (``LEGACY_MSI_ENDPOINT``) and IMDS pointed at a dead
+loopback port. A block that cannot run here says why in an HTML comment on the line
+before its fence, and is checked as far as it can be:
+
+* ``<!-- docs-test: import-only (why) -->``: its imports run (a Python block that needs an
+  Azure resource);
+* ``<!-- docs-test: parse-only (why) -->``: every ``legacy-msi`` command line in it is
+  parsed by the command's own parser (servers, root, systemd);
+* ``<!-- docs-test: not run (why) -->``: ``bash -n`` checks its syntax, and its
+  ``legacy-msi`` command lines are parsed too.
+
+A bash block passes when no command in it is unknown (126, 127) or misused (2) and no
+traceback is printed; a command may fail for the reason the text around it gives (the
+doctor's verdict on a machine without the extension, say).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from legacy_msi_credential.cli import build_parser
+from legacy_msi_credential.emulator import Emulator
+
+from ..conftest import closed_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w+)\s*$")
+MARKER = re.compile(r"^<!-- docs-test: (import-only|parse-only|not run) \((.+)\) -->$")
+
+
+def _blocks() -> list[tuple[str, str, str, str]]:
+    """(id, language, mode, code) of every python and bash block."""
+    found = []
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        index = 0
+        while index < len(lines):
+            match = FENCE.match(lines[index])
+            if not match:
+                index += 1
+                continue
+            end = lines.index("```", index + 1)
+            marker = MARKER.match(lines[index - 1]) if index else None
+            if match.group(1) in ("python", "bash"):
+                name = f"{page.relative_to(ROOT)}:{index + 1}"
+                found.append(
+                    (name, match.group(1), marker.group(1) if marker else "run", "\n".join(lines[index + 1 : end]))
+                )
+            index = end + 1
+    return found
+
+
+BLOCKS = _blocks()
+
+
+def test_the_pages_have_blocks_and_every_marker_is_used() -> None:
+    assert len(BLOCKS) >= 10
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            if line.startswith("<!-- docs-test"):
+                assert MARKER.match(line), f"{page.name}:{number + 1}: say why, in parentheses: {line}"
+                assert FENCE.match(lines[number + 1]), f"{page.name}:{number + 1}: a marker goes right above a fence"
+
+
+def _environment(endpoint: str) -> dict[str, str]:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_", "IDENTITY_", "IMDS_"))},
+        "LEGACY_MSI_ENDPOINT": endpoint,
+        "LEGACY_MSI_IMDS_URL": dead,
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST": dead,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _command_lines(code: str) -> list[list[str]]:
+    """The ``legacy-msi`` invocations in a bash block, as argument lists (sudo and paths dropped)."""
+    commands = []
+    for line in code.splitlines():
+        for part in re.split(r"&&|;|(?<!&)&(?!&)|\|", line.split(" #", 1)[0]):
+            words = shlex.split(part)
+            while words and (words[0] == "sudo" or "=" in words[0]):
+                words = words[1:]
+            if words and Path(words[0]).name == "legacy-msi":
+                commands.append(words[1:])
+    return commands
+
+
+def _parses(arguments: list[str]) -> None:
+    try:
+        build_parser().parse_args(arguments)
+    except SystemExit as exc:  # argparse's way of refusing
+        pytest.fail(f"legacy-msi {' '.join(arguments)}: refused by the parser (exit {exc.code})")
+
+
+@pytest.mark.parametrize(("name", "language", "mode", "code"), BLOCKS, ids=[block[0] for block in BLOCKS])
+def test_the_block_runs(name: str, language: str, mode: str, code: str, session_emulator: Emulator) -> None:
+    env = _environment(session_emulator.endpoint)
+    if language == "python":
+        assert mode in ("run", "import-only"), f"{name}: a Python block runs, or at least its imports do"
+        if mode == "import-only":
+            tree = ast.parse(code)
+            code = "\n".join(ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+            assert code, f"{name}: nothing to import"
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False
+        )
+        assert result.returncode == 0, f"{name}:\n{code}\n{result.stderr}"
+        return
+    commands = _command_lines(code)
+    for arguments in commands:
+        _parses(arguments)
+    if mode in ("parse-only", "not run"):
+        assert commands or mode == "not run", f"{name}: no legacy-msi command to parse"
+        syntax = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True, check=False)
+        assert syntax.returncode == 0, f"{name}: {syntax.stderr}"
+        return
+    script = (
+        "trap 'status=$?; if [ $status -eq 2 ] || [ $status -ge 126 ]; then "
+        'echo "docs-test: exit $status from: $BASH_COMMAND" >&2; exit 99; fi\' ERR\n' + code
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=False
+    )
+    assert result.returncode != 99, f"{name}:\n{result.stderr}"
+    assert "Traceback" not in result.stdout + result.stderr, f"{name}:\n{result.stdout}\n{result.stderr}"
