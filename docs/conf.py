@@ -18,7 +18,7 @@ from legacy_msi_credential import __version__  # noqa: E402
 
 project = "legacy-msi-credential"
 author = "legacy-msi-credential contributors"
-copyright = "legacy-msi-credential contributors"
+copyright = "legacy-msi-credential contributors"  # noqa: A001 - the name Sphinx reads
 release = version = __version__
 
 extensions = [

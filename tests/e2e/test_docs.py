@@ -20,12 +20,14 @@ doctor's verdict on a machine without the extension, say).
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +139,36 @@ def test_the_block_runs(name: str, language: str, mode: str, code: str, session_
     )
     assert result.returncode != 99, f"{name}:\n{result.stderr}"
     assert "Traceback" not in result.stdout + result.stderr, f"{name}:\n{result.stdout}\n{result.stderr}"
+
+
+def _benchmarks() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_benchmark_figures_are_those_of_the_benchmark_code() -> None:
+    """``benchmarks/results/latest.json`` names the commit it measured: the benchmark code has
+    not changed since, and ``benchmarks/README.md``'s table is that run's."""
+    run = _benchmarks()
+    measured = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text(encoding="utf-8"))
+    assert measured["benchmark_code_modified"] is False, "measured with uncommitted benchmark code"
+    known = subprocess.run(["git", "cat-file", "-e", f"{measured['commit']}^{{commit}}"], cwd=ROOT, check=False)
+    assert known.returncode == 0, f"the stamped commit {measured['commit']} is not in this repository's history"
+    changed = subprocess.run(
+        ["git", "diff", "--name-only", measured["commit"], "HEAD", "--", *run.BENCHMARK_CODE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not changed, f"{changed} changed since the figures were measured: run benchmarks/run.py and commit"
+    figures = [run.Figure(**figure) for figure in measured["figures"]]
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    assert run.markdown(figures, measured) in readme, "benchmarks/README.md's table is not latest.json's"
