@@ -7,6 +7,9 @@ On a VM with the legacy extension::
 Anywhere, against the emulator and a local Azurite::
 
     legacy-msi emulate --port 0 -- python samples/blob_sync.py --azurite
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

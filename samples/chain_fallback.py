@@ -16,6 +16,9 @@ too; azure-identity reads its address from AZURE_POD_IDENTITY_AUTHORITY_HOST)::
 
     legacy-msi emulate --port 0 -- sh -c 'AZURE_POD_IDENTITY_AUTHORITY_HOST=${LEGACY_MSI_ENDPOINT%/oauth2/token} \\
         LEGACY_MSI_ENDPOINT=http://127.0.0.1:9/oauth2/token python samples/chain_fallback.py'
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ On any machine (an old VM, a new VM, a laptop signed in with `az login`)::
 Locally, the legacy endpoint answering::
 
     legacy-msi emulate --port 0 -- python samples/default_credential.py
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

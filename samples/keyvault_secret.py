@@ -8,6 +8,9 @@ Anywhere, against the emulator and a local Key Vault stand-in (the test suite's
 challenge server, ``python tests/e2e/challenge_server.py`` prints its URL and CA file)::
 
     legacy-msi emulate --port 0 -- python samples/keyvault_secret.py --vault-url URL --ca-file CA --secret db-password
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ On a VM with the legacy managed identity extension::
 Anywhere, against the emulator and a local Azurite (what ``scripts/quickstart.sh`` runs)::
 
     legacy-msi emulate --port 0 -- python samples/quickstart.py --azurite
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Anywhere, against the emulator and a local ARM stand-in (the test suite's challe
 server, ``python tests/e2e/challenge_server.py`` prints its URL and CA file)::
 
     legacy-msi emulate --port 0 -- python samples/raw_token.py --arm-url URL --ca-file CA
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ On a VM with the legacy extension::
 Anywhere, against the emulator (which accepts any identity unless told otherwise)::
 
     legacy-msi emulate --port 0 -- python samples/user_assigned_identity.py --client-id 6d1e8a7c-0001
+
+The commands above run from the repository's root in its virtual environment
+(``scripts/setup.sh``, then ``source .venv/bin/activate``).
 """
 
 from __future__ import annotations
