@@ -72,6 +72,15 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     root = logging.getLogger()
     saved_handlers, saved_level, saved_environ = root.handlers[:], root.level, dict(os.environ)
     root.handlers.clear()  # as in a new process, so that main's logging.basicConfig takes effect
+    # ...and every logger with no level of its own and enabled, as a new process has them
+    # (filters stay: this package's own are installed once, when its modules are imported)
+    loggers = [item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    saved_loggers = [(item, item.level, item.disabled) for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.NOTSET)
+        item.disabled = False
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
     os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -88,6 +97,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
             handler.close()
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        for item, level, was_disabled in saved_loggers:
+            item.setLevel(level)
+            item.disabled = was_disabled
+        logging.disable(disabled)
         os.environ.clear()
         os.environ.update(saved_environ)
     return subprocess.CompletedProcess(["legacy-msi", *args], status, out.getvalue(), err.getvalue())
