@@ -1,0 +1,304 @@
+"""Plant bugs one at a time in the security-relevant modules and see whether the suite notices.
+
+    .venv/bin/python scripts/mutants.py             # every mutant (about 5 minutes on 2 cores)
+    .venv/bin/python scripts/mutants.py -k bridge   # those whose name contains "bridge"
+
+Each mutant is a realistic bug that breaks one promise the README or the guide makes (a
+remote client served, identities sharing a cache entry, a short token left unredacted...),
+written as an exact replacement in one module. For each, a scratch checkout of ``HEAD``
+(``git worktree``) gets the change, and the tests that cover that module run against it
+(``-x``, stopping at the first failure). A mutant is *caught* when they fail, *survives*
+when they pass; the script first checks that they pass without any change, and that each
+replacement applies exactly once, so that a mutant that no longer applies is an error
+rather than a silent pass. The score and the survivors (each killed by a test or
+explained as equivalent in ``docs/reliability.md``) are printed at the end; exit status 1
+when a mutant survives that is not listed as equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    module: str
+    old: str
+    new: str
+    promise: str
+    tests: tuple[str, ...]
+    #: Why it cannot be caught, for a mutant that changes no behaviour anyone can see.
+    equivalent: str = ""
+
+
+BRIDGE_TESTS = ("tests/test_bridge_service.py", "tests/test_bridge.py", "tests/test_emulator.py")
+CLAIMS_TESTS = ("tests/test_claims_and_flight.py", "tests/test_bridge_service.py", "tests/test_guarantees.py")
+WIRE_TESTS = ("tests/test_endpoint.py", "tests/test_credential.py", "tests/test_loopback_namespace.py")
+TEXT_TESTS = ("tests/test_small_parts.py", "tests/test_hostile.py")
+CHAIN_TESTS = ("tests/test_default_chain.py",)
+
+MUTANTS = [
+    # --- the protocol's rules (_rules): what the bridge and the emulator refuse ---------------
+    Mutant(
+        "rules: a client not on loopback is served",
+        "legacy_msi_credential/_rules.py",
+        "    if not peer_is_loopback:\n",
+        "    if False:\n",
+        "only loopback clients, even with --allow-remote",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: Sec-Fetch-Site passes",
+        "legacy_msi_credential/_rules.py",
+        'lowered.startswith("sec-fetch-")',
+        'lowered.startswith("sec-fetch-mode")',
+        "requests carrying any Sec-Fetch-* header are refused",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: any Host passes",
+        "legacy_msi_credential/_rules.py",
+        "    return match is not None and is_loopback_host(match.group(1))\n",
+        "    return match is not None\n",
+        "Host must name localhost, 127.0.0.1 or [::1] (DNS rebinding)",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: any Metadata value passes",
+        "legacy_msi_credential/_rules.py",
+        '    if headers.get("Metadata") != "true":\n',
+        '    if headers.get("Metadata") is None:\n',
+        "Metadata: true, else 400 bad_request_102",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: a parameter given twice passes",
+        "legacy_msi_credential/_rules.py",
+        "if len(values) > 1)",
+        "if len(values) > 2)",
+        "a repeated parameter is refused, never read one way here and another there",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: X-Forwarded-For passes",
+        "legacy_msi_credential/_rules.py",
+        '(headers.get("X-Forwarded-For") is not None or headers.get("Forwarded") is not None)',
+        '(headers.get("Forwarded") is not None)',
+        "X-Forwarded-For and Forwarded are refused",
+        BRIDGE_TESTS,
+    ),
+    # --- whose token it is (_claims) -----------------------------------------------------------
+    Mutant(
+        "claims: another identity's token accepted",
+        "legacy_msi_credential/_claims.py",
+        "        if claimed is not None and not _same(value, claimed, parameter):",
+        "        if claimed is not None and False:",
+        "never a token for another identity than the one asked for",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: azp ignored",
+        "legacy_msi_credential/_claims.py",
+        'claims.get("appid") is None and claims.get("azp") is not None',
+        "False",
+        "v2 tokens name the client in azp",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a token without the claim served by the bridge",
+        "legacy_msi_credential/_claims.py",
+        "    claimed = claims.get(claim)\n    if claimed is None:\n",
+        "    claimed = claims.get(claim)\n    if False:\n",
+        "the bridge serves a user-assigned identity only when the token names it",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a user token with scp counts as an identity's",
+        "legacy_msi_credential/_claims.py",
+        '("upn", "unique_name", "scp")',
+        '("upn", "unique_name")',
+        "a system-assigned request never gets a signed-in user's token",
+        CLAIMS_TESTS,
+    ),
+    # --- loopback, decided on names and on the wire (_endpoint, _guard) -------------------------
+    Mutant(
+        "endpoint: localhost. counts as loopback",
+        "legacy_msi_credential/_endpoint.py",
+        '    if host.lower() == "localhost":\n',
+        '    if host.lower().rstrip(".") == "localhost":\n',
+        "names that go through DNS (localhost.) are not loopback",
+        WIRE_TESTS,
+    ),
+    Mutant(
+        "guard: a private peer counts as loopback",
+        "legacy_msi_credential/_guard.py",
+        "    return bool(ip.is_loopback)\n",
+        "    return bool(ip.is_loopback or ip.is_private)\n",
+        "plain http reaches only a loopback peer, checked on the connected socket",
+        WIRE_TESTS,
+    ),
+    Mutant(
+        "guard: any peer address counts as loopback",
+        "legacy_msi_credential/_guard.py",
+        "        return is_loopback_address(peer[0])\n",
+        "        return True\n",
+        "plain http reaches only a loopback peer, checked on the connected socket",
+        WIRE_TESTS,
+    ),
+    # --- redaction (_text) --------------------------------------------------------------------
+    Mutant(
+        "text: a short token left in messages",
+        "legacy_msi_credential/_text.py",
+        "{20,}",
+        "{40,}",
+        "no token in a message, whatever its shape",
+        TEXT_TESTS,
+    ),
+    Mutant(
+        "text: only a JWT's header redacted",
+        "legacy_msi_credential/_text.py",
+        r'_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*")',
+        r'_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*")',
+        "no part of a token in a message",
+        TEXT_TESTS,
+    ),
+    # --- the bridge's source (bridge/_source, _flight) -----------------------------------------
+    Mutant(
+        "bridge: the cache key leaves out the identity",
+        "legacy_msi_credential/bridge/_source.py",
+        "key = f\"{ask.parameter or ''}\\x00{ask.value or ''}\\x00{ask.resource}\"",
+        "key = f\"{ask.parameter or ''}\\x00{ask.resource}\"",
+        "identities never bleed into each other through the cache",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: the identity check skipped",
+        "legacy_msi_credential/bridge/_source.py",
+        "wrong = lacks_identity(ask.parameter, ask.value, claims)",
+        "wrong = None",
+        "only the identity asked for",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "flight: no single flight",
+        "legacy_msi_credential/_flight.py",
+        "        running = self._running.get(key)\n",
+        "        running = None\n",
+        "one source request per identity and resource, however many clients ask",
+        (*BRIDGE_TESTS, "tests/test_claims_and_flight.py"),
+    ),
+    # --- the emulator's identities -------------------------------------------------------------
+    Mutant(
+        "emulator: an unknown object_id or msi_res_id gets a token",
+        "legacy_msi_credential/emulator.py",
+        "matches = [i for i in self.user_assigned if getattr(i, parameter) == value]",
+        'matches = [i for i in self.user_assigned if parameter != "client_id" or getattr(i, parameter) == value]',
+        "the emulator never hands out an identity that was not asked for",
+        ("tests/test_emulator.py", "tests/test_emulator_fidelity.py"),
+    ),
+    # --- the drop-in (_chain) ------------------------------------------------------------------
+    Mutant(
+        "chain: identity_config does not reach the legacy step",
+        "legacy_msi_credential/_chain.py",
+        "        if self.identity:\n            options.update(self.identity)\n",
+        "        if False:\n            options.update(self.identity)\n",
+        "the legacy step asks for the identity azure-identity's managed identity step gets",
+        CHAIN_TESTS,
+    ),
+    Mutant(
+        "chain: the caller's transport does not reach the legacy step",
+        "legacy_msi_credential/_chain.py",
+        'PIPELINE_KEYWORDS = ("transport", "logging_enable", "user_agent", "headers", "proxies")',
+        'PIPELINE_KEYWORDS = ("logging_enable", "user_agent", "headers", "proxies")',
+        "a caller's transport is never bypassed",
+        CHAIN_TESTS,
+    ),
+    Mutant(
+        "chain: the legacy step after managed identity",
+        "legacy_msi_credential/_chain.py",
+        "            return (*credentials[:index], step, *credentials[index:])",
+        "            return (*credentials[: index + 1], step, *credentials[index + 1 :])",
+        "the legacy step runs right before ManagedIdentityCredential",
+        CHAIN_TESTS,
+    ),
+    Mutant(
+        "chain: managed_identity_client_id ignored by the legacy step",
+        "legacy_msi_credential/_chain.py",
+        '            client_id = kwargs["managed_identity_client_id"]\n',
+        "            client_id = None\n",
+        "managed_identity_client_id selects the identity, for the legacy step too",
+        CHAIN_TESTS,
+    ),
+]
+
+
+def _run(command: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return done.returncode, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _pytest(tests: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "4", *tests]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only the mutants whose name contains this (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [mutant for mutant in MUTANTS if args.k in mutant.name]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], cwd=ROOT, check=True)
+        try:
+            return _check(chosen, tree)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+def _check(chosen: list[Mutant], tree: Path) -> int:
+    baseline = sorted({test for mutant in chosen for test in mutant.tests})
+    status, output = _run(_pytest(tuple(baseline)), tree, 900)
+    if status != 0:
+        print(f"the tests fail without any change:\n{output}")
+        return 2
+    caught, survived = [], []
+    for mutant in chosen:
+        path = tree / mutant.module
+        original = path.read_text(encoding="utf-8")
+        if original.count(mutant.old) != 1:
+            print(f"error: {mutant.name}: the replacement does not apply exactly once in {mutant.module}")
+            return 2
+        path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+        started = time.monotonic()
+        try:
+            status, output = _run(_pytest(mutant.tests), tree, 600)
+        finally:
+            path.write_text(original, encoding="utf-8")
+        seconds = time.monotonic() - started
+        verdict = "caught" if status != 0 else "SURVIVED"
+        (caught if status != 0 else survived).append(mutant)
+        failed = next((line for line in output.splitlines() if line.startswith("FAILED")), "")
+        print(f"{verdict:9} {seconds:5.1f} s  {mutant.name}  {failed[:110]}")
+    print(f"\n{len(caught)} of {len(chosen)} mutants caught.")
+    unexplained = [mutant for mutant in survived if not mutant.equivalent]
+    for mutant in survived:
+        print(f"survived: {mutant.name} ({mutant.promise}){': ' + mutant.equivalent if mutant.equivalent else ''}")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
