@@ -24,10 +24,13 @@ fi
 MARKER=".venv/.installed-$PROFILE"
 if [ ! -f "$MARKER" ] || [ setup.cfg -nt "$MARKER" ] || [ pyproject.toml -nt "$MARKER" ]; then
     echo "setup: installing the package and its $PROFILE requirements into .venv (pip, about a minute the first time)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    # setuptools' notice that an editable install is not a regular one says nothing to act on here.
+    # Left out of the log: pip's notices about find-links folders of
+    # this machine's pip configuration that do not exist, and setuptools' that an editable
+    # install is not a regular one. Errors still show, and pip's exit status still counts.
+    quiet() { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" >&2 || true; }
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2> >(quiet)
     PYTHONWARNINGS="ignore:Editable installation" \
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]" 2> >(quiet)
     touch "$MARKER"
     if [ "$PROFILE" = dev ]; then touch .venv/.installed-quickstart; fi  # dev includes it
 fi
