@@ -181,6 +181,30 @@ def test_identities_are_reflected_and_registered_ones_enforced(http: requests.Se
         assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized_client")
 
 
+@pytest.mark.parametrize("parameter", ["client_id", "object_id", "msi_res_id", "mi_res_id"])
+def test_an_identity_the_vm_lacks_gets_no_token_whatever_names_it(http: requests.Session, parameter: str) -> None:
+    """Every identity parameter, for every pair of identities: each gets its own, an unknown one none."""
+    field = "msi_res_id" if parameter == "mi_res_id" else parameter
+    first = UserAssignedIdentity(client_id="c-1", object_id="o-1", msi_res_id="/subscriptions/s/x/one")
+    second = UserAssignedIdentity(client_id="c-2", object_id="o-2", msi_res_id="/subscriptions/s/x/two")
+    with Emulator(port=0, user_assigned=[first, second]) as vm:
+        for identity in (first, second, first):
+            claims = claims_of(
+                get(http, vm, resource=ARM, **{parameter: getattr(identity, field)}).json()["access_token"]
+            )
+            assert (claims["appid"], claims["oid"], claims["xms_mirid"]) == (
+                identity.client_id,
+                identity.object_id,
+                identity.msi_res_id,
+            )
+        minted = len(vm.minted_tokens)
+        unknown = "/subscriptions/s/x/three" if field == "msi_res_id" else "unknown-3"
+        refused = get(http, vm, resource=ARM, **{parameter: unknown})
+        assert refused.status_code in (400, 401), refused.text
+        assert "access_token" not in refused.json()
+        assert len(vm.minted_tokens) == minted  # nothing minted for it
+
+
 def test_tokens_are_cached_per_resource_and_identity_until_near_expiry(http: requests.Session) -> None:
     now = [1_800_000_000.0]
     with Emulator(port=0, clock=lambda: now[0]) as vm:

@@ -187,6 +187,35 @@ def test_no_token_in_doctor_output(scenario: str, monkeypatch: pytest.MonkeyPatc
     assert "DEBUG " in run.stderr
 
 
+#: Tokens only one redaction rule catches, so that each rule is tried on its own: a JWT
+#: whose payload and signature are too short for the long-run rule, and an opaque token long
+#: enough for that rule but not a JWT (the scenarios above use a token both rules catch).
+TOKEN_SHAPES = {
+    "short JWT": "eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.c2ln",
+    "opaque, 22 characters": "a1b2c3d4e5f6g7h8i9j0k1",
+    "opaque, base64 with padding": "Zm9vYmFyMTIzNDU2Nzg5MA==",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", TOKEN_SHAPES)
+@pytest.mark.parametrize("where", ["error_description", "a body that is not JSON"])
+def test_every_redaction_rule_holds_on_its_own(kind: str, shape: str, where: str) -> None:
+    token = TOKEN_SHAPES[shape]
+    if where == "error_description":
+        body = json.dumps({"error": "invalid_request", "error_description": f"rejected token {token} here"}).encode()
+        answer = http_answer("400 Bad Request", {"Content-Type": "application/json"}, body)
+    else:
+        answer = http_answer("200 OK", {"Content-Type": "text/html"}, f"<p>{token}</p>".encode())
+    with HostileServer(lambda _: [answer, None]) as server:
+        outcome = attempt(kind, server.endpoint, retry_total=0)
+    assert isinstance(outcome.error, (CredentialUnavailableError, TokenRequestError)), repr(outcome.error)
+    parts = [part for part in token.split(".") if len(part) >= 4]
+    for text in [*texts_of(outcome.error), *outcome.texts]:
+        for part in parts:
+            assert part not in text, f"{shape}: {part!r} in {text[:600]}"
+
+
 # --- 3. Every call is bounded in time ----------------------------------------------------
 
 
