@@ -270,12 +270,30 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
         return self._helper.answer(collector)
 
 
-def pipeline_policies(retry_policy: Any, **kwargs: Any) -> list[Any]:
+class LoopbackProxyPolicy(ProxyPolicy):
+    """azure-core's ``proxies=`` for https; for plain http to a loopback-only endpoint, none.
+
+    A proxy would be the peer of a plain-http request, and the token would travel through
+    it: the requests transports' guard drops the proxy itself, and this policy drops it
+    before any transport (aiohttp's included) sees it.
+    """
+
+    def __init__(self, *, require_loopback: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._require_loopback = require_loopback
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        super().on_request(request)
+        if self._require_loopback and request.http_request.url.lower().startswith("http://"):
+            request.context.options.pop("proxies", None)
+
+
+def pipeline_policies(retry_policy: Any, *, require_loopback: bool, **kwargs: Any) -> list[Any]:
     """The policy list both credentials use, around their own retry policy."""
     return [
         HeadersPolicy(**kwargs),
         UserAgentPolicy(base_user_agent=USER_AGENT, **kwargs),
-        ProxyPolicy(**kwargs),
+        LoopbackProxyPolicy(require_loopback=require_loopback, **kwargs),
         retry_policy,
         CustomHookPolicy(**kwargs),
         RedactingNetworkTraceLoggingPolicy(**kwargs),
@@ -334,7 +352,7 @@ def build_pipeline(
     if require_loopback and not guarded:
         raise ValueError(unguardable_transport(transport))
     retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=guarded)
-    return Pipeline(transport, policies=pipeline_policies(retry, **kwargs))
+    return Pipeline(transport, policies=pipeline_policies(retry, require_loopback=require_loopback, **kwargs))
 
 
 def unguardable_transport(transport: Any) -> str:

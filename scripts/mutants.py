@@ -155,6 +155,38 @@ MUTANTS = [
         "plain http reaches only a loopback peer, checked on the connected socket",
         WIRE_TESTS,
     ),
+    Mutant(
+        "endpoint: a dangling symbolic link taken for a missing settings file",
+        "legacy_msi_credential/_endpoint.py",
+        "        info = os.lstat(path)\n",
+        "        info = os.stat(path)\n",
+        "a settings file that exists but is unusable (a symbolic link) makes chains move on, loudly",
+        WIRE_TESTS,
+    ),
+    Mutant(
+        "endpoint: the symbolic link check left to a later layer",
+        "legacy_msi_credential/_endpoint.py",
+        "    if stat.S_ISLNK(info.st_mode):\n",
+        "    if False:\n",
+        "a settings file behind a symbolic link is refused, saying so",
+        WIRE_TESTS,
+    ),
+    Mutant(
+        "pipeline: the proxies keyword used for plain http to loopback",
+        "legacy_msi_credential/_pipeline.py",
+        '        if self._require_loopback and request.http_request.url.lower().startswith("http://"):\n',
+        "        if False:\n",
+        "proxies are never used for plain http to loopback",
+        WIRE_TESTS,
+    ),
+    Mutant(
+        "retry: timeout silently accepted",
+        "legacy_msi_credential/_retry.py",
+        '    "retry_on_methods",\n    "timeout",\n',
+        '    "retry_on_methods",\n',
+        "azure-core's other retry keywords are refused by name",
+        TEXT_TESTS,
+    ),
     # --- redaction (_text) --------------------------------------------------------------------
     Mutant(
         "text: a short token left in messages",
@@ -221,6 +253,14 @@ MUTANTS = [
         'PIPELINE_KEYWORDS = ("transport", "logging_enable", "user_agent", "headers", "proxies")',
         'PIPELINE_KEYWORDS = ("logging_enable", "user_agent", "headers", "proxies")',
         "a caller's transport is never bypassed",
+        CHAIN_TESTS,
+    ),
+    Mutant(
+        "chain: managed_identity_client_id taken from azure-identity",
+        "legacy_msi_credential/_chain.py",
+        '            client_id = kwargs["managed_identity_client_id"]\n',
+        '            client_id = kwargs.pop("managed_identity_client_id")\n',
+        "managed_identity_client_id still reaches azure-identity's own managed identity step",
         CHAIN_TESTS,
     ),
     Mutant(

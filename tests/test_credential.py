@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
@@ -135,6 +136,25 @@ def test_proxy_variables_are_ignored_for_loopback(
         monkeypatch.setenv(name, dead_proxy)
     credential = twin.make(endpoint=emulator.endpoint, transport=None)
     assert twin.get_token(credential, ARM).token
+    assert emulator.request_count == 1
+
+
+@pytest.mark.parametrize("given_as", ["variables", "the proxies keyword", "both"])
+def test_a_proxy_is_never_used_for_loopback_however_it_is_given(
+    twin: SyncTwin, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, given_as: str
+) -> None:
+    """Whether the proxy comes from the environment or from azure-core's ``proxies=`` keyword
+    (its ProxyPolicy sets it on every request), plain http to loopback goes straight there."""
+    with Emulator(port=0) as proxy:  # would record, and answer, any request sent through it
+        options: dict[str, Any] = {}
+        if given_as in ("variables", "both"):
+            for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+                monkeypatch.setenv(name, proxy.imds_authority)
+        if given_as in ("the proxies keyword", "both"):
+            options["proxies"] = {"http": proxy.imds_authority, "https": proxy.imds_authority}
+        credential = twin.make(endpoint=emulator.endpoint, transport=None, **options)
+        assert twin.get_token(credential, ARM).token
+        assert proxy.request_count == 0
     assert emulator.request_count == 1
 
 

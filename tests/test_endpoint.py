@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -85,12 +86,23 @@ def test_malformed_settings_file_is_a_clear_error(tmp_path: Path, content: str |
         resolve_endpoint(None, environ={"LEGACY_MSI_SETTINGS_FILE": file})
 
 
-def test_settings_file_behind_a_symlink_is_refused(tmp_path: Path) -> None:
-    real = settings(tmp_path, json.dumps({"url": "http://localhost:50342/"}))
+@pytest.mark.parametrize("target", ["a settings file", "nothing (dangling)", "itself (a loop)"])
+def test_settings_file_behind_a_symlink_is_refused(tmp_path: Path, target: str) -> None:
+    """Refused by the check that names it, whatever the link points at: not by a later layer
+    (``O_NOFOLLOW``'s "too many levels of symbolic links"), and a dangling link is not taken
+    for a missing file (which would silently fall through to the default endpoint)."""
     link = tmp_path / "link"
-    link.symlink_to(real)
-    with pytest.raises(SettingsFileError, match="symbolic link"):
+    if target == "a settings file":
+        link.symlink_to(settings(tmp_path, json.dumps({"url": "http://localhost:50342/"})))
+    elif target == "nothing (dangling)":
+        link.symlink_to(tmp_path / "missing")
+    else:
+        link.symlink_to(link)
+    expected = re.escape(f"settings file {link}: is a symbolic link; refusing to follow it")
+    with pytest.raises(SettingsFileError, match=f"^{expected}$"):
         read_settings_file(str(link))
+    with pytest.raises(SettingsFileError, match=f"^{expected}$"):
+        resolve_endpoint(None, environ={"LEGACY_MSI_SETTINGS_FILE": str(link)})
 
 
 def test_settings_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:

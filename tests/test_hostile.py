@@ -12,11 +12,13 @@ import asyncio
 import gzip
 import json
 import os
+import re
 import select
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredential, TokenRequestError
+from legacy_msi_credential._retry import REFUSED_RETRY_KEYWORDS
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator, Fault
 
@@ -615,10 +618,17 @@ def test_emulate_refuses_an_infinite_lifetime_in_one_line() -> None:
     assert "Traceback" not in run.stderr
 
 
-@pytest.mark.parametrize("name", ["retry_mode", "retry_connect", "retry_read", "retry_status", "retry_on_status_codes"])
-def test_retry_keywords_are_refused_by_their_own_name(name: str) -> None:
+@pytest.mark.parametrize("kind", ["sync", "aio-aiohttp"])
+@pytest.mark.parametrize("name", REFUSED_RETRY_KEYWORDS)
+def test_retry_keywords_are_refused_by_their_own_name(name: str, kind: str) -> None:
     with pytest.raises(ValueError, match=f"^{name} is not supported"):
-        LegacyMsiCredential(**{name: 1})
+        make(kind, None, **{name: 1})
+
+
+def test_the_guide_names_every_refused_keyword_and_no_other() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text(encoding="utf-8")
+    sentence = guide[guide.index("azure-core's other retry keywords") :].split("rather than silently ignored")[0]
+    assert set(re.findall(r"`(\w+)`", sentence)) - {"ValueError"} == set(REFUSED_RETRY_KEYWORDS)
 
 
 def test_retry_backoff_keywords_are_honoured(emulator: Emulator, sleeps: SleepRecorder) -> None:

@@ -226,4 +226,4 @@ def build_async_pipeline(
     if require_loopback and not guarded:
         raise ValueError(unguardable_transport(transport))
     retry = AsyncRetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=watched)
-    return AsyncPipeline(transport, policies=pipeline_policies(retry, **kwargs))
+    return AsyncPipeline(transport, policies=pipeline_policies(retry, require_loopback=require_loopback, **kwargs))
