@@ -332,7 +332,7 @@ def _check(chosen: list[Mutant], tree: Path) -> int:
         verdict = "caught" if status != 0 else "SURVIVED"
         (caught if status != 0 else survived).append(mutant)
         failed = next((line for line in output.splitlines() if line.startswith("FAILED")), "")
-        print(f"{verdict:9} {seconds:5.1f} s  {mutant.name}  {failed[:110]}")
+        print(f"{verdict:9} {seconds:5.1f} s  {mutant.name}  {failed.split(' - ')[0]}")
     print(f"\n{len(caught)} of {len(chosen)} mutants caught.")
     unexplained = [mutant for mutant in survived if not mutant.equivalent]
     for mutant in survived:

@@ -632,6 +632,45 @@ def test_requests_arriving_as_a_flight_ends_find_its_token() -> None:
     assert stand_in.calls == 1
 
 
+class FailingStandIn(StandIn):
+    """A source that takes a while, then fails: every identity, every time."""
+
+    def get_token(self, parameter: Optional[str], value: Optional[str]) -> AccessToken:
+        self.calls += 1
+        time.sleep(self.delay)
+        raise RuntimeError("the source is down")
+
+
+@pytest.mark.parametrize("parameter", [None, "client_id", "object_id", "msi_res_id"])
+def test_a_failure_is_shared_by_the_clients_waiting_on_it_and_not_kept(parameter: Optional[str]) -> None:
+    """Twelve clients asking at once while the source fails: one source call, twelve 500s;
+    the failure is not cached, so the next client asks again. Another identity has its own call."""
+    stand_in = FailingStandIn(delay=0.5)
+    params = {"resource": ARM, **({parameter: getattr(ALICE, parameter)} if parameter else {})}
+    with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in)) as bridge:
+        barrier = threading.Barrier(12)
+        statuses: list[int] = []
+
+        def client() -> None:
+            barrier.wait()
+            answer = requests.get(bridge.endpoint, params=params, headers={"Metadata": "true"}, timeout=30)
+            statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert statuses == [500] * 12
+        assert stand_in.calls == 1
+        again = requests.get(bridge.endpoint, params=params, headers={"Metadata": "true"}, timeout=30)
+        assert again.status_code == 500
+        assert stand_in.calls == 2
+        other = {"resource": ARM, "client_id": BOB.client_id}
+        assert requests.get(bridge.endpoint, params=other, headers={"Metadata": "true"}, timeout=30).status_code == 500
+        assert stand_in.calls == 3
+
+
 # --- as a systemd service: the notification protocol --------------------------------------------
 
 
