@@ -285,8 +285,14 @@ def forget_connections(transport: Any) -> None:
 
 
 def guard_session(session: requests.Session, *, require_loopback: bool) -> None:
-    """Mount a :class:`GuardedAdapter` on ``session`` for http and https, unless one already guards it alike."""
+    """Mount a :class:`GuardedAdapter` on ``session`` for http and https, unless one already guards it alike.
+
+    A session shared by several credentials (a transport passed to each) takes the strictest
+    setting: one credential allowed insecure http never lifts another's loopback check, and
+    then gets the check itself.
+    """
     mounted = [session.adapters.get(prefix) for prefix in ("http://", "https://")]
+    require_loopback = require_loopback or any(isinstance(a, GuardedAdapter) and a.require_loopback for a in mounted)
     if all(isinstance(a, GuardedAdapter) and a.require_loopback == require_loopback for a in mounted):
         return
     adapter = GuardedAdapter(require_loopback=require_loopback)

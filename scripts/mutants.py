@@ -156,6 +156,14 @@ MUTANTS = [
         WIRE_TESTS,
     ),
     Mutant(
+        "guard: a shared transport weakened by another credential's settings",
+        "legacy_msi_credential/_guard.py",
+        "require_loopback = require_loopback or any(",
+        "require_loopback = require_loopback and any(",
+        "plain http reaches only a loopback peer, whatever other credentials share the transport",
+        WIRE_TESTS,
+    ),
+    Mutant(
         "endpoint: a dangling symbolic link taken for a missing settings file",
         "legacy_msi_credential/_endpoint.py",
         "        info = os.lstat(path)\n",

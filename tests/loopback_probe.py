@@ -20,7 +20,7 @@ import tempfile
 import threading
 from typing import Any
 
-from azure.core.pipeline.transport import AsyncioRequestsTransport
+from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
 
 from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
@@ -94,6 +94,30 @@ def run(kind: str, **options: Any) -> str:
         return f"{type(exc).__name__}: {str(exc)[:60]}"
 
 
+def shared(kind: str, strict_first: bool, url: str) -> str:
+    """A credential that requires loopback and one allowed insecure http, on one transport:
+    the first's request must still be refused (the other's settings never weaken it)."""
+    try:
+        if kind == "sync":
+            transport: Any = RequestsTransport()
+            make: Any = LegacyMsiCredential
+        else:
+            from azure.core.pipeline.transport import AioHttpTransport
+
+            transport = AsyncioRequestsTransport() if kind == "aio-requests" else AioHttpTransport()
+            make = AsyncLegacyMsiCredential
+        made = {}
+        for which in ("strict", "lax") if strict_first else ("lax", "strict"):
+            made[which] = make(endpoint=url, transport=transport, allow_insecure_http=which == "lax")
+        if kind == "sync":
+            made["strict"].get_token(ARM)
+        else:
+            asyncio.run(made["strict"].get_token(ARM))
+        return "token"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc)[:60]}"
+
+
 def main() -> None:
     canary = Canary()
     url = f"http://localhost:{canary.port}/oauth2/token"
@@ -117,6 +141,12 @@ def main() -> None:
             os.environ.update(env)
             outcomes[f"{source} / {kind}"] = run(kind, **options)
     report["outcomes"] = outcomes
+    os.environ["LEGACY_MSI_SETTINGS_FILE"] = os.path.join(tempfile.mkdtemp(), "absent")
+    report["shared"] = {
+        f"{kind} / {'strict first' if strict_first else 'lax first'}": shared(kind, strict_first, url)
+        for kind in ("sync", "aio-aiohttp", "aio-requests")
+        for strict_first in (True, False)
+    }
     report["bytes_before_opt_in"] = len(canary.received)
     report["connections_before_opt_in"] = canary.connections
     # The same URL with the opt-in reaches the canary: the check above is real.

@@ -71,6 +71,18 @@ def test_no_byte_reaches_a_non_loopback_peer(report: dict[str, object]) -> None:
     assert report["connections_before_opt_in"] >= 1  # connections were made, and closed unwritten
 
 
+def test_a_shared_transport_never_weakens_a_credential_that_requires_loopback(report: dict[str, object]) -> None:
+    """Two credentials on one transport, one of them allowed insecure http: the other is still
+    refused a non-loopback peer, in either order of construction (counted in the zero bytes above)."""
+    shared = report["shared"]
+    assert isinstance(shared, dict)
+    assert len(shared) == 6  # 3 transports x 2 orders
+    for case, outcome in shared.items():
+        refused = outcome.startswith("CredentialUnavailableError: refused to send the token request to 10.99.0.1")
+        unguardable = outcome.startswith("ValueError: transport=AioHttpTransport")  # refused when made
+        assert refused or unguardable, (case, outcome)
+
+
 def test_the_opt_in_reaches_it(report: dict[str, object]) -> None:
     """The check can fail: with allow_insecure_http=True the same URL gets the remote token."""
     assert report["opt_in"] == "token"
