@@ -159,7 +159,7 @@ MUTANTS = [
         "guard: a shared transport weakened by another credential's settings",
         "legacy_msi_credential/_guard.py",
         "require_loopback = require_loopback or any(",
-        "require_loopback = require_loopback and any(",
+        "require_loopback = require_loopback or 0 and any(",
         "plain http reaches only a loopback peer, whatever other credentials share the transport",
         WIRE_TESTS,
     ),
