@@ -172,3 +172,11 @@ def test_the_published_benchmark_figures_are_those_of_the_benchmark_code() -> No
     figures = [run.Figure(**figure) for figure in measured["figures"]]
     readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert run.markdown(figures, measured) in readme, "benchmarks/README.md's table is not latest.json's"
+
+
+def test_the_guide_names_every_refused_keyword_and_no_other() -> None:
+    from legacy_msi_credential._retry import REFUSED_RETRY_KEYWORDS
+
+    guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    sentence = guide[guide.index("azure-core's other retry keywords") :].split("rather than silently ignored")[0]
+    assert set(re.findall(r"`(\w+)`", sentence)) - {"ValueError"} == set(REFUSED_RETRY_KEYWORDS)
