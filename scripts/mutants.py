@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], cwd=ROOT, check=True)
+        (tree / ".venv").symlink_to(ROOT / ".venv")  # what the documentation's commands activate
         try:
             return _check(chosen, tree)
         finally:
