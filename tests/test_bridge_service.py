@@ -645,7 +645,7 @@ class FailingStandIn(StandIn):
 def test_a_failure_is_shared_by_the_clients_waiting_on_it_and_not_kept(parameter: Optional[str]) -> None:
     """Twelve clients asking at once while the source fails: one source call, twelve 500s;
     the failure is not cached, so the next client asks again. Another identity has its own call."""
-    stand_in = FailingStandIn(delay=0.5)
+    stand_in = FailingStandIn(delay=0.3)
     params = {"resource": ARM, **({parameter: getattr(ALICE, parameter)} if parameter else {})}
     with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in)) as bridge:
         barrier = threading.Barrier(12)
