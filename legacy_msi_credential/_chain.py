@@ -213,7 +213,8 @@ def build_chain(
     Args:
         credential: The new ``DefaultAzureCredential``.
         kwargs: Its keyword arguments; this package's own are taken out first.
-        identity_init: azure-identity's ``DefaultAzureCredential.__init__`` (sync or aio).
+        identity_init: azure-identity's ``DefaultAzureCredential.__init__`` (sync or aio), run by
+            :class:`IdentityInit`.
         chained_init: azure-identity's ``ChainedTokenCredential.__init__``, for the legacy step alone.
         make: This package's ``LegacyMsiCredential`` (sync or aio).
         unusable: The stand-in for a legacy step that could not be made.
