@@ -36,9 +36,9 @@ ENV_MSI_SECRET = "MSI_SECRET"
 ENV_IMDS_URL = "LEGACY_MSI_IMDS_URL"
 
 #: How to install what ``DefaultAzureCredential`` and ``legacy-msi serve`` need.
-EXTRA_HINT = 'pip install "legacy-msi-credential[identity]"'
+EXTRA_HINT = 'pip install ".[identity]" in a clone of legacy-msi-credential (not published yet)'
 #: What ``legacy-msi serve`` needs: azure-identity and aiohttp.
-SERVE_HINT = 'pip install "legacy-msi-credential[serve]"'
+SERVE_HINT = 'pip install ".[serve]" in a clone of legacy-msi-credential (not published yet)'
 
 
 # --- The protocol's parameters ---------------------------------------------------------

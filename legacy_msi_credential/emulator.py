@@ -426,7 +426,8 @@ class Emulator:
         self._signer = _Signer.shared() if sign is not False else None
         if sign and self._signer is None:
             raise RuntimeError(
-                "signed tokens need the 'cryptography' package: pip install legacy-msi-credential[emulator]"
+                "signed tokens need the 'cryptography' package: pip install \".[emulator]\" in a clone of "
+                "legacy-msi-credential"
             )
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
