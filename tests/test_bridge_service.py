@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,12 +48,14 @@ class StandIn:
     Args:
         claims: The token's claims; None for a token that is not a JWT; ``"mirror"`` for
             claims naming whatever identity was asked for.
+        fail: Raise instead, after the delay: a source that is down.
     """
 
-    def __init__(self, claims: Any = None, *, delay: float = 0.0, hang: bool = False) -> None:
+    def __init__(self, claims: Any = None, *, delay: float = 0.0, hang: bool = False, fail: bool = False) -> None:
         self.claims = claims
         self.delay = delay
         self.hang = hang
+        self.fail = fail
         self.calls = 0
         self.released = threading.Event()
 
@@ -71,12 +73,23 @@ class StandIn:
         if self.hang:
             self.released.wait(60)
         time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("the source is down")
         if self.claims == "mirror":
             claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}.get(parameter or "", "sub")
             token = jwt(**{claim: value or "system", "aio": "x" * 1500})  # about the size of an Azure AD token
         else:
             token = jwt(**self.claims) if self.claims is not None else f"opaque-{self.calls}"
         return AccessToken(token, int(time.time()) + 3600)
+
+
+def run_together(client: Callable[[], None], count: int) -> None:
+    """``client`` in ``count`` threads at once, waiting for all of them."""
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
 
 
 @pytest.fixture
@@ -622,30 +635,17 @@ def test_requests_arriving_as_a_flight_ends_find_its_token() -> None:
                     answer = session.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"})
                     statuses.append(answer.status_code)
 
-        threads = [threading.Thread(target=client) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        run_together(client, 16)
     assert len(statuses) >= 16  # every client was answered at least once
     assert set(statuses) == {200}
     assert stand_in.calls == 1
-
-
-class FailingStandIn(StandIn):
-    """A source that takes a while, then fails: every identity, every time."""
-
-    def get_token(self, parameter: Optional[str], value: Optional[str]) -> AccessToken:
-        self.calls += 1
-        time.sleep(self.delay)
-        raise RuntimeError("the source is down")
 
 
 @pytest.mark.parametrize("parameter", [None, "client_id", "object_id", "msi_res_id"])
 def test_a_failure_is_shared_by_the_clients_waiting_on_it_and_not_kept(parameter: Optional[str]) -> None:
     """Twelve clients asking at once while the source fails: one source call, twelve 500s;
     the failure is not cached, so the next client asks again. Another identity has its own call."""
-    stand_in = FailingStandIn(delay=0.3)
+    stand_in = StandIn(delay=0.3, fail=True)
     params = {"resource": ARM, **({parameter: getattr(ALICE, parameter)} if parameter else {})}
     with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in)) as bridge:
         barrier = threading.Barrier(12)
@@ -656,11 +656,7 @@ def test_a_failure_is_shared_by_the_clients_waiting_on_it_and_not_kept(parameter
             answer = requests.get(bridge.endpoint, params=params, headers={"Metadata": "true"}, timeout=30)
             statuses.append(answer.status_code)
 
-        threads = [threading.Thread(target=client) for _ in range(12)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        run_together(client, 12)
         assert statuses == [500] * 12
         assert stand_in.calls == 1
         again = requests.get(bridge.endpoint, params=params, headers={"Metadata": "true"}, timeout=30)
