@@ -33,6 +33,8 @@ for session in "${SESSIONS[@]}"; do
     echo "== $session: $result"
     grep -E "passed|failed|skipped:|Session .* (was successful|failed|skipped)|testing the installed wheel|^with " \
         ".nox/$session.log" | tail -5
+    # A failing session also names its failing tests and the lines that say why.
+    if [ "$result" = FAILED ]; then grep -E "^(FAILED|ERROR) |^E " ".nox/$session.log" | head -40; fi
     index=$((index + 1))
 done
 exit "$status"
