@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -670,9 +671,20 @@ def test_a_failure_is_shared_by_the_clients_waiting_on_it_and_not_kept(parameter
 # --- as a systemd service: the notification protocol --------------------------------------------
 
 
-def test_readiness_and_the_watchdog_reach_systemds_socket(imds: Emulator, tmp_path: Path) -> None:
-    """A real datagram socket stands in for systemd's ``$NOTIFY_SOCKET``."""
-    address = str(tmp_path / "notify")
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A folder whose paths fit a Unix socket's address (108 bytes), wherever ``TMPDIR`` points:
+    nox, for one, puts it deep inside the session's folder."""
+    folder = Path(tempfile.mkdtemp(prefix="lmc-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_readiness_and_the_watchdog_reach_systemds_socket(imds: Emulator, short_dir: Path) -> None:
+    """A real datagram socket stands in for systemd's ``$NOTIFY_SOCKET`` (a path, as systemd's is)."""
+    address = str(short_dir / "notify")
     systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     systemd.bind(address)
     systemd.settimeout(10)
