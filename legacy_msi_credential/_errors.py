@@ -4,46 +4,69 @@ Every error this package raises is built here, and none of them holds what a ser
 beyond the vetted fields: azure-core's ``AzureError`` records the exception being handled
 when it is made (``exc_value``, ``exc_msg``), which for a transport failure quotes the raw
 bytes of a hostile answer; these classes drop that record. They also pickle, so that they
-cross ``multiprocessing`` boundaries, with or without ``azure.identity`` imported.
+cross ``multiprocessing`` boundaries.
+
+Where azure-identity is installed, every :class:`CredentialUnavailableError` raised is also
+an ``azure.identity.CredentialUnavailableError``, whether or not ``azure.identity`` was
+imported first: azure-identity's chains then move on, and ``except`` clauses naming either
+class catch it. To be so, the first such error made in a process imports ``azure.identity``
+(about 0.2 s, paid on a failure only); the package never imports it otherwise.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
+import threading
 from typing import Any, Optional
 
 from azure.core.exceptions import ClientAuthenticationError
 
 
-def _forget_handled_exception(error: ClientAuthenticationError) -> None:
-    """Drop what ``AzureError.__init__`` copied from ``sys.exc_info()``: it may quote a server's bytes."""
-    error.exc_type = type(error)
-    error.exc_value = None
-    error.exc_traceback = None
-    error.exc_msg = error.message
-    error.inner_exception = None
+class _PackageError(ClientAuthenticationError):
+    """What this package's errors share: no record of a handled exception, and pickling.
 
-
-class CredentialUnavailableError(ClientAuthenticationError):
-    """The legacy endpoint is not there: nothing listens, or what answers is not it.
-
-    A credential chain treats this as "try the next credential". When ``azure.identity``
-    has been imported, the instance raised is also an
-    ``azure.identity.CredentialUnavailableError``, so azure-identity's
-    ``ChainedTokenCredential`` and ``DefaultAzureCredential`` move on as they should; this
-    package never imports ``azure.identity`` itself.
+    ``_fields`` names the keyword arguments that rebuild an instance; one ``__reduce__``
+    serves every class, and an error that azure-identity's chains recognise comes back as one.
     """
 
-    def __init__(self, message: str, *, status_code: Optional[int] = None, **kwargs: Any) -> None:
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        fields = {name: kwargs.pop(name, None) for name in self._fields}
         super().__init__(message=message, **kwargs)
-        _forget_handled_exception(self)
-        self.status_code = status_code
+        # Drop what AzureError.__init__ copied from sys.exc_info(): it may quote a server's bytes.
+        self.exc_type = type(self)
+        self.exc_value = None
+        self.exc_traceback = None
+        self.exc_msg = self.message
+        self.inner_exception = None
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     def __reduce__(self) -> Any:
-        return (_restore_unavailable, (self.message, self.status_code))
+        fields = {name: getattr(self, name, None) for name in self._fields}
+        return (_restore, (public_class(type(self)), self.message, fields))
 
 
-class TokenRequestError(ClientAuthenticationError):
+class CredentialUnavailableError(_PackageError):
+    """The legacy endpoint is not there: nothing listens, or what answers is not it.
+
+    A credential chain treats this as "try the next credential". Where azure-identity is
+    installed, the instance raised is also an ``azure.identity.CredentialUnavailableError``
+    (imported for that on the first failure), so azure-identity's ``ChainedTokenCredential``
+    and ``DefaultAzureCredential`` move on as they should, whatever was imported first.
+
+    Attributes:
+        status_code: The HTTP status, when something answered.
+    """
+
+    _fields = ("status_code",)
+    status_code: Optional[int]
+
+
+class TokenRequestError(_PackageError):
     """The endpoint answered and refused to issue a token.
 
     Attributes:
@@ -54,26 +77,10 @@ class TokenRequestError(ClientAuthenticationError):
             may change at any time: branch on ``status_code`` and ``error_code``.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: Optional[int] = None,
-        error_code: Optional[str] = None,
-        error_description: Optional[str] = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(message=message, **kwargs)
-        _forget_handled_exception(self)
-        self.status_code = status_code
-        self.error_code = error_code
-        self.error_description = error_description
-
-    def __reduce__(self) -> Any:
-        return (
-            _restore_refusal,
-            (type(self), self.message, self.status_code, self.error_code, self.error_description),
-        )
+    _fields = ("status_code", "error_code", "error_description")
+    status_code: Optional[int]
+    error_code: Optional[str]
+    error_description: Optional[str]
 
 
 class IdentityMismatchError(TokenRequestError):
@@ -87,52 +94,76 @@ class IdentityMismatchError(TokenRequestError):
 
 
 class NotLoopbackError(CredentialUnavailableError):
-    """A plain-http connection reached an address that is not loopback; nothing was sent on it."""
+    """A plain-http connection reached an address that is not loopback; nothing was sent on it.
 
-    def __reduce__(self) -> Any:
-        return (NotLoopbackError, (self.message,))
+    Internal: it leaves the package (and pickles) as a :class:`CredentialUnavailableError`.
+    """
 
-
-def _restore_unavailable(message: str, status_code: Optional[int]) -> CredentialUnavailableError:
-    return unavailable(message, status_code=status_code)
+    _public = CredentialUnavailableError
 
 
-def _restore_refusal(
-    cls: type[TokenRequestError],
+def public_class(cls: type) -> type:
+    """The documented class of this package that an error of class ``cls`` leaves the package as."""
+    public: type = cls.__dict__.get("_public", cls)
+    return public if public is cls else public_class(public)
+
+
+def _restore(cls: type[_PackageError], message: str, fields: dict[str, Any]) -> _PackageError:
+    if issubclass(cls, CredentialUnavailableError):
+        return unavailable(message, cls=cls, **fields)
+    return cls(message, **fields)
+
+
+_chain_types: dict[tuple[type, type], type] = {}
+_peer_lock = threading.Lock()
+_peer_looked_up = False
+
+
+def _identity_peer() -> Optional[type]:
+    """``azure.identity.CredentialUnavailableError`` when azure-identity is installed (imported
+    once, here, if nothing imported it before), else None."""
+    global _peer_looked_up
+    module = sys.modules.get("azure.identity")
+    if module is None:
+        with _peer_lock:
+            if _peer_looked_up:
+                module = sys.modules.get("azure.identity")
+            else:
+                _peer_looked_up = True
+                try:
+                    if importlib.util.find_spec("azure.identity") is not None:
+                        module = importlib.import_module("azure.identity")
+                except Exception:  # a broken or partial installation: the plain class serves
+                    module = None
+    peer = getattr(module, "CredentialUnavailableError", None)
+    return peer if isinstance(peer, type) and issubclass(peer, BaseException) else None
+
+
+def unavailable(
     message: str,
-    status_code: Optional[int],
-    error_code: Optional[str],
-    error_description: Optional[str],
-) -> TokenRequestError:
-    return cls(message, status_code=status_code, error_code=error_code, error_description=error_description)
-
-
-_chain_types: dict[type, type] = {}
-
-
-def unavailable(message: str, *, status_code: Optional[int] = None) -> CredentialUnavailableError:
-    """Build a ``CredentialUnavailableError`` that azure-identity's chains recognise.
+    *,
+    status_code: Optional[int] = None,
+    cls: type[CredentialUnavailableError] = CredentialUnavailableError,
+) -> CredentialUnavailableError:
+    """Build a ``CredentialUnavailableError`` (or ``cls``) that azure-identity's chains recognise.
 
     Args:
         message: What a person reads.
         status_code: The HTTP status, when something answered.
+        cls: The class of this package to raise.
 
     Returns:
-        The error to raise.
+        The error to raise: an instance of ``cls`` and, where azure-identity is installed,
+        of ``azure.identity.CredentialUnavailableError``.
     """
-    identity = sys.modules.get("azure.identity")
-    peer = getattr(identity, "CredentialUnavailableError", None)
-    if not isinstance(peer, type) or issubclass(CredentialUnavailableError, peer):
-        return CredentialUnavailableError(message, status_code=status_code)
-    cls = _chain_types.get(peer)
-    if cls is None:
-        cls = type(
-            "CredentialUnavailableError",
-            (CredentialUnavailableError, peer),
-            {"__module__": CredentialUnavailableError.__module__},
-        )
-        _chain_types[peer] = cls
-    error: CredentialUnavailableError = cls(message, status_code=status_code)
+    peer = _identity_peer()
+    if peer is None or issubclass(cls, peer):
+        return cls(message, status_code=status_code)
+    chained = _chain_types.get((cls, peer))
+    if chained is None:
+        chained = type(cls.__name__, (cls, peer), {"__module__": cls.__module__, "_public": cls})
+        _chain_types[(cls, peer)] = chained
+    error: CredentialUnavailableError = chained(message, status_code=status_code)
     return error
 
 
@@ -164,12 +195,9 @@ def fresh_copy(error: ClientAuthenticationError) -> ClientAuthenticationError:
     way (whose messages may quote a hostile server's bytes) is chained to what a caller
     sees, and so that several callers sharing one failure each get their own instance.
     """
-    if isinstance(error, TokenRequestError):
-        return type(error)(
-            error.message,
-            status_code=error.status_code,
-            error_code=error.error_code,
-            error_description=error.error_description,
-        )
+    if isinstance(error, _PackageError):
+        rebuild, arguments = error.__reduce__()[:2]
+        copy: ClientAuthenticationError = rebuild(*arguments)
+        return copy
     status_code = getattr(error, "status_code", None)
     return unavailable(error.message, status_code=status_code if isinstance(status_code, int) else None)

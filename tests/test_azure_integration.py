@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.policies import AsyncBearerTokenCredentialPolicy, BearerTokenCredentialPolicy
 from azure.core.rest import HttpRequest
 
-from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredential
+from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator
 
@@ -162,12 +163,48 @@ async def test_async_chain_moves_on_when_nothing_listens() -> None:
         assert (await chain.get_token(ARM)).token == "static-token"
 
 
-def test_unavailable_error_is_azure_identity_compatible_only_once_it_is_loaded() -> None:
-    import azure.identity
+def test_unavailable_error_is_azure_identitys_whatever_was_imported_first() -> None:
+    """The type a caller catches does not depend on import order: the first failure made before
+    ``azure.identity`` was imported already is one of its ``CredentialUnavailableError``s."""
+    script = f"""
+import pickle, sys
+from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredential
+assert "azure.identity" not in sys.modules
+try:
+    LegacyMsiCredential(endpoint="http://127.0.0.1:{closed_port()}/oauth2/token").get_token("https://x/.default")
+except CredentialUnavailableError as exc:
+    error = exc
+import azure.identity
+again = pickle.loads(pickle.dumps(error))
+for each in (error, again):
+    print(type(each).__name__, isinstance(each, azure.identity.CredentialUnavailableError),
+          isinstance(each, CredentialUnavailableError))
+try:
+    raise error
+except azure.identity.CredentialUnavailableError:
+    print("caught by azure-identity's class")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "CredentialUnavailableError True True",
+        "CredentialUnavailableError True True",
+        "caught by azure-identity's class",
+    ]
 
-    from legacy_msi_credential._errors import unavailable
 
-    error = unavailable("x")
-    assert isinstance(error, azure.identity.CredentialUnavailableError)
-    assert isinstance(error, CredentialUnavailableError)
-    assert type(unavailable("y")) is type(error)
+def test_without_azure_identity_the_errors_are_the_packages_own() -> None:
+    script = f"""
+import pickle, sys
+sys.modules["azure.identity"] = None  # as if azure-identity were not installed
+from legacy_msi_credential import CredentialUnavailableError, LegacyMsiCredential
+try:
+    LegacyMsiCredential(endpoint="http://127.0.0.1:{closed_port()}/oauth2/token").get_token("https://x/.default")
+except CredentialUnavailableError as exc:
+    again = pickle.loads(pickle.dumps(exc))
+    same = again.message == exc.message
+    print(type(exc) is CredentialUnavailableError, type(again) is CredentialUnavailableError, same)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]
