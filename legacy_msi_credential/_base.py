@@ -16,7 +16,7 @@ from azure.core.rest import HttpRequest
 from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._claims import decode_claims, identity_mismatch
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
-from ._endpoint import EndpointChoice, SettingsFileError, is_loopback_host, resolve_endpoint, source_named
+from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint, source_named
 from ._errors import (
     CredentialUnavailableError,
     IdentityMismatchError,
@@ -25,6 +25,7 @@ from ._errors import (
     fresh_copy,
     unavailable,
 )
+from ._loopback import is_loopback_host
 from ._protocol import Answer, Identity, build_request, parse_response, unreadable, wants_post
 from ._retry import RetrySettings, check_seconds
 from ._scopes import scopes_to_resource
@@ -311,6 +312,19 @@ class CredentialBase(abc.ABC):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         return claims
 
+    def _fast(self, scopes: tuple[str, ...], claims: Optional[str]) -> Optional[_FastRow]:
+        """The fast path: the row remembered for exactly these scopes while it is fresh on both
+        clocks, else None (a miss, a claims challenge, or a scope the slow path must judge)."""
+        if claims is not None:
+            return None
+        try:
+            row = self._fresh.get(scopes)
+        except TypeError:  # an unhashable scope: the slow path says what is wrong with it
+            return None
+        if row is not None and self._clock() < row[0] and self._monotonic() < row[1]:
+            return row
+        return None
+
     def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
         if len(self._fresh) >= _FAST_TABLE_MAX:
@@ -369,6 +383,42 @@ class CredentialBase(abc.ABC):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
             _LOGGER.info("No token for %s (%s): %s", resource, self._identity.describe(), error.message)
         return None
+
+
+#: The docstrings of both twins' ``get_token`` and ``get_token_info`` (one text, two signatures).
+GET_TOKEN_DOC = """Get a token for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope, such as ``https://management.azure.com/.default``.
+            claims: Claims from a claims challenge: the cached token was rejected, so a new
+                one is requested.
+            tenant_id: Ignored: a managed identity belongs to one tenant.
+            enable_cae: Ignored: the legacy endpoint has no continuous access evaluation.
+            **kwargs: Ignored.
+
+        Returns:
+            The token, with its expiry in Unix seconds.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
+
+GET_TOKEN_INFO_DOC = """Get a token and its refresh time for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope.
+            options: ``claims`` forces a new token; ``tenant_id`` and ``enable_cae`` are ignored.
+
+        Returns:
+            The token with ``expires_on``, ``refresh_on`` and ``token_type``.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
 
 
 def _rebuild(cls: type[CredentialBase], arguments: dict[str, Any]) -> CredentialBase:

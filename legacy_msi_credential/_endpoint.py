@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from ._constants import (
     TOKEN_PATH,
     WINDOWS_SETTINGS_FILE,
 )
+from ._loopback import is_loopback_host
 
 #: The sources, in the order they are consulted.
 SOURCE_ARGUMENT = "argument"
@@ -51,26 +51,6 @@ class EndpointChoice:
     url: str
     source: str
     detail: str
-
-
-def is_loopback_host(host: str) -> bool:
-    """Tell whether ``host`` is ``localhost`` or a literal loopback address (127.0.0.0/8, ::1).
-
-    Deliberately narrow: ``localhost.``, ``name.localhost`` and ``127.0.0.1.`` go through
-    DNS, which may send them anywhere, so they are not loopback here. This is only the
-    early check; connections are checked on the address they actually reach.
-    """
-    if host.lower() == "localhost":
-        return True
-    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:.]+", name):
-        return False
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool((mapped or ip).is_loopback)
 
 
 #: What an authority may look like: a plain name or IPv4 address, or a bracketed IPv6

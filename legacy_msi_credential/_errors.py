@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from azure.core.exceptions import ClientAuthenticationError
 
+from ._loopback import describe_peer
+
 
 class _PackageError(ClientAuthenticationError):
     """What this package's errors share: no record of a handled exception, and pickling.
@@ -164,6 +166,18 @@ def unavailable(
         chained = type(cls.__name__, (cls, peer), {"__module__": cls.__module__, "_public": cls})
         _chain_types[(cls, peer)] = chained
     error: CredentialUnavailableError = chained(message, status_code=status_code)
+    return error
+
+
+def refused_peer(peer: Any) -> NotLoopbackError:
+    """The error for a plain-http connection whose peer is not loopback (nothing was sent on it)."""
+    error = unavailable(
+        f"refused to send the token request to {describe_peer(peer)}: plain http goes only to a loopback "
+        "address, and the connection reached this one. Use https, or pass allow_insecure_http=True if this "
+        "is intended.",
+        cls=NotLoopbackError,
+    )
+    assert isinstance(error, NotLoopbackError)
     return error
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ipaddress
 import itertools
 import logging
 import socket
@@ -38,7 +37,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
-from ._errors import NotLoopbackError
+from ._errors import refused_peer
+from ._loopback import peer_is_loopback
 
 #: The private header naming an attempt; removed by the adapter before sending.
 ATTEMPT_HEADER = "x-legacy-msi-credential-attempt"
@@ -61,35 +61,6 @@ def token_request() -> Iterator[None]:
         yield
     finally:
         _IN_TOKEN_REQUEST.reset(reset)
-
-
-def is_loopback_address(address: str) -> bool:
-    """Whether an IP address (as a socket reports it) is loopback; IPv4-mapped IPv6 included."""
-    text = address.split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    return bool(ip.is_loopback)
-
-
-def peer_is_loopback(peer: Any) -> bool:
-    """Whether a ``getpeername()`` result is a loopback address (a UNIX socket is local too)."""
-    if isinstance(peer, (str, bytes)):
-        return True  # AF_UNIX: this machine
-    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        return is_loopback_address(peer[0])
-    return False
-
-
-def describe_peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return "an unknown address"
 
 
 class Attempt:
@@ -180,11 +151,7 @@ class _Guarded:
                 with contextlib.suppress(OSError):
                     sock.close()
                 self.__dict__["sock"] = None
-                raise NotLoopbackError(
-                    f"refused to send the token request to {describe_peer(peer)}: plain http is used only to a "
-                    "loopback address, and that is where the connection went. Use https, or pass "
-                    "allow_insecure_http=True if this is intended."
-                )
+                raise refused_peer(peer)
         attempt: Optional[Attempt] = getattr(_CURRENT, "attempt", None)
         if attempt is not None:
             attempt.watch(sock)

@@ -18,7 +18,7 @@ from typing import Optional, Protocol, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, TOKEN_PATH
-from ._endpoint import is_loopback_host
+from ._loopback import is_loopback_host
 
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)

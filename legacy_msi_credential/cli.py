@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import logging
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 from urllib.parse import urlencode, urlsplit
 
+from . import _claims
 from ._constants import (
     BRIDGE_SOURCE_TIMEOUT,
     BRIDGE_SOURCES,
@@ -43,9 +43,9 @@ from ._endpoint import (
     SettingsFileError,
     default_settings_file,
     endpoint_context,
-    is_loopback_host,
     resolve_endpoint,
 )
+from ._loopback import is_loopback_host
 from ._scopes import scopes_to_resource
 from ._text import printable
 from ._version import VERSION
@@ -71,15 +71,7 @@ _PROBE_TIMEOUT = 3.0  # s
 
 def decode_claims(token: str) -> dict[str, Any]:
     """The JWT's claims, decoded but **not verified**; ``{}`` for a token that is not a JWT."""
-    parts = token.split(".")
-    if len(parts) < 2:
-        return {}
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
+    return _claims.decode_claims(token) or {}
 
 
 def _iso(epoch: float) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import ipaddress
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH, TOKEN_PATH
-from ._endpoint import is_loopback_host
+from ._loopback import is_loopback_address, is_loopback_host
 from ._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
@@ -454,7 +453,7 @@ class Emulator:
         self._stopping.clear()
         server = server_class((self._host.strip("[]"), self._requested_port), handler)
         bound = str(server.server_address[0])
-        if not self._allow_remote and not _is_loopback_client(bound):
+        if not self._allow_remote and not is_loopback_address(bound):
             # The name resolved to an address that is not loopback: serve nothing there.
             server.server_close()
             raise ValueError(
@@ -745,16 +744,6 @@ class Emulator:
             return self._faults.popleft() if self._faults else None
 
 
-def _is_loopback_client(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"
@@ -873,7 +862,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.path,
             self.headers,
             params,
-            peer_is_loopback=_is_loopback_client(self.client_address[0]),
+            peer_is_loopback=is_loopback_address(self.client_address[0]),
             policy=emulator._policy,
         )
         if isinstance(decision, Refusal):

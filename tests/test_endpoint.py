@@ -12,11 +12,11 @@ import pytest
 from legacy_msi_credential import SettingsFileError, resolve_endpoint
 from legacy_msi_credential._endpoint import (
     default_settings_file,
-    is_loopback_host,
     read_settings_file,
     token_url_from_base,
     validate_url,
 )
+from legacy_msi_credential._loopback import is_loopback_host
 
 LOCAL = "http://127.0.0.1:50342/oauth2/token"
 

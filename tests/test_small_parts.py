@@ -13,7 +13,7 @@ import legacy_msi_credential.aio
 from legacy_msi_credential import CredentialUnavailableError
 from legacy_msi_credential._chain import AsyncUnusableLegacyStep, UnusableLegacyStep
 from legacy_msi_credential._endpoint import SOURCES, endpoint_context, validate_url
-from legacy_msi_credential._guard import describe_peer, is_loopback_address, peer_is_loopback
+from legacy_msi_credential._loopback import describe_peer, is_loopback_address, peer_is_loopback
 from legacy_msi_credential.cli import _iso, _when, decode_claims
 
 

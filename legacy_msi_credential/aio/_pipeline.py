@@ -12,8 +12,9 @@ from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport, RequestsTransport
 
-from .._errors import NotLoopbackError
-from .._guard import Attempt, describe_peer, forget_connections, new_guarded_session, peer_is_loopback, token_request
+from .._errors import refused_peer
+from .._guard import Attempt, forget_connections, new_guarded_session, token_request
+from .._loopback import peer_is_loopback
 from .._pipeline import (
     ANSWER_KEY,
     ATTEMPT_KEY,
@@ -126,11 +127,7 @@ def _guarded_connector_class() -> Any:
             peer = transport.get_extra_info("peername") if transport is not None else None
             if plain and not peer_is_loopback(peer):
                 connection.close()
-                raise NotLoopbackError(
-                    f"refused to send the token request to {describe_peer(peer)}: plain http is used only to "
-                    "a loopback address, and that is where the connection went. Use https, or pass "
-                    "allow_insecure_http=True if this is intended."
-                )
+                raise refused_peer(peer)
             return connection
 
     return GuardedConnector

@@ -36,8 +36,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 
 from .._constants import DEFAULT_PORT, SERVE_HINT, TOKEN_PATH
-from .._endpoint import is_loopback_host
-from .._guard import is_loopback_address
+from .._loopback import is_loopback_address, is_loopback_host
 from .._rules import Policy, base_url, settings_document
 
 try:
@@ -113,7 +112,7 @@ class Bridge:
         clock: Callable[[], float] = time.time,
         notifier: Optional[Notifier] = None,
     ) -> None:
-        if not allow_remote and not is_loopback_host(host.strip("[]") if ":" in host else host):
+        if not allow_remote and not is_loopback_host(host):
             raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 to 65535, not {port!r}")

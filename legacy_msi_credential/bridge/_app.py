@@ -31,7 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .._claims import decode_claims
 from .._constants import HEALTH_PATH
-from .._guard import peer_is_loopback
+from .._loopback import peer_is_loopback
 from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
 from .._text import clean_text
 from ._source import TokenSource

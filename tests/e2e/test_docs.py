@@ -180,3 +180,27 @@ def test_the_guide_names_every_refused_keyword_and_no_other() -> None:
     guide = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
     sentence = guide[guide.index("azure-core's other retry keywords") :].split("rather than silently ignored")[0]
     assert set(re.findall(r"`(\w+)`", sentence)) - {"ValueError"} == set(REFUSED_RETRY_KEYWORDS)
+
+
+def test_every_planted_bug_still_applies_once_and_the_table_names_it() -> None:
+    """``scripts/mutants.py`` plants each bug by replacing one exact text; after code moves, a
+    replacement that no longer applies would make its row of docs/reliability.md a claim
+    nobody checks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutants", ROOT / "scripts" / "mutants.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mutants = importlib.util.module_from_spec(spec)
+    sys.modules["mutants"] = mutants  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(mutants)
+    finally:
+        del sys.modules["mutants"]
+    table = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert len(mutants.MUTANTS) >= 29
+    for mutant in mutants.MUTANTS:
+        source = (ROOT / mutant.module).read_text(encoding="utf-8")
+        assert source.count(mutant.old) == 1, f"{mutant.name}: {mutant.old!r} is not in {mutant.module} exactly once"
+        assert f"| {mutant.name} |" in table, f"{mutant.name} is missing from docs/reliability.md"
+        assert all((ROOT / test).exists() for test in mutant.tests), mutant.name
