@@ -13,7 +13,8 @@ from azure.core.rest import HttpRequest
 from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
 from ._cache import Action, CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
-from ._pipeline import ANSWER_KEY, build_pipeline
+from ._pipeline import build_pipeline
+from ._policies import ANSWER_KEY
 from ._protocol import Answer
 
 

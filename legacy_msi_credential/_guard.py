@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 import requests
+from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -274,6 +275,23 @@ def new_guarded_session(*, require_loopback: bool) -> requests.Session:
     session = requests.Session()
     guard_session(session, require_loopback=require_loopback)
     return session
+
+
+def guard_transport(transport: Any, *, require_loopback: bool) -> bool:
+    """Put the connection checks and deadlines on a requests-based transport.
+
+    Returns:
+        Whether ``transport`` is guarded: azure-core's ``RequestsTransport`` or
+        ``AsyncioRequestsTransport`` (or a subclass). Their session gets a
+        :class:`GuardedAdapter`; one is made for them if they have none yet.
+    """
+    if not isinstance(transport, RequestsTransport):  # AsyncioRequestsTransport is one too
+        return False
+    if transport.session is None:
+        transport.session = new_guarded_session(require_loopback=require_loopback)
+    else:
+        guard_session(transport.session, require_loopback=require_loopback)
+    return True
 
 
 class _WithheldDetailsFilter(logging.Filter):

@@ -181,7 +181,7 @@ MUTANTS = [
     ),
     Mutant(
         "pipeline: the proxies keyword used for plain http to loopback",
-        "legacy_msi_credential/_pipeline.py",
+        "legacy_msi_credential/_policies.py",
         '        if self._require_loopback and request.http_request.url.lower().startswith("http://"):\n',
         "        if False:\n",
         "proxies are never used for plain http to loopback",

@@ -18,9 +18,10 @@ from azure.core.rest import HttpRequest
 from .._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
 from .._cache import Action, CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
-from .._pipeline import ANSWER_KEY, unguardable_transport
+from .._policies import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer
-from ._pipeline import build_async_pipeline, can_guard, default_async_transport
+from ._guard import can_guard
+from ._pipeline import build_async_pipeline, default_async_transport
 
 #: Per event loop: its pipeline, its locks per resource, the transport's request options.
 _LoopState = tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock], dict[str, Any]]

@@ -1,30 +1,21 @@
-"""The asynchronous pipeline: the same policies, an awaiting retry policy, guarded transports."""
+"""The asynchronous pipeline: an awaiting retry policy, the default transport, and their assembly."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import Any, Optional
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
-from azure.core.pipeline.transport import AsyncHttpTransport, RequestsTransport
+from azure.core.pipeline.transport import AsyncHttpTransport
 
-from .._errors import refused_peer
 from .._guard import Attempt, forget_connections, new_guarded_session, token_request
-from .._loopback import peer_is_loopback
-from .._pipeline import (
-    ANSWER_KEY,
-    ATTEMPT_KEY,
-    RetryHelper,
-    guard_transport,
-    pipeline_policies,
-    unguardable_transport,
-)
+from .._policies import ANSWER_KEY, ATTEMPT_KEY, RetryHelper, pipeline_policies, unguardable_transport
 from .._protocol import Answer, unreadable
 from .._retry import RetrySettings
+from ._guard import guard_async_transport, guarded_aiohttp_session
 
 
 class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
@@ -114,37 +105,6 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
         return self._helper.answer(collector)
 
 
-@functools.cache
-def _guarded_connector_class() -> Any:
-    """aiohttp's TCP connector, checking each connection's peer before a request is written."""
-    import aiohttp
-
-    class GuardedConnector(aiohttp.TCPConnector):
-        async def connect(self, *args: Any, **kwargs: Any) -> Any:
-            connection = await super().connect(*args, **kwargs)
-            transport = connection.transport
-            plain = transport is None or transport.get_extra_info("sslcontext") is None
-            peer = transport.get_extra_info("peername") if transport is not None else None
-            if plain and not peer_is_loopback(peer):
-                connection.close()
-                raise refused_peer(peer)
-            return connection
-
-    return GuardedConnector
-
-
-def _guarded_aiohttp_session(*, require_loopback: bool, trust_env: bool) -> Any:
-    import aiohttp
-
-    connector = _guarded_connector_class()() if require_loopback else aiohttp.TCPConnector()
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=trust_env,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    )
-
-
 def default_async_transport(*, trust_env: bool, require_loopback: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
     """aiohttp's transport when aiohttp is installed (the ``aio`` extra), else requests in a thread.
 
@@ -161,47 +121,11 @@ def default_async_transport(*, trust_env: bool, require_loopback: bool, **kwargs
         return fallback
     from azure.core.pipeline.transport import AioHttpTransport
 
-    session = _guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
+    session = guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
     transport: AsyncHttpTransport[Any, Any] = AioHttpTransport(
         session=session, session_owner=True, use_env_settings=trust_env, **kwargs
     )
     return transport
-
-
-def guard_async_transport(transport: Any, *, require_loopback: bool, trust_env: bool) -> tuple[bool, bool]:
-    """Put the connection checks on a transport passed in, where that can be done.
-
-    Returns:
-        Whether its connections are checked, and whether its attempts are also watched
-        by an :class:`Attempt` (the requests-based transport).
-    """
-    if guard_transport(transport, require_loopback=require_loopback):
-        return True, True
-    try:
-        from azure.core.pipeline.transport import AioHttpTransport
-    except ImportError:  # pragma: no cover - aiohttp missing
-        return False, False
-    if isinstance(transport, AioHttpTransport):
-        session = getattr(transport, "session", None)
-        if session is None:
-            transport.session = _guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
-            return True, False
-        return isinstance(getattr(session, "connector", None), _guarded_connector_class()), False
-    return False, False
-
-
-def can_guard(transport: Any) -> bool:
-    """Whether this package can check the connections of a transport passed in."""
-    if isinstance(transport, RequestsTransport):
-        return True
-    try:
-        from azure.core.pipeline.transport import AioHttpTransport
-    except ImportError:  # pragma: no cover - aiohttp missing
-        return False
-    if not isinstance(transport, AioHttpTransport):
-        return False
-    session = getattr(transport, "session", None)
-    return session is None or isinstance(getattr(session, "connector", None), _guarded_connector_class())
 
 
 def build_async_pipeline(

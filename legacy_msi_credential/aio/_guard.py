@@ -1,0 +1,84 @@
+"""The trust decisions on the wire for aiohttp, and guarding a transport passed in.
+
+aiohttp's connector checks each new connection's peer (:mod:`legacy_msi_credential._loopback`)
+before a byte of the request is written; the requests-based transports are guarded by
+:mod:`legacy_msi_credential._guard`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from azure.core.pipeline.transport import RequestsTransport
+
+from .._errors import refused_peer
+from .._guard import guard_transport
+from .._loopback import peer_is_loopback
+
+
+@functools.cache
+def _guarded_connector_class() -> Any:
+    """aiohttp's TCP connector, checking each connection's peer before a request is written."""
+    import aiohttp
+
+    class GuardedConnector(aiohttp.TCPConnector):
+        async def connect(self, *args: Any, **kwargs: Any) -> Any:
+            connection = await super().connect(*args, **kwargs)
+            transport = connection.transport
+            plain = transport is None or transport.get_extra_info("sslcontext") is None
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            if plain and not peer_is_loopback(peer):
+                connection.close()
+                raise refused_peer(peer)
+            return connection
+
+    return GuardedConnector
+
+
+def guarded_aiohttp_session(*, require_loopback: bool, trust_env: bool) -> Any:
+    import aiohttp
+
+    connector = _guarded_connector_class()() if require_loopback else aiohttp.TCPConnector()
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=trust_env,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+
+
+def guard_async_transport(transport: Any, *, require_loopback: bool, trust_env: bool) -> tuple[bool, bool]:
+    """Put the connection checks on a transport passed in, where that can be done.
+
+    Returns:
+        Whether its connections are checked, and whether its attempts are also watched
+        by an :class:`Attempt` (the requests-based transport).
+    """
+    if guard_transport(transport, require_loopback=require_loopback):
+        return True, True
+    try:
+        from azure.core.pipeline.transport import AioHttpTransport
+    except ImportError:  # pragma: no cover - aiohttp missing
+        return False, False
+    if isinstance(transport, AioHttpTransport):
+        session = getattr(transport, "session", None)
+        if session is None:
+            transport.session = guarded_aiohttp_session(require_loopback=require_loopback, trust_env=trust_env)
+            return True, False
+        return isinstance(getattr(session, "connector", None), _guarded_connector_class()), False
+    return False, False
+
+
+def can_guard(transport: Any) -> bool:
+    """Whether this package can check the connections of a transport passed in."""
+    if isinstance(transport, RequestsTransport):
+        return True
+    try:
+        from azure.core.pipeline.transport import AioHttpTransport
+    except ImportError:  # pragma: no cover - aiohttp missing
+        return False
+    if not isinstance(transport, AioHttpTransport):
+        return False
+    session = getattr(transport, "session", None)
+    return session is None or isinstance(getattr(session, "connector", None), _guarded_connector_class())
