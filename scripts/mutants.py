@@ -240,7 +240,7 @@ MUTANTS = [
     # --- the emulator's identities -------------------------------------------------------------
     Mutant(
         "emulator: an unknown object_id or msi_res_id gets a token",
-        "legacy_msi_credential/emulator.py",
+        "legacy_msi_credential/emulator/__init__.py",
         "matches = [i for i in self.user_assigned if getattr(i, parameter) == value]",
         'matches = [i for i in self.user_assigned if parameter != "client_id" or getattr(i, parameter) == value]',
         "the emulator never hands out an identity that was not asked for",

@@ -19,263 +19,35 @@ Faults can be scripted, from Python or the CLI, to rehearse failures::
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.server
 import json
 import logging
-import math
 import os
-import re
 import socket
-import struct
 import sys
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH, TOKEN_PATH
-from ._loopback import is_loopback_address, is_loopback_host
-from ._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
+from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH, TOKEN_PATH
+from .._loopback import is_loopback_address, is_loopback_host
+from .._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
+from ._faults import KINDS, NORMAL, Fault, TokenPlan, parse_fault_spec
+from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
 
 _LOGGER = logging.getLogger(__name__)
-_NAMESPACE = uuid.UUID("5d0f3f4e-8a43-4c59-9f5e-0c1d6b2f7a10")
 
-#: The extension served tokens that AAD dates 5 minutes back (``nbf``/``iat``).
-_BACKDATE = 300  # s
 #: Cached tokens are re-issued when this close to expiry, like the extension does.
 _REISSUE_BEFORE_EXPIRY = 300  # s
 DEFAULT_LIFETIME = EMULATOR_LIFETIME
-#: A hung request is released after this, or when the emulator stops.
-_HANG_DEFAULT = 3600.0  # s
 _MAX_BODY = 1024 * 1024
-_DEFAULT_ERRORS = {
-    400: "bad_request",
-    401: "unauthorized_client",
-    403: "access_denied",
-    404: "not_found",
-    410: "gone",
-    429: "too_many_requests",
-}
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _derived_id(*parts: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "/".join(parts)))
-
-
-@dataclass(frozen=True)
-class UserAssignedIdentity:
-    """A user-assigned identity the emulated VM has.
-
-    Any of the three identifiers selects it in a request; those not given are derived.
-    """
-
-    client_id: Optional[str] = None
-    object_id: Optional[str] = None
-    msi_res_id: Optional[str] = None
-
-    def completed(self) -> UserAssignedIdentity:
-        """The same identity with every identifier filled in."""
-        seed = self.client_id or self.object_id or self.msi_res_id or "user-assigned"
-        return UserAssignedIdentity(
-            client_id=self.client_id or _derived_id("client", seed),
-            object_id=self.object_id or _derived_id("object", seed),
-            msi_res_id=self.msi_res_id
-            or f"/subscriptions/{_derived_id('subscription')}/resourcegroups/emulator/providers/"
-            f"Microsoft.ManagedIdentity/userAssignedIdentities/{_derived_id('name', seed)[:8]}",
-        )
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scripted answer, used for one token request instead of the normal one.
-
-    Build them with the class methods; :func:`parse_fault_spec` reads the CLI's form.
-    """
-
-    kind: str
-    status: int = 200
-    error: Optional[str] = None
-    description: Optional[str] = None
-    retry_after: Optional[str] = None
-    seconds: float = 0.0
-    size: int = 0
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def http_error(
-        cls,
-        status: int,
-        *,
-        error: Optional[str] = None,
-        description: Optional[str] = None,
-        retry_after: Optional[str | float] = None,
-    ) -> Fault:
-        """An error answer: JSON ``{"error", "error_description"}``, optionally with ``Retry-After``."""
-        return cls(
-            "status",
-            status=status,
-            error=error,
-            description=description,
-            retry_after=None if retry_after is None else _retry_after_text(retry_after),
-        )
-
-    @classmethod
-    def ok(cls) -> Fault:
-        """Answer normally: a placeholder that spaces out the other faults of a script."""
-        return cls("ok")
-
-    @classmethod
-    def drop(cls) -> Fault:
-        """Close the connection without answering."""
-        return cls("drop")
-
-    @classmethod
-    def reset(cls) -> Fault:
-        """Start a 200 answer, then reset the connection halfway through the body."""
-        return cls("reset")
-
-    @classmethod
-    def delay(cls, seconds: float) -> Fault:
-        """Answer normally after ``seconds``."""
-        return cls("delay", seconds=seconds)
-
-    @classmethod
-    def hang(cls, seconds: float = _HANG_DEFAULT) -> Fault:
-        """Accept the request and never answer (until ``seconds`` pass or the emulator stops)."""
-        return cls("hang", seconds=seconds)
-
-    @classmethod
-    def not_json(cls, status: int = 200) -> Fault:
-        """Answer with an HTML page, as a web server squatting on the port would."""
-        return cls("not_json", status=status)
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        """Answer 200 with the first half of a token response."""
-        return cls("truncated")
-
-    @classmethod
-    def huge(cls, size: int, *, announced: bool = True) -> Fault:
-        """Answer 200 with ``size`` bytes of JSON padding, with or without ``Content-Length``."""
-        return cls("huge" if announced else "flood", size=size)
-
-    @classmethod
-    def trickle(cls, seconds_per_byte: float) -> Fault:
-        """Send a normal answer one byte at a time, ``seconds_per_byte`` apart."""
-        return cls("trickle", seconds=seconds_per_byte)
-
-    @classmethod
-    def lifetime(cls, seconds: int) -> Fault:
-        """Issue a new token living ``seconds`` (bypassing the emulator's own cache)."""
-        return cls("lifetime", seconds=seconds)
-
-    @classmethod
-    def token_fields(cls, **fields: Any) -> Fault:
-        """Issue a new token, then replace or add these fields of the JSON answer."""
-        return cls("fields", fields=dict(fields))
-
-    @classmethod
-    def wrong_identity(cls) -> Fault:
-        """Answer with a token (and ``client_id``) of another identity than the one asked for,
-        as an extension that does not know the identity may have answered."""
-        return cls("wrong-identity")
-
-    @classmethod
-    def expired(cls) -> Fault:
-        """Issue a token that expired a minute ago."""
-        return cls("expired")
-
-
-def _retry_after_text(value: str | float) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(int(value)) if float(value).is_integer() else str(value)
-    return str(value)
-
-
-_SPEC = re.compile(r"^(?P<body>.+?)(?:x(?P<count>\d+))?$")
-_STATUS_SPEC = re.compile(r"^(?P<status>[1-5]\d\d)(?:/(?P<error>[A-Za-z0-9_]+))?(?:@(?P<retry_after>[^@]+))?$")
-
-
-def parse_fault_spec(spec: str) -> list[Fault]:
-    """Read faults written as on the command line.
-
-    The grammar, items separated by commas, each optionally followed by ``xN`` to repeat::
-
-        STATUS[/ERROR][@RETRY_AFTER]    503, 429@5, 400/invalid_resource, 500@bogus
-        ok | drop | reset | truncated | expired | wrong-identity | not-json
-        hang[=SECONDS] | delay=SECONDS | trickle=SECONDS_PER_BYTE
-        huge=BYTES (announced) | flood=BYTES (no Content-Length) | lifetime=SECONDS
-
-    Raises:
-        ValueError: The spec does not follow the grammar.
-    """
-    faults: list[Fault] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            raise ValueError(f"empty fault in {spec!r}")
-        match = _SPEC.match(item)
-        assert match is not None
-        body, count = match.group("body"), int(match.group("count") or 1)
-        if not 1 <= count <= 100000:
-            raise ValueError(f"fault repeat count must be 1 to 100000 in {item!r}")
-        faults.extend([_parse_one(body)] * count)
-    return faults
-
-
-def _parse_one(text: str) -> Fault:
-    status = _STATUS_SPEC.match(text)
-    if status is not None:
-        return Fault.http_error(
-            int(status.group("status")), error=status.group("error"), retry_after=status.group("retry_after")
-        )
-    name, _, value = text.partition("=")
-    simple = {
-        "ok": Fault.ok,
-        "drop": Fault.drop,
-        "reset": Fault.reset,
-        "truncated": Fault.truncated,
-        "expired": Fault.expired,
-        "wrong-identity": Fault.wrong_identity,
-    }
-    if name in simple and not value:
-        return simple[name]()
-    if name == "not-json" and not value:
-        return Fault.not_json()
-    if name == "hang":
-        return Fault.hang(_number(text, value) if value else _HANG_DEFAULT)
-    numeric: dict[str, Callable[[float], Fault]] = {
-        "delay": Fault.delay,
-        "trickle": Fault.trickle,
-        "huge": lambda n: Fault.huge(int(n)),
-        "flood": lambda n: Fault.huge(int(n), announced=False),
-        "lifetime": lambda n: Fault.lifetime(int(n)),
-    }
-    if name in numeric and value:
-        return numeric[name](_number(text, value))
-    raise ValueError(f"unknown fault {text!r}; see `legacy-msi emulate --help` for the grammar")
-
-
-def _number(item: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"fault {item!r}: {value!r} is not a number") from None
-    if not math.isfinite(number) or abs(number) > 10**9 or (number < 0 and not item.startswith("lifetime")):
-        raise ValueError(f"fault {item!r}: {value!r} is out of range")
-    return number
 
 
 @dataclass(frozen=True)
@@ -302,40 +74,6 @@ class RecordedRequest:
         """The first value of a parameter, or ``None``."""
         values = self.params.get(name)
         return values[0] if values else None
-
-
-class _Signer:
-    """RS256 with a key made once per process, or no signature without ``cryptography``."""
-
-    _shared: Optional[_Signer] = None
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        numbers = self._key.public_key().public_numbers()
-        n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
-        e = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
-        self.kid = _b64url(hashlib.sha256(n).digest()[:20])
-        self.jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": _b64url(n), "e": _b64url(e)}
-
-    @classmethod
-    def shared(cls) -> Optional[_Signer]:
-        try:
-            import cryptography  # noqa: F401
-        except ImportError:
-            return None
-        with cls._lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
-
-    def sign(self, data: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
-        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
 class _ReuseServer(http.server.ThreadingHTTPServer):
@@ -417,12 +155,12 @@ class Emulator:
         self._allow_remote = allow_remote
         self._requested_port = port
         self.lifetime = lifetime
-        self.tenant_id = tenant_id or _derived_id("tenant")
+        self.tenant_id = tenant_id or derived_id("tenant")
         self.system_assigned = system_assigned
         self.user_assigned = None if user_assigned is None else [i.completed() for i in user_assigned]
         self.accept_get = accept_get
         self.clock = clock
-        self._signer = _Signer.shared() if sign is not False else None
+        self._signer = Signer.shared() if sign is not False else None
         if sign and self._signer is None:
             raise RuntimeError(
                 "signed tokens need the 'cryptography' package: pip install \".[emulator]\" in a clone of "
@@ -438,7 +176,7 @@ class Emulator:
         self._server: Optional[_ReuseServer] = None
         self._thread: Optional[threading.Thread] = None
         self.vm_resource_id = (
-            f"/subscriptions/{_derived_id('subscription')}/resourcegroups/emulator/providers/"
+            f"/subscriptions/{derived_id('subscription')}/resourcegroups/emulator/providers/"
             "Microsoft.Compute/virtualMachines/legacy-msi-emulator"
         )
 
@@ -635,8 +373,8 @@ class Emulator:
             if not self.system_assigned:
                 return None
             return {
-                "appid": _derived_id("system", "client"),
-                "oid": _derived_id("system", "object"),
+                "appid": derived_id("system", "client"),
+                "oid": derived_id("system", "object"),
                 "xms_mirid": self.vm_resource_id,
             }
         assert value is not None
@@ -672,33 +410,7 @@ class Emulator:
         parameter, value = chosen[0] if chosen else (None, None)
         identity = self._identity_claims(parameter, value) or self._identity_claims(None, None) or {}
         now = int(self.clock())
-        return self._jwt(resource, identity, now, now + (lifetime or self.lifetime))
-
-    def _jwt(self, resource: str, identity: Mapping[str, str], now: int, expires: int) -> tuple[str, dict[str, Any]]:
-        claims: dict[str, Any] = {
-            "aud": resource,
-            "iss": f"https://sts.windows.net/{self.tenant_id}/",
-            "iat": now - _BACKDATE,
-            "nbf": now - _BACKDATE,
-            "exp": expires,
-            "aio": _b64url(os.urandom(24)),
-            "appid": identity.get("appid"),
-            "appidacr": "2",
-            "idp": f"https://sts.windows.net/{self.tenant_id}/",
-            "idtyp": "app",
-            "oid": identity.get("oid"),
-            "sub": identity.get("oid"),
-            "tid": self.tenant_id,
-            "uti": _b64url(os.urandom(16)),
-            "ver": "1.0",
-            "xms_mirid": identity.get("xms_mirid"),
-        }
-        header: dict[str, str] = {"typ": "JWT", "alg": "RS256" if self._signer else "none"}
-        if self._signer:
-            header["kid"] = header["x5t"] = self._signer.kid
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        signature = _b64url(self._signer.sign(signing_input.encode("ascii"))) if self._signer else ""
-        return f"{signing_input}.{signature}", claims
+        return mint_jwt(self._signer, self.tenant_id, resource, identity, now, now + (lifetime or self.lifetime))
 
     def _token_response(
         self,
@@ -706,18 +418,17 @@ class Emulator:
         parameter: Optional[str],
         value: Optional[str],
         identity: Mapping[str, str],
-        fault: Optional[Fault],
+        plan: TokenPlan,
     ) -> dict[str, str]:
+        """The token answer: the cached token while it has more than 5 minutes left, else a new one
+        (always a new one, and not cached, when a fault changes it)."""
         now = int(self.clock())
         key = (resource, parameter or "", value or "")
-        bypass = fault is not None and fault.kind in ("lifetime", "expired", "fields", "wrong-identity")
         with self._lock:
-            cached = None if bypass else self._issued.get(key)
+            cached = None if plan.fresh else self._issued.get(key)
             if cached is None or int(cached["expires_on"]) - now <= _REISSUE_BEFORE_EXPIRY:
-                lifetime = int(fault.seconds) if fault is not None and fault.kind == "lifetime" else self.lifetime
-                if fault is not None and fault.kind == "expired":
-                    lifetime = -60
-                token, claims = self._jwt(resource, identity, now, now + lifetime)
+                lifetime = self.lifetime if plan.lifetime is None else plan.lifetime
+                token, claims = mint_jwt(self._signer, self.tenant_id, resource, identity, now, now + lifetime)
                 cached = {
                     "access_token": token,
                     "refresh_token": "",
@@ -727,12 +438,11 @@ class Emulator:
                     "token_type": "Bearer",
                 }
                 self._minted.append(token)
-                if not bypass:
+                if not plan.fresh:
                     self._issued[key] = cached
         answer = dict(cached)
         answer["expires_in"] = str(int(answer["expires_on"]) - now)
-        if fault is not None and fault.kind == "fields":
-            answer.update(fault.fields)
+        answer.update(plan.fields)
         return answer
 
     # --- request handling (called from the server's threads) ---------------------------
@@ -781,6 +491,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # --- plumbing ----------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the emulator stops: what a fault that waits also waits for."""
+        return self.emulator._stopping
+
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
@@ -812,7 +527,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body += self.rfile.read(size)
             self.rfile.readline(1024)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: Optional[Mapping[str, str]] = None) -> None:
+    def answer_bytes(
+        self, status: int, body: bytes, content_type: str, extra: Optional[Mapping[str, str]] = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -822,9 +539,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, status: int, document: Mapping[str, Any], extra: Optional[Mapping[str, str]] = None) -> None:
-        self._send(status, json.dumps(document).encode("utf-8"), "application/json; charset=utf-8", extra)
+        self.answer_bytes(status, json.dumps(document).encode("utf-8"), "application/json; charset=utf-8", extra)
 
-    def _error(self, status: int, error: str, description: str, extra: Optional[Mapping[str, str]] = None) -> None:
+    def answer_error(
+        self, status: int, error: str, description: str, extra: Optional[Mapping[str, str]] = None
+    ) -> None:
         self._json(status, {"error": error, "error_description": description}, extra)
 
     # --- the protocol ------------------------------------------------------------------
@@ -838,7 +557,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except Refusal as refusal:
-            self._error(refusal.status, refusal.error, refusal.description)
+            self.answer_error(refusal.status, refusal.error, refusal.description)
             return
         params = parameters(url.query, self.command, self.headers.get("Content-Type", ""), body)
         fault = emulator._record(
@@ -851,7 +570,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 received=emulator.clock(),
             )
         )
-        if fault is not None and self._play(fault):
+        kind = KINDS[fault.kind] if fault is not None else None
+        if fault is not None and kind is not None and kind.before is not None and kind.before(self, fault):
             return
         self._answer(params, fault)
 
@@ -866,103 +586,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             policy=emulator._policy,
         )
         if isinstance(decision, Refusal):
-            self._error(decision.status, decision.error, decision.description, decision.headers)
+            self.answer_error(decision.status, decision.error, decision.description, decision.headers)
             return
         ask = decision
         identity = emulator._identity_claims(ask.parameter, ask.value)
         if identity is None:
-            self._error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
+            self.answer_error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
-        if fault is not None and fault.kind == "wrong-identity":
-            stranger = UserAssignedIdentity(client_id=_derived_id("stranger", "client")).completed()
-            identity = {
-                "appid": str(stranger.client_id),
-                "oid": str(stranger.object_id),
-                "xms_mirid": str(stranger.msi_res_id),
-            }
-        answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, fault)
+        kind = KINDS[fault.kind] if fault is not None else None
+        plan = kind.token(fault) if kind is not None and fault is not None else NORMAL
+        if plan.stranger:
+            identity = stranger()
+        answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, plan)
         name_the_identity(ask, answer, identity["appid"])
-        if fault is not None and fault.kind == "truncated":
-            raw = json.dumps(answer).encode("utf-8")
-            self._send(200, raw[: len(raw) // 2], "application/json; charset=utf-8")
-            return
-        if fault is not None and fault.kind == "trickle":
-            self._trickle(json.dumps(answer).encode("utf-8"), fault.seconds)
-            return
-        if fault is not None and fault.kind == "reset":
-            self._reset(json.dumps(answer).encode("utf-8"))
+        if kind is not None and fault is not None and kind.deliver is not None:
+            kind.deliver(self, fault, json.dumps(answer).encode("utf-8"))
             return
         self._json(200, answer)
-
-    def _play(self, fault: Fault) -> bool:
-        """Act out a fault; ``True`` when it answered, ``False`` to answer normally after."""
-        kind = fault.kind
-        if kind == "status":
-            error = fault.error or _DEFAULT_ERRORS.get(fault.status) or ("unknown" if fault.status >= 500 else "error")
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
-            self._error(fault.status, error, fault.description or f"Scripted {fault.status} answer.", extra)
-            return True
-        if kind == "drop":
-            self.close_connection = True
-            return True
-        if kind == "hang":
-            self.emulator._stopping.wait(fault.seconds)
-            self.close_connection = True
-            return True
-        if kind == "delay":
-            self.emulator._stopping.wait(fault.seconds)
-            return False
-        if kind == "not_json":
-            page = b"<html><head><title>It works</title></head><body>Not the token service.</body></html>"
-            self._send(fault.status, page, "text/html")
-            return True
-        if kind in ("huge", "flood"):
-            self._flood(fault.size, announced=kind == "huge")
-            return True
-        return False
-
-    def _flood(self, size: int, *, announced: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        if announced:
-            self.send_header("Content-Length", str(size))
-        else:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        chunk = b" " * 65536
-        sent = 0
-        try:
-            while sent < size and not self.emulator._stopping.is_set():
-                piece = chunk[: size - sent]
-                self.wfile.write(piece)
-                sent += len(piece)
-        except OSError:
-            pass  # the client stopped reading, as it should
-
-    def _trickle(self, body: bytes, interval: float) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.flush()
-        try:
-            for index in range(len(body)):
-                self.wfile.write(body[index : index + 1])
-                self.wfile.flush()
-                if self.emulator._stopping.wait(interval):
-                    break
-        except OSError:
-            pass
-        self.close_connection = True
-
-    def _reset(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
-        self.wfile.flush()
-        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
