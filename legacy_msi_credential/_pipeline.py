@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import Pipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
-from ._guard import Attempt, guard_transport, new_guarded_session, token_request
-from ._policies import ANSWER_KEY, ATTEMPT_KEY, RetryHelper, pipeline_policies, request_url, unguardable_transport
-from ._protocol import Answer, unreadable
+from ._guard import guard_transport, new_guarded_session, token_request
+from ._policies import ANSWER_KEY, RetryHelper, pipeline_policies, unguardable_transport
+from ._protocol import Answer
 from ._retry import RetrySettings
 
 
@@ -43,36 +42,18 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
         controller = self._helper.controller(request)
         transport: Any = request.context.transport
         while True:
-            controller.started()
-            started = time.monotonic()
-            response: Optional[PipelineResponse[Any, Any]] = None
-            error: Optional[Exception] = None
-            attempt = Attempt(self._helper.seconds) if self._guarded else None
-            request.context[ATTEMPT_KEY] = attempt.key if attempt else None
-            deadline = attempt.deadline if attempt else started + self._helper.seconds
+            run = self._helper.attempt(request, controller, guarded=self._guarded)
             try:
                 response = self.next.send(request)
-                response.context[ANSWER_KEY] = self._read(request, response, deadline)
-                if attempt is not None and attempt.fired:
-                    raise self._helper.too_slow(request)  # the watchdog cut the answer short
-            except ClientAuthenticationError:
-                raise
+                response.context[ANSWER_KEY] = self._read(request, response, run.deadline)
+                run.succeeded(response)
             except Exception as exc:
-                if attempt is not None and attempt.fired:
-                    raise self._helper.too_slow(request) from None
-                if not isinstance(exc, AzureError):
-                    raise unreadable(request_url(request), exc) from None
-                response, error = None, exc
+                run.failed(exc)
             finally:
-                if attempt is not None:
-                    attempt.finish()
-            delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
-            if delay is None:
-                if error is not None:
-                    raise error
-                assert response is not None
-                return response
-            transport.sleep(delay)
+                run.finish()
+            if run.delay is None:
+                return run.result()
+            transport.sleep(run.delay)
 
     def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float) -> Answer:
         http_response = response.http_response

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import (
     CustomHookPolicy,
@@ -17,8 +17,8 @@ from azure.core.pipeline.policies import (
     UserAgentPolicy,
 )
 
-from ._guard import ATTEMPT_HEADER
-from ._protocol import Answer, BodyCollector, too_slow
+from ._guard import ATTEMPT_HEADER, Attempt
+from ._protocol import Answer, BodyCollector, too_slow, unreadable
 from ._redact import RedactingNetworkTraceLoggingPolicy, http_logging_policy
 from ._retry import CONNECT_FAILED, RESPONSE_FAILED, RetryController, RetrySettings
 from ._version import VERSION
@@ -97,6 +97,7 @@ class RetryHelper:
         error: Optional[Exception],
         elapsed: float,
     ) -> Optional[float]:
+        """Seconds to wait before another attempt, or None to end with this one."""
         if response is not None:
             http_response = response.http_response
             return controller.next_delay(
@@ -107,6 +108,73 @@ class RetryHelper:
             )
         failure = CONNECT_FAILED if isinstance(error, ServiceRequestError) else RESPONSE_FAILED
         return controller.next_delay(failure=failure, elapsed=elapsed)
+
+    def attempt(self, request: PipelineRequest[Any], controller: RetryController, *, guarded: bool) -> AttemptRun:
+        """Start one attempt of ``request``: its deadline, and on a guarded transport its watchdog."""
+        return AttemptRun(self, request, controller, guarded=guarded)
+
+
+class AttemptRun:
+    """One attempt of a token request, from sending to the decision that follows, for both retry
+    policies (which only send, read and sleep their own way).
+
+    Use: make it, send and read; then :meth:`succeeded` with the response, or :meth:`failed`
+    in the ``except`` block; :meth:`finish` in ``finally``; then :attr:`delay` says whether
+    to sleep and try again (a number) or to end with :meth:`result` (None).
+    """
+
+    def __init__(
+        self, helper: RetryHelper, request: PipelineRequest[Any], controller: RetryController, *, guarded: bool
+    ) -> None:
+        self._helper = helper
+        self._request = request
+        self._controller = controller
+        controller.started()
+        self._started = time.monotonic()
+        self.attempt = Attempt(helper.seconds) if guarded else None
+        request.context[ATTEMPT_KEY] = self.attempt.key if self.attempt else None
+        #: When the whole answer must have arrived (monotonic seconds).
+        self.deadline = self.attempt.deadline if self.attempt else self._started + helper.seconds
+        self._response: Optional[PipelineResponse[Any, Any]] = None
+        self._error: Optional[Exception] = None
+        #: Seconds to wait before the next attempt, or None to end (set by :meth:`finish`).
+        self.delay: Optional[float] = None
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the watchdog shut the attempt's sockets down at its deadline."""
+        return self.attempt is not None and self.attempt.fired
+
+    def succeeded(self, response: PipelineResponse[Any, Any]) -> None:
+        if self.cut_short:
+            raise self._helper.too_slow(self._request)  # the watchdog cut the answer short
+        self._response = response
+
+    def failed(self, error: Exception) -> None:
+        """Called in the ``except`` block: too slow, not the extension, or a transport error that may be retried."""
+        if isinstance(error, ClientAuthenticationError):
+            raise error
+        if self.cut_short:
+            raise self._helper.too_slow(self._request) from None
+        if not isinstance(error, AzureError):
+            raise unreadable(request_url(self._request), error) from None
+        self._error = error
+
+    def finish(self) -> None:
+        """Called in ``finally``: stop the watchdog, and decide about another attempt."""
+        if self.attempt is not None:
+            self.attempt.finish()
+        if self._response is not None or self._error is not None:
+            self.delay = self._helper.outcome(
+                self._controller, self._response, self._error, time.monotonic() - self._started
+            )
+
+    def result(self) -> PipelineResponse[Any, Any]:
+        """The response to return, or the error of the last attempt to raise."""
+        if self._error is not None:
+            raise self._error
+        assert self._response is not None
+        return self._response
 
 
 def request_url(request: PipelineRequest[Any]) -> str:

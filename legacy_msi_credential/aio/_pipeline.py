@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.exceptions import AzureError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from .._guard import Attempt, forget_connections, new_guarded_session, token_request
-from .._policies import ANSWER_KEY, ATTEMPT_KEY, RetryHelper, pipeline_policies, unguardable_transport
-from .._protocol import Answer, unreadable
+from .._guard import forget_connections, new_guarded_session, token_request
+from .._policies import ANSWER_KEY, RetryHelper, pipeline_policies, unguardable_transport
+from .._protocol import Answer
 from .._retry import RetrySettings
 from ._guard import guard_async_transport, guarded_aiohttp_session
 
@@ -39,41 +39,25 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
         controller = self._helper.controller(request)
         transport: Any = request.context.transport
         while True:
-            controller.started()
-            started = time.monotonic()
-            response: Optional[PipelineResponse[Any, Any]] = None
-            error: Optional[Exception] = None
-            attempt = Attempt(self._helper.seconds) if self._guarded else None
-            request.context[ATTEMPT_KEY] = attempt.key if attempt else None
-            deadline = attempt.deadline if attempt else started + self._helper.seconds
+            run = self._helper.attempt(request, controller, guarded=self._guarded)
             try:
-                response = await asyncio.wait_for(self._attempt(request, deadline), timeout=self._helper.seconds)
-                if attempt is not None and attempt.fired:
-                    raise self._helper.too_slow(request)
-            except ClientAuthenticationError:
-                raise
+                run.succeeded(
+                    await asyncio.wait_for(self._attempt(request, run.deadline), timeout=self._helper.seconds)
+                )
             except asyncio.TimeoutError:
-                if attempt is not None:
-                    attempt.expire()
+                if run.attempt is not None:
+                    run.attempt.expire()
                 forget_connections(transport)
                 raise self._helper.too_slow(request) from None
             except Exception as exc:
-                if attempt is not None and attempt.fired:
+                if run.cut_short:
                     forget_connections(transport)
-                    raise self._helper.too_slow(request) from None
-                if not isinstance(exc, AzureError):
-                    raise unreadable(str(request.http_request.url).split("?", 1)[0], exc) from None
-                response, error = None, exc
+                run.failed(exc)
             finally:
-                if attempt is not None:
-                    attempt.finish()
-            delay = self._helper.outcome(controller, response, error, time.monotonic() - started)
-            if delay is None:
-                if error is not None:
-                    raise error
-                assert response is not None
-                return response
-            await transport.sleep(delay)
+                run.finish()
+            if run.delay is None:
+                return run.result()
+            await transport.sleep(run.delay)
 
     async def _attempt(self, request: PipelineRequest[Any], deadline: float) -> PipelineResponse[Any, Any]:
         response = await self.next.send(request)
