@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
 from azure.core.rest import HttpRequest
 
-from ._cache import Action, CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
+from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._claims import decode_claims, identity_mismatch
 from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint, source_named
@@ -25,8 +25,9 @@ from ._errors import (
     fresh_copy,
     unavailable,
 )
+from ._flight import SingleFlight, Ticket
 from ._loopback import is_loopback_host
-from ._protocol import Answer, Identity, build_request, parse_response, unreadable, wants_post
+from ._protocol import Answer, Identity, TokenResult, build_request, parse_response, unreadable, wants_post
 from ._retry import RetrySettings, check_seconds
 from ._scopes import scopes_to_resource
 
@@ -124,10 +125,12 @@ class CredentialBase(abc.ABC):
         self._clock: Callable[[], float] = clock or time.time
         # A simulated wall clock given alone drives both: the tests' time passes on both clocks.
         self._monotonic: Callable[[], float] = monotonic or clock or time.monotonic
-        self._cache = TokenCache()
+        #: The token cache and the single-flight rule; each twin waits its own way.
+        self._flight: SingleFlight[ClientAuthenticationError] = SingleFlight(
+            TokenCache(), self._clock, self._monotonic, copy=fresh_copy
+        )
+        self._cache = self._flight.cache
         self._fresh: dict[tuple[str, ...], _FastRow] = {}
-        #: Per resource: how many requests have ended, and the last one's failure (or None).
-        self._outcomes: dict[str, tuple[int, Optional[ClientAuthenticationError]]] = {}
         self._pid = os.getpid()
         self._setup_io()
 
@@ -208,18 +211,18 @@ class CredentialBase(abc.ABC):
         assert self._endpoint is not None
         return build_request(self._endpoint.url, resource, self._identity, method=method)
 
-    def _fetch_flow(self, resource: str) -> Generator[HttpRequest, Answer, CacheEntry]:
+    def _fetch_flow(self, resource: str) -> Generator[HttpRequest, Answer, TokenResult]:
         """The steps of one token request, without I/O: yields requests, receives answers.
 
         A GET answered 405 is sent once more as a form POST; the final answer is read,
-        cached and logged.
+        checked against the identity asked for, and logged.
         """
         started = time.monotonic()
         answer = yield self._request(resource, self._method)
         if wants_post(self._method, answer.status):
             answer = yield self._request(resource, "POST")
         assert self._endpoint is not None
-        now, mono = self._clock(), self._monotonic()
+        now = self._clock()
         result = parse_response(
             answer.status, answer.content_type, answer.body, now=now, url=self._endpoint.url, resource=resource
         )
@@ -236,7 +239,6 @@ class CredentialBase(abc.ABC):
                 status_code=answer.status,
                 error_code="identity_mismatch",
             )
-        entry = self._cache.store(resource, result, now, mono)
         _LOGGER.info(
             "%s: token for %s (%s) from %s: HTTP %d in %.0f ms, expires in %d s",
             self._credential_name,
@@ -247,7 +249,7 @@ class CredentialBase(abc.ABC):
             (time.monotonic() - started) * 1000,
             result.expires_on - now,
         )
-        return entry
+        return result
 
     def _boundary(self, error: Exception) -> ClientAuthenticationError:
         """What a caller sees of a failed token request: only this package's errors, sanitised.
@@ -283,24 +285,6 @@ class CredentialBase(abc.ABC):
         _LOGGER.info("%s: %s", self._credential_name, message)
         return unavailable(f"{self._credential_name}: {message}")
 
-    # --- callers share a failure as they share a success -----------------------------
-
-    def _outcome_count(self, resource: str) -> int:
-        """How many requests for ``resource`` have ended; read before waiting for its lock."""
-        return self._outcomes.get(resource, (0, None))[0]
-
-    def _shared_failure(self, resource: str, seen: int) -> Optional[ClientAuthenticationError]:
-        """The failure of a request that ended while this caller waited for the lock, if any."""
-        count, failure = self._outcomes.get(resource, (0, None))
-        if count == seen or failure is None:
-            return None
-        return fresh_copy(failure)
-
-    def _settle(self, resource: str, failure: Optional[ClientAuthenticationError]) -> None:
-        """Record how a request ended (under the resource's lock)."""
-        count = self._outcomes.get(resource, (0, None))[0]
-        self._outcomes[resource] = (count + 1, failure)
-
     @staticmethod
     def _claims_from(options: Any) -> Optional[str]:
         if options is None:
@@ -332,57 +316,35 @@ class CredentialBase(abc.ABC):
         self._fresh[scopes] = (entry.refresh_on, entry.refresh_mono, entry.access_token, entry.info)
         return entry
 
-    def _recheck(self, resource: str, force: bool) -> tuple[Action, Optional[CacheEntry]]:
-        """Decide again once the resource's lock is held: another caller may have refreshed meanwhile."""
-        if force:
-            return Action.FETCH, None
-        return self._cache.decide(resource, self._clock(), self._monotonic())
-
     def _conclude(
         self,
         scopes: tuple[str, ...],
-        resource: str,
-        action: Action,
-        entry: Optional[CacheEntry],
-        fetched: Optional[CacheEntry],
+        ticket: Ticket,
+        fetched: Optional[TokenResult],
         failure: Optional[ClientAuthenticationError],
     ) -> CacheEntry:
-        """How a request ends for its caller (under the resource's lock), for both twins.
+        """How a request ends for its caller (in its turn of the flight), for both twins.
 
-        The outcome is recorded for the callers waiting on the lock; a token is remembered
-        for the fast path; a failure serves the still-valid token of a proactive refresh,
-        or is raised. Called outside any ``except`` block, so nothing is chained to it.
+        A token is kept and remembered for the fast path; a failure is recorded for the
+        callers waiting their turn, and either serves the still-valid token of a proactive
+        refresh or is raised. Called outside any ``except`` block, so nothing is chained to it.
         """
-        self._settle(resource, failure)
         if fetched is not None:
-            return self._remember(scopes, fetched)
+            return self._remember(scopes, self._flight.fetched(ticket, fetched))
         assert failure is not None
-        served = self._after_failure(resource, action, entry, failure)
-        if served is None:
-            raise failure
-        return served
-
-    def _after_failure(
-        self, resource: str, action: Action, entry: Optional[CacheEntry], error: ClientAuthenticationError
-    ) -> Optional[CacheEntry]:
-        """The token to serve after a failed request, or ``None`` to raise its error.
-
-        A failed proactive refresh is logged and the still-valid token served; with no
-        valid token the failure is raised.
-        """
-        if action is Action.TRY_REFRESH and entry is not None:
-            self._cache.refresh_failed(entry, self._monotonic())
+        stale = self._flight.failed(ticket, failure)
+        if stale is not None:
             _LOGGER.warning(
                 "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
                 self._credential_name,
-                entry.expires_on - self._clock(),
-                error.message,
+                stale.expires_on - self._clock(),
+                failure.message,
             )
-            return entry
-        if not isinstance(error, CredentialUnavailableError):
+            return stale
+        if not isinstance(failure, CredentialUnavailableError):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
-            _LOGGER.info("No token for %s (%s): %s", resource, self._identity.describe(), error.message)
-        return None
+            _LOGGER.info("No token for %s (%s): %s", ticket.key, self._identity.describe(), failure.message)
+        raise failure
 
 
 #: The docstrings of both twins' ``get_token`` and ``get_token_info`` (one text, two signatures).

@@ -11,11 +11,11 @@ from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
 from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
-from ._cache import Action, CacheEntry
+from ._cache import CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
 from ._pipeline import build_pipeline
 from ._policies import ANSWER_KEY
-from ._protocol import Answer
+from ._protocol import Answer, TokenResult
 
 
 class LegacyMsiCredential(CredentialBase):
@@ -126,13 +126,11 @@ class LegacyMsiCredential(CredentialBase):
         elif self._closed and self._own_transport:
             self._pipeline = self._new_pipeline()
             self._closed = False
-        force = claims is not None
-        action, entry = self._cache.decide(resource, self._clock(), self._monotonic(), force=force)
-        if action is Action.SERVE and entry is not None:
-            return self._remember(scopes, entry)
+        ticket = self._flight.begin(resource, force=claims is not None)
+        if ticket.fresh is not None:
+            return self._remember(scopes, ticket.fresh)
         lock = self._lock(resource)
-        seen = self._outcome_count(resource)
-        refreshing = entry if action is Action.TRY_REFRESH else None
+        refreshing = ticket.refreshing
         if refreshing is not None and not refreshing.claim_refresh():
             return refreshing  # another caller is refreshing it: one holding a valid token never waits
         try:
@@ -140,20 +138,17 @@ class LegacyMsiCredential(CredentialBase):
             # between taking it and being sure to release it, so no exception (an interrupt
             # included) can leave it held.
             with lock:
-                action, entry = self._recheck(resource, force)
-                if action is Action.SERVE and entry is not None:
-                    return self._remember(scopes, entry)  # another thread got a token meanwhile
-                shared = self._shared_failure(resource, seen)
-                if shared is not None:
-                    raise shared  # the request this caller waited for failed: so does this caller
+                served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
+                if served is not None:
+                    return self._remember(scopes, served)  # another thread got a token meanwhile
                 fetched, failure = self._try_fetch(resource)
                 # Outside any except block: a failure raised from here has nothing chained to it.
-                return self._conclude(scopes, resource, action, entry, fetched, failure)
+                return self._conclude(scopes, ticket, fetched, failure)
         finally:
             if refreshing is not None:
                 refreshing.give_back_refresh()  # whatever happened, a later caller may refresh it
 
-    def _try_fetch(self, resource: str) -> tuple[Optional[CacheEntry], Optional[ClientAuthenticationError]]:
+    def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise. Its own method: a ``try`` statement directly in a
         ``with`` block is a point where CPython 3.11+ can skip the block's exit, when a trace
         hook raises there."""
@@ -162,7 +157,7 @@ class LegacyMsiCredential(CredentialBase):
         except Exception as exc:
             return None, self._boundary(exc)
 
-    def _fetch(self, resource: str) -> CacheEntry:
+    def _fetch(self, resource: str) -> TokenResult:
         """Drive the shared request flow, doing its I/O."""
         flow = self._fetch_flow(resource)
         request = next(flow)

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from legacy_msi_credential._cache import TokenCache
 from legacy_msi_credential._claims import decode_claims, identity_mismatch, is_user_token, lacks_identity
-from legacy_msi_credential._flight import Busy, Flights, Gate
+from legacy_msi_credential._flight import Busy, Flights, Gate, SingleFlight
+from legacy_msi_credential._protocol import TokenResult
 
 
 def jwt(claims: Any) -> str:
@@ -101,6 +103,81 @@ def test_a_flights_failure_is_shared_and_cancel_all_ends_what_runs() -> None:
     asyncio.run(scenario())
 
 
+class Clocks:
+    """A wall clock and a monotonic clock that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall = 1_700_000_000.0
+        self.mono = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def single_flight(clocks: Clocks) -> SingleFlight[ValueError]:
+    return SingleFlight(TokenCache(), lambda: clocks.wall, lambda: clocks.mono, copy=lambda e: ValueError(*e.args))
+
+
+def test_single_flight_serves_fresh_then_lets_one_refresh_and_keeps_its_token() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    first = flight.begin("r")
+    assert first.fresh is None
+    assert first.refreshing is None
+    assert flight.recheck(first) is None  # nothing cached, nothing shared: fetch
+    kept = flight.fetched(first, TokenResult("t1", int(clocks.wall) + 3600))
+    assert flight.begin("r").fresh is kept
+    clocks.advance(3600 - 299)  # within 5 minutes of expiry: due, still valid
+    due = flight.begin("r")
+    assert due.fresh is None
+    assert due.refreshing is kept
+    assert flight.recheck(due) is None  # still due: this caller refreshes
+    renewed = flight.fetched(due, TokenResult("t2", int(clocks.wall) + 3600))
+    waited = flight.begin("r")
+    assert waited.fresh is renewed
+    forced = flight.begin("r", force=True)  # a claims challenge: a new token whatever is cached
+    assert forced.fresh is None
+    assert flight.recheck(forced) is None
+
+
+def test_single_flight_shares_a_failure_with_those_who_waited_and_not_with_later_callers() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    leader, waiter = flight.begin("r"), flight.begin("r")
+    assert flight.recheck(leader) is None
+    failure = ValueError("refused")
+    assert flight.failed(leader, failure) is None  # no valid token: the leader raises it
+    with pytest.raises(ValueError, match="refused") as shared:
+        flight.recheck(waiter)
+    assert shared.value is not failure  # each caller gets its own copy
+    later = flight.begin("r")
+    assert flight.recheck(later) is None  # arrived after the failure: tries again
+
+
+def test_a_failed_refresh_serves_the_valid_token_and_waits_before_trying_again() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    kept = flight.fetched(flight.begin("r"), TokenResult("t", int(clocks.wall) + 3600))
+    clocks.advance(3600 - 200)
+    due = flight.begin("r")
+    assert flight.recheck(due) is None
+    assert flight.failed(due, ValueError("down")) is kept
+    assert flight.begin("r").fresh is kept  # no new attempt at once
+    clocks.advance(200 - 9)  # 9 s left: no longer served
+    assert flight.begin("r").fresh is None
+
+
+def test_single_flight_remembers_a_bounded_number_of_outcomes() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    for index in range(10_000):
+        ticket = flight.begin(f"k{index}")
+        flight.failed(ticket, ValueError(index))
+    assert len(flight._outcomes) <= 4096
+    assert "k9999" in flight._outcomes
+
+
 def test_the_gate_caps_starts_per_second_and_says_when_to_come_back() -> None:
     async def scenario() -> None:
         now = [0.0]
@@ -133,3 +210,47 @@ def test_a_notification_that_cannot_be_sent_is_a_warning_not_a_failure(
     with caplog.at_level("WARNING", logger="legacy_msi_credential.bridge"):
         assert notifier.ready() is False
     assert "could not notify systemd" in caplog.text
+
+
+async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_and_one_refresh_only() -> None:
+    """The source follows the credentials' rule: one refresh at a time, and a client holding a
+    still-valid token never waits for it; a failed refresh keeps serving the valid token."""
+    from azure.core.credentials import AccessToken
+
+    from legacy_msi_credential._rules import TokenAsk
+    from legacy_msi_credential.bridge import TokenSource
+
+    now = [1_700_000_000.0]
+    release = asyncio.Event()
+    calls: list[int] = []
+    fail = [False]
+
+    class Credential:
+        async def get_token(self, scope: str) -> AccessToken:
+            calls.append(len(calls))
+            if len(calls) > 1:
+                await release.wait()
+            if fail[0]:
+                raise RuntimeError("the source is down")
+            return AccessToken(f"token-{len(calls)}", int(now[0]) + 3600)
+
+        async def close(self) -> None:
+            pass
+
+    source = TokenSource("imds", clock=lambda: now[0], credential_factory=lambda *_: Credential())
+    ask = TokenAsk("https://management.azure.com")
+    assert (await source.token(ask)).token == "token-1"
+    now[0] += 3600 - 200  # due for refresh, valid for 200 s more
+    refreshing = asyncio.ensure_future(source.token(ask))
+    await asyncio.sleep(0.05)
+    assert len(calls) == 2  # the refresh is under way, waiting on the source
+    assert (await asyncio.wait_for(source.token(ask), 1)).token == "token-1"  # served at once, no second call
+    assert len(calls) == 2
+    release.set()
+    assert (await refreshing).token == "token-2"
+    now[0] += 3600 - 200
+    fail[0] = True
+    assert (await source.token(ask)).token == "token-2"  # the refresh failed: the valid token is served
+    assert len(calls) == 3
+    assert (await source.token(ask)).token == "token-2"  # and no new attempt at once
+    assert len(calls) == 3

@@ -16,10 +16,10 @@ from azure.core.pipeline.transport import AsyncHttpTransport, AsyncioRequestsTra
 from azure.core.rest import HttpRequest
 
 from .._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
-from .._cache import Action, CacheEntry
+from .._cache import CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
 from .._policies import ANSWER_KEY, unguardable_transport
-from .._protocol import Answer
+from .._protocol import Answer, TokenResult
 from ._guard import can_guard
 from ._pipeline import build_async_pipeline, default_async_transport
 
@@ -177,35 +177,30 @@ class LegacyMsiCredential(CredentialBase):
             self._loops = weakref.WeakKeyDictionary()
             self._sentinels = weakref.WeakKeyDictionary()
             self._loops_guard = threading.Lock()
-        force = claims is not None
-        action, entry = self._cache.decide(resource, self._clock(), self._monotonic(), force=force)
-        if action is Action.SERVE and entry is not None:
-            return self._remember(scopes, entry)
+        ticket = self._flight.begin(resource, force=claims is not None)
+        if ticket.fresh is not None:
+            return self._remember(scopes, ticket.fresh)
         lock = self._lock(resource)
-        seen = self._outcome_count(resource)
         # locked() rather than a non-blocking acquire, which asyncio.Lock lacks: nothing can
         # run between this check and the return, so a caller holding a valid token never waits.
-        if action is Action.TRY_REFRESH and entry is not None and lock.locked():
-            return entry
+        if ticket.refreshing is not None and lock.locked():
+            return ticket.refreshing
         async with lock:
-            action, entry = self._recheck(resource, force)
-            if action is Action.SERVE and entry is not None:
-                return self._remember(scopes, entry)  # another task got a token meanwhile
-            shared = self._shared_failure(resource, seen)
-            if shared is not None:
-                raise shared  # the request this task waited for failed: so does this task
+            served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
+            if served is not None:
+                return self._remember(scopes, served)  # another task got a token meanwhile
             fetched, failure = await self._try_fetch(resource)
             # Outside any except block: a failure raised from here has nothing chained to it.
-            return self._conclude(scopes, resource, action, entry, fetched, failure)
+            return self._conclude(scopes, ticket, fetched, failure)
 
-    async def _try_fetch(self, resource: str) -> tuple[Optional[CacheEntry], Optional[ClientAuthenticationError]]:
+    async def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise (see the sync twin's ``_try_fetch`` for why a method)."""
         try:
             return await self._fetch(resource), None
         except Exception as exc:
             return None, self._boundary(exc)
 
-    async def _fetch(self, resource: str) -> CacheEntry:
+    async def _fetch(self, resource: str) -> TokenResult:
         """Drive the shared request flow, awaiting its I/O."""
         flow = self._fetch_flow(resource)
         request = next(flow)

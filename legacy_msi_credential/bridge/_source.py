@@ -1,8 +1,8 @@
 """Where the bridge's tokens come from: azure-identity, behind a cache, single flight and a gate.
 
 Every request to the source is for one identity and resource; clients asking meanwhile
-share it, its token is cached until the refresh rule of the credentials
-(:func:`legacy_msi_credential._cache.refresh_time`) says otherwise, and calls to the
+share it, and its token is cached, by the same single-flight rule and refresh rule as the
+credentials' (:class:`legacy_msi_credential._flight.SingleFlight`); calls to the
 source are capped below IMDS's per-VM limits. A token is handed on only when it is for
 the identity asked for (:mod:`legacy_msi_credential._claims`).
 """
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .._cache import Action, TokenCache
+from .._cache import CacheEntry, TokenCache
 from .._claims import decode_claims, is_user_token, lacks_identity
 from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, SERVE_HINT
-from .._flight import Busy, Flights, Gate
+from .._flight import Busy, Flights, Gate, SingleFlight, Ticket
 from .._protocol import TokenResult
 from .._rules import Refusal, TokenAsk
 from .._text import clean_text
@@ -91,8 +91,10 @@ class TokenSource:
         self.limits = limits
         self._clock = clock
         self._factory = credential_factory or _identity_credential
-        self._cache = TokenCache(max_entries=limits.max_tokens)
-        self._flights: Flights[TokenResult] = Flights()
+        self._flight: SingleFlight[Refusal] = SingleFlight(
+            TokenCache(max_entries=limits.max_tokens), clock, time.monotonic
+        )
+        self._flights: Flights[CacheEntry] = Flights()
         self._gate: Optional[Gate] = None  # made in the serving loop
         #: Requests made to the source, for tests and the health path.
         self.requests = 0
@@ -105,7 +107,7 @@ class TokenSource:
     @property
     def cached(self) -> int:
         """Tokens kept."""
-        return len(self._cache)
+        return len(self._flight.cache)
 
     def _check_identity_kind(self, ask: TokenAsk) -> None:
         if ask.parameter is None or self.kind == "imds" or (self.kind == "default" and ask.parameter == "client_id"):
@@ -124,25 +126,28 @@ class TokenSource:
         """
         self._check_identity_kind(ask)
         key = f"{ask.parameter or ''}\x00{ask.value or ''}\x00{ask.resource}"
-        now = self._clock()
-        action, entry = self._cache.decide(key, now, time.monotonic())
-        if action is Action.SERVE and entry is not None:
-            return TokenResult(entry.access_token.token, entry.expires_on)
-        try:
-            return await self._flights.run(key, lambda: self._fetch_and_keep(key, ask))
-        except Refusal:
-            if action is Action.TRY_REFRESH and entry is not None:
-                self._cache.refresh_failed(entry, time.monotonic())
-                _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
-                return TokenResult(entry.access_token.token, entry.expires_on)
-            raise
+        ticket = self._flight.begin(key)
+        if ticket.fresh is not None:
+            return _result(ticket.fresh)
+        if ticket.refreshing is not None and self._flights.running(key):
+            return _result(ticket.refreshing)  # one holding a valid token never waits for another's refresh
+        return _result(await self._flights.run(key, lambda: self._fly(ticket, ask)))
 
-    async def _fetch_and_keep(self, key: str, ask: TokenAsk) -> TokenResult:
-        """The flight itself: the token is cached before the flight ends, so that no request
-        arriving after it finds neither a token nor a flight."""
-        result = await self._fetch(ask)
-        self._cache.store(key, result, self._clock(), time.monotonic())
-        return result
+    async def _fly(self, ticket: Ticket, ask: TokenAsk) -> CacheEntry:
+        """The flight itself, shared by every client asking meanwhile: its token is kept before it
+        ends, so that no request arriving after it finds neither a token nor a flight."""
+        served = self._flight.recheck(ticket)
+        if served is not None:
+            return served
+        try:
+            result = await self._fetch(ask)
+        except Refusal as refusal:
+            stale = self._flight.failed(ticket, refusal)
+            if stale is None:
+                raise
+            _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
+            return stale
+        return self._flight.fetched(ticket, result)
 
     async def _fetch(self, ask: TokenAsk) -> TokenResult:
         if self._gate is None:
@@ -200,6 +205,10 @@ class TokenSource:
                 "unauthorized_client",
                 f"The {self.kind} source answered with a signed-in user's token, not this machine's managed identity.",
             )
+
+
+def _result(entry: CacheEntry) -> TokenResult:
+    return TokenResult(entry.access_token.token, entry.expires_on)
 
 
 async def _get_token(credential: Any, scope: str) -> Any:
