@@ -199,26 +199,33 @@ class IdentityInit:
         return made
 
 
-def build_chain(
-    credential: Any,
-    kwargs: dict[str, Any],
-    *,
-    identity_init: IdentityInit,
-    chained_init: Callable[..., None],
-    make: Callable[..., Any],
-    unusable: type[UnusableLegacyStep],
-) -> None:
-    """Initialise a ``DefaultAzureCredential`` twin: azure-identity's chain, the legacy step placed in it.
+@dataclass(frozen=True)
+class ChainParts:
+    """What differs between the sync and async ``DefaultAzureCredential`` twins.
 
-    Args:
-        credential: The new ``DefaultAzureCredential``.
-        kwargs: Its keyword arguments; this package's own are taken out first.
+    Attributes:
         identity_init: azure-identity's ``DefaultAzureCredential.__init__`` (sync or aio), run by
             :class:`IdentityInit`.
         chained_init: azure-identity's ``ChainedTokenCredential.__init__``, for the legacy step alone.
         make: This package's ``LegacyMsiCredential`` (sync or aio).
         unusable: The stand-in for a legacy step that could not be made.
     """
+
+    identity_init: IdentityInit
+    chained_init: Callable[..., None]
+    make: Callable[..., Any]
+    unusable: type[UnusableLegacyStep]
+
+
+def build_chain(credential: Any, kwargs: dict[str, Any], parts: ChainParts) -> None:
+    """Initialise a ``DefaultAzureCredential`` twin: azure-identity's chain, the legacy step placed in it.
+
+    Args:
+        credential: The new ``DefaultAzureCredential``.
+        kwargs: Its keyword arguments; this package's own are taken out first.
+        parts: The twin's azure-identity and legacy classes.
+    """
+    identity_init, chained_init, make, unusable = parts.identity_init, parts.chained_init, parts.make, parts.unusable
     options = LegacyStepOptions.take(kwargs)
     if options.only_legacy:
         # azure-identity does not know this value: the chain is the legacy step alone. An

@@ -10,6 +10,8 @@ loopback, and gets back a :class:`TokenAsk` or a :class:`Refusal`; what to answe
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -262,6 +264,43 @@ def name_the_identity(ask: TokenAsk, answer: dict[str, str], client_id: str) -> 
         answer.setdefault("client_id", client_id)
     if ask.imds:
         answer["ext_expires_in"] = answer["expires_in"]
+
+
+class Listening:
+    """Where a server of the protocol (the emulator, the bridge) listens: its URLs and the
+    extension's settings file that points at it. A server sets ``_host`` and defines ``port``."""
+
+    _host: str
+
+    @property
+    def port(self) -> int:  # pragma: no cover - each server defines it
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port/``, what the extension's settings file holds."""
+        return base_url(self._host, self.port)
+
+    @property
+    def endpoint(self) -> str:
+        """The token URL: what ``LegacyMsiCredential(endpoint=...)`` takes."""
+        return self.base_url.rstrip("/") + TOKEN_PATH
+
+    @property
+    def imds_authority(self) -> str:
+        """The IMDS-style authority (for ``AZURE_POD_IDENTITY_AUTHORITY_HOST``)."""
+        return self.base_url.rstrip("/")
+
+    def write_settings(self, path: str | os.PathLike[str]) -> str:
+        """Write the extension's settings file for this server's port; return its path.
+
+        As the extension does for its ``{"port": N}`` setting: the base URL, on ``localhost``
+        when bound to 127.0.0.1.
+        """
+        target = os.fspath(path)
+        with open(target, "w", encoding="utf-8") as handle:
+            json.dump(settings_document(self._host, self.port), handle)
+        return target
 
 
 def base_url(host: str, port: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._chain import AsyncUnusableLegacyStep, IdentityInit, build_chain, import_error
+from .._chain import AsyncUnusableLegacyStep, ChainParts, IdentityInit, build_chain, import_error
 from ._credential import LegacyMsiCredential
 
 try:
@@ -13,8 +13,14 @@ try:
 except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
     raise import_error(_error) from None
 
-#: azure-identity's ``__init__``, reading its collaborators through this module (see IdentityInit).
-_IDENTITY_INIT = IdentityInit(_IdentityDefaultAzureCredential, globals())
+#: azure-identity's ``__init__`` (reading its collaborators through this module, see
+#: IdentityInit) and the classes this twin builds the chain from.
+_PARTS = ChainParts(
+    identity_init=IdentityInit(_IdentityDefaultAzureCredential, globals()),
+    chained_init=ChainedTokenCredential.__init__,
+    make=LegacyMsiCredential,
+    unusable=AsyncUnusableLegacyStep,
+)
 
 
 class DefaultAzureCredential(_IdentityDefaultAzureCredential):
@@ -25,11 +31,4 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        build_chain(
-            self,
-            kwargs,
-            identity_init=_IDENTITY_INIT,
-            chained_init=ChainedTokenCredential.__init__,
-            make=LegacyMsiCredential,
-            unusable=AsyncUnusableLegacyStep,
-        )
+        build_chain(self, kwargs, _PARTS)

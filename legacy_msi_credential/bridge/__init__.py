@@ -26,18 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from .._constants import DEFAULT_PORT, SERVE_HINT, TOKEN_PATH
+from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_address, is_loopback_host
-from .._rules import Policy, base_url, settings_document
+from .._rules import Listening, Policy
 
 try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
@@ -82,7 +80,7 @@ class BridgeLimits:
     stop_grace: float = STOP_GRACE
 
 
-class Bridge:
+class Bridge(Listening):
     """The legacy endpoint on loopback, serving tokens from a :class:`TokenSource`.
 
     Args:
@@ -271,23 +269,6 @@ class Bridge:
         if not self._port:
             raise RuntimeError("the bridge is not running")
         return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port/``, what the extension's settings file holds."""
-        return base_url(self._host, self.port)
-
-    @property
-    def endpoint(self) -> str:
-        """The token URL."""
-        return self.base_url.rstrip("/") + TOKEN_PATH
-
-    def write_settings(self, path: str | os.PathLike[str]) -> str:
-        """Write the extension's settings file for this bridge's port; return its path."""
-        target = os.fspath(path)
-        with open(target, "w", encoding="utf-8") as handle:
-            json.dump(settings_document(self._host, self.port), handle)
-        return target
 
     def health(self) -> dict[str, Any]:
         """What the health path answers."""

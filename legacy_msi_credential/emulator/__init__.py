@@ -22,7 +22,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import os
 import socket
 import sys
 import threading
@@ -34,9 +33,9 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH, TOKEN_PATH
+from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
-from .._rules import Policy, Refusal, base_url, decide, name_the_identity, parameters, settings_document
+from .._rules import Listening, Policy, Refusal, decide, name_the_identity, parameters
 from ._faults import KINDS, NORMAL, Fault, TokenPlan, parse_fault_spec
 from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
 
@@ -93,7 +92,7 @@ class _ReuseServer6(_ReuseServer):
     address_family = socket.AF_INET6
 
 
-class Emulator:
+class Emulator(Listening):
     """The legacy endpoint, served from a thread of this process.
 
     Args:
@@ -269,32 +268,6 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("the emulator is not running")
         return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port/``, what the extension's settings file holds."""
-        return base_url(self._host, self.port)
-
-    @property
-    def endpoint(self) -> str:
-        """The token URL: what ``LegacyMsiCredential(endpoint=...)`` takes."""
-        return self.base_url.rstrip("/") + TOKEN_PATH
-
-    @property
-    def imds_authority(self) -> str:
-        """The IMDS-style authority (for ``AZURE_POD_IDENTITY_AUTHORITY_HOST``)."""
-        return self.base_url.rstrip("/")
-
-    def write_settings(self, path: str | os.PathLike[str]) -> str:
-        """Write the extension's settings file for this emulator's port; return its path.
-
-        As the extension does for its ``{"port": N}`` setting: the base URL on
-        ``localhost`` with that port (the emulator also listens on ``::1`` by default).
-        """
-        target = os.fspath(path)
-        with open(target, "w", encoding="utf-8") as handle:
-            json.dump(settings_document(self._host, self.port), handle)
-        return target
 
     @property
     def public_jwk(self) -> Optional[dict[str, str]]:
