@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import quote, urlencode
 
 from azure.core.rest import HttpRequest
@@ -17,37 +17,65 @@ from ._constants import EXPIRY_MARGIN, IDENTITY_PARAMETERS, MAX_EPOCH_SECONDS
 from ._errors import CredentialUnavailableError, TokenRequestError, unavailable
 from ._text import clean_text
 
-#: What a person should do about each documented ``error`` of the extension.
+
+class _Hint(NamedTuple):
+    #: What the error means, in the error's message (``{resource!r}`` names the resource).
+    why: str
+    #: What to do about it, in ``legacy-msi doctor``'s verdict.
+    fix: str
+
+
+#: Each documented ``error`` of the extension: what it means and what to do. The one table
+#: both the credentials' messages and the doctor read.
 _ERROR_HINTS = {
-    "bad_request_102": (
+    "bad_request_102": _Hint(
         "the endpoint requires the header 'Metadata: true'; something between this process "
-        "and the endpoint (a proxy?) removed or changed it"
+        "and the endpoint (a proxy?) removed or changed it",
+        "remove the proxy or gateway that strips the 'Metadata: true' header",
     ),
-    "invalid_resource": (
+    "invalid_resource": _Hint(
         "Azure AD does not know the resource {resource!r}: check the scope the client asked for "
-        "(for example 'https://management.azure.com/.default')"
+        "(for example 'https://management.azure.com/.default')",
+        "ask for a resource Azure AD knows, e.g. https://management.azure.com/",
     ),
-    "unknown_source": "the endpoint rejected the request path: the endpoint URL should end in /oauth2/token",
-    "invalid_request": (
-        "the endpoint found a parameter missing, invalid or repeated: check client_id, object_id or msi_res_id"
+    "unknown_source": _Hint(
+        "the endpoint rejected the request path: the endpoint URL should end in /oauth2/token",
+        "the endpoint URL must end in /oauth2/token",
     ),
-    "unauthorized_client": (
+    "invalid_request": _Hint(
+        "the endpoint found a parameter missing, invalid or repeated: check client_id, object_id or msi_res_id",
+        "name one identity, by client_id, object_id or msi_res_id, with a valid value",
+    ),
+    "unauthorized_client": _Hint(
         "the identity is not configured on this VM (assign it, or check client_id, object_id or "
-        "msi_res_id), or the request did not reach the endpoint over loopback"
+        "msi_res_id), or the request did not reach the endpoint over loopback",
+        "assign the managed identity to this VM, or name the right one (client_id, object_id or msi_res_id)",
     ),
-    "access_denied": "Azure AD denied the request for this identity",
-    "unsupported_response_type": "the endpoint does not support the requested response type",
-    "invalid_scope": "the endpoint rejected the requested scope",
-    "unknown": (
+    "access_denied": _Hint("Azure AD denied the request for this identity", "check the identity's state in Azure AD"),
+    "unsupported_response_type": _Hint(
+        "the endpoint does not support the requested response type", "update the managed identity extension"
+    ),
+    "invalid_scope": _Hint("the endpoint rejected the requested scope", "ask for a resource, not a custom scope"),
+    "unknown": _Hint(
         "the extension could not get a token from Azure AD. On Windows this is also how the extension answers a "
         "resource Azure AD does not know: check the resource URI ({resource!r}, e.g. "
-        "'https://management.azure.com/.default' as a scope), then the extension's log on the VM"
+        "'https://management.azure.com/.default' as a scope), then the extension's log on the VM",
+        "check the resource, then the extension's log on the VM",
     ),
-    "bad_resource_200": (
+    "bad_resource_200": _Hint(
         "the endpoint found the resource {resource!r} invalid: check the scope the client asked for "
-        "(for example 'https://management.azure.com/.default')"
+        "(for example 'https://management.azure.com/.default')",
+        "ask for a resource Azure AD knows, e.g. https://management.azure.com/",
     ),
 }
+
+
+def fix_for(error_code: Optional[str]) -> str:
+    """What to do about a refusal with this ``error`` (the extension's log, when it is not documented)."""
+    hint = _ERROR_HINTS.get(error_code or "")
+    return hint.fix if hint else "see the message above; the extension's log on the VM has details"
+
+
 _STATUS_HINTS = {
     404: "the endpoint is not ready or is being updated",
     410: "the endpoint is being updated",
@@ -297,7 +325,8 @@ def parse_response(status: int, content_type: str, body: bytes, *, now: float, u
 def _refusal(status: int, document: Any, *, url: str, resource: str) -> TokenRequestError:
     error = _text_field(document, "error") if isinstance(document, dict) else None
     description = _text_field(document, "error_description") if isinstance(document, dict) else None
-    hint = _ERROR_HINTS.get(error or "") or _STATUS_HINTS.get(status)
+    documented = _ERROR_HINTS.get(error or "")
+    hint = documented.why if documented else _STATUS_HINTS.get(status)
     if hint is None and status >= 500:
         hint = "the endpoint failed"
     message = f"token request to {url} failed: HTTP {status}"

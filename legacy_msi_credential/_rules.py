@@ -286,11 +286,6 @@ class Listening:
         """The token URL: what ``LegacyMsiCredential(endpoint=...)`` takes."""
         return self.base_url.rstrip("/") + TOKEN_PATH
 
-    @property
-    def imds_authority(self) -> str:
-        """The IMDS-style authority (for ``AZURE_POD_IDENTITY_AUTHORITY_HOST``)."""
-        return self.base_url.rstrip("/")
-
     def write_settings(self, path: str | os.PathLike[str]) -> str:
         """Write the extension's settings file for this server's port; return its path.
 

@@ -14,7 +14,7 @@ from legacy_msi_credential import CredentialUnavailableError
 from legacy_msi_credential._chain import AsyncUnusableLegacyStep, UnusableLegacyStep
 from legacy_msi_credential._endpoint import SOURCES, endpoint_context, validate_url
 from legacy_msi_credential._loopback import describe_peer, is_loopback_address, peer_is_loopback
-from legacy_msi_credential.cli import _iso, _when, decode_claims
+from legacy_msi_credential.cli._common import decode_claims, iso, when
 
 
 @pytest.mark.parametrize(
@@ -109,9 +109,9 @@ def test_cli_helpers_survive_any_value() -> None:
     assert decode_claims("no-dots") == {}
     assert decode_claims("a.!!!.c") == {}
     assert decode_claims("a.WzFd.c") == {}  # a JSON list, not claims
-    assert _iso(10**20) == str(10**20)
-    assert "Unix seconds" in _when(10**20, 0)
-    assert "ago" in _when(0, 100)
+    assert iso(10**20) == str(10**20)
+    assert "Unix seconds" in when(10**20, 0)
+    assert "ago" in when(0, 100)
 
 
 def test_warnings_that_may_quote_an_answer_are_withheld_only_during_a_token_request(

@@ -270,6 +270,12 @@ class Emulator(Listening):
         return int(self._server.server_address[1])
 
     @property
+    def imds_authority(self) -> str:
+        """The IMDS-style authority (for ``AZURE_POD_IDENTITY_AUTHORITY_HOST``): the emulator also
+        answers IMDS's token path."""
+        return self.base_url.rstrip("/")
+
+    @property
     def public_jwk(self) -> Optional[dict[str, str]]:
         """The public key that signs tokens, as a JWK, or ``None`` when unsigned."""
         return dict(self._signer.jwk) if self._signer else None

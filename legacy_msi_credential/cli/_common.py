@@ -1,0 +1,88 @@
+"""What the ``legacy-msi`` commands share: identity options, times, claims, settings files.
+
+Only the standard library and this package's light modules are imported here: a command
+imports what it needs when it runs, so that ``--help`` and usage errors cost little more
+than starting Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from .. import _claims
+from .._constants import ENV_IMDS_URL, IDENTITY_PARAMETERS
+
+DEFAULT_RESOURCE = "https://management.azure.com/"
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The JWT's claims, decoded but **not verified**; ``{}`` for a token that is not a JWT."""
+    return _claims.decode_claims(token) or {}
+
+
+def iso(epoch: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return str(epoch)
+
+
+def when(epoch: int, now: float) -> str:
+    try:
+        moment = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        moment = f"{epoch} (Unix seconds)"
+    left = int(epoch - now)
+    if left >= 0:
+        return f"{moment} (in {left // 60} min {left % 60} s)"
+    return f"{moment} ({-left} s ago)"
+
+
+def identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The identity options given, as the credential's keyword arguments."""
+    chosen = {name: getattr(args, name) for name in IDENTITY_PARAMETERS}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
+def add_identity_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    system = "(default: the system-assigned identity)"
+    group.add_argument("--client-id", help=f"client ID of a user-assigned identity {system}")
+    group.add_argument("--object-id", help=f"object (principal) ID of a user-assigned identity {system}")
+    group.add_argument("--msi-res-id", help=f"ARM resource ID of a user-assigned identity {system}")
+
+
+def add_resource_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "resource",
+        nargs="?",
+        default=DEFAULT_RESOURCE,
+        metavar="SCOPE_OR_RESOURCE",
+        help=f"{what} (default: {DEFAULT_RESOURCE})",
+    )
+
+
+@contextlib.contextmanager
+def settings_file(server: Any, path: Optional[str]) -> Iterator[Optional[str]]:
+    """Write the extension's settings file for ``server`` (when asked); remove it on the way out."""
+    written = server.write_settings(path) if path else None
+    try:
+        yield written
+    finally:
+        if written:
+            with contextlib.suppress(OSError):
+                os.remove(written)
+
+
+def point_azure_identity_at_imds(url: Optional[str]) -> None:
+    """Send azure-identity's IMDS requests to ``url`` (``--imds-url``), else to ``LEGACY_MSI_IMDS_URL``
+    unless azure-identity's own setting (``AZURE_POD_IDENTITY_AUTHORITY_HOST``) says where."""
+    if url:
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = url.rstrip("/")
+    elif os.environ.get(ENV_IMDS_URL) and not os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+        os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = os.environ[ENV_IMDS_URL].rstrip("/")

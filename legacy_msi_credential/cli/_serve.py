@@ -1,0 +1,103 @@
+"""``legacy-msi serve``: the bridge, serving the legacy endpoint from a real token source."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, DEFAULT_PORT, ENV_IMDS_URL
+from ._common import point_azure_identity_at_imds, settings_file
+
+
+def add_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the legacy endpoint from a real token source (IMDS, az, azure-identity's default chain)",
+        description="Keep software written against the legacy extension working where the extension is gone: "
+        "serve its protocol on loopback, with tokens from IMDS (default), the Azure CLI or azure-identity's "
+        "DefaultAzureCredential (needs the identity extra). One source request per identity and resource, "
+        "cached until five minutes before expiry. Stops cleanly on SIGTERM, removing a settings file it wrote.",
+    )
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, and ::1)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding an address that is not loopback; requests not over loopback are still refused "
+        "(default: refused)",
+    )
+    serve.add_argument(
+        "--source",
+        choices=BRIDGE_SOURCES,
+        default=BRIDGE_SOURCES[0],
+        help=f"where tokens come from (default: {BRIDGE_SOURCES[0]})",
+    )
+    serve.add_argument(
+        "--source-timeout",
+        type=float,
+        default=BRIDGE_SOURCE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"longest wait for the source (default: {BRIDGE_SOURCE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--write-settings",
+        metavar="PATH",
+        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings "
+        "(default: none written)",
+    )
+    serve.add_argument(
+        "--imds-url",
+        metavar="URL",
+        help=f"where the imds source asks, e.g. a local emulator (default: ${ENV_IMDS_URL}, else IMDS itself)",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no line per request on stderr (by default: method, path, identity kind, status and milliseconds)",
+    )
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    from ..bridge import Bridge, Notifier, TokenSource
+
+    point_azure_identity_at_imds(args.imds_url)
+    if not args.no_access_log:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("legacy_msi_credential.bridge.access")
+        access.addHandler(stream)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    source = TokenSource(args.source, timeout=args.source_timeout)
+    notifier = Notifier.from_environment()
+    bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote, notifier=notifier)
+    bridge.start()
+    stop_requested = threading.Event()
+
+    def stop(*_: Any) -> None:
+        stop_requested.set()  # the main thread stops the bridge: a handler must not block on it
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with settings_file(bridge, args.write_settings) as written:
+            out.write(f"Serving the legacy endpoint at {bridge.endpoint}, tokens from the {args.source} source\n")
+            if written:
+                out.write(f"Settings file written: {written}\n")
+            out.flush()
+            notifier.ready(f"serving {bridge.endpoint} from the {args.source} source")
+            stop_requested.wait()  # a signal handler runs in this thread while it waits, and sets it
+            bridge.stop()  # answers what is in flight first, then the settings file goes
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bridge.stop()
+        out.write("Stopped.\n")
+        out.flush()
