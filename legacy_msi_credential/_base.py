@@ -258,16 +258,16 @@ class CredentialBase(abc.ABC):
         failure, a cause that names exception types only: a transport's messages may
         quote a hostile server's bytes, a token among them.
         """
+        name = self._credential_name
         if isinstance(error, (CredentialUnavailableError, TokenRequestError)):
-            failure = fresh_copy(error)
-        elif isinstance(error, AzureError) and not isinstance(error, ClientAuthenticationError):
-            failure = self._transport_failure(error)
-            failure.__cause__ = SanitizedCause(error)
+            return fresh_copy(error, named=name)
+        if isinstance(error, AzureError) and not isinstance(error, ClientAuthenticationError):
+            failure = fresh_copy(self._transport_failure(error), named=name)
         else:
             assert self._endpoint is not None
-            failure = unreadable(self._endpoint.url, error)
-            failure.__cause__ = SanitizedCause(error)
-            _LOGGER.debug("%s: unexpected %s while requesting a token", self._credential_name, type(error).__name__)
+            failure = fresh_copy(unreadable(self._endpoint.url, error), named=name)
+            _LOGGER.debug("%s: unexpected %s while requesting a token", name, type(error).__name__)
+        failure.__cause__ = SanitizedCause(error)
         return failure
 
     def _transport_failure(self, error: AzureError) -> ClientAuthenticationError:
@@ -283,7 +283,12 @@ class CredentialBase(abc.ABC):
                 f"or carried something that is not HTTP: {type(error).__name__})"
             )
         _LOGGER.info("%s: %s", self._credential_name, message)
-        return unavailable(f"{self._credential_name}: {message}")
+        return unavailable(message)
+
+    def _unnamed(self, failure: ClientAuthenticationError) -> str:
+        """A failure's message without the credential's name it starts with (for lines that name it)."""
+        prefix = f"{self._credential_name}: "
+        return failure.message[len(prefix) :] if failure.message.startswith(prefix) else failure.message
 
     @staticmethod
     def _claims_from(options: Any) -> Optional[str]:
@@ -338,12 +343,12 @@ class CredentialBase(abc.ABC):
                 "%s: refreshing a token failed; using the cached one, valid for %d s more: %s",
                 self._credential_name,
                 stale.expires_on - self._clock(),
-                failure.message,
+                self._unnamed(failure),
             )
             return stale
         if not isinstance(failure, CredentialUnavailableError):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
-            _LOGGER.info("No token for %s (%s): %s", ticket.key, self._identity.describe(), failure.message)
+            _LOGGER.info("No token for %s (%s): %s", ticket.key, self._identity.describe(), self._unnamed(failure))
         raise failure
 
 

@@ -202,16 +202,23 @@ class SanitizedCause(Exception):
         return (Exception, self.args)
 
 
-def fresh_copy(error: ClientAuthenticationError) -> ClientAuthenticationError:
+def fresh_copy(error: ClientAuthenticationError, *, named: str = "") -> ClientAuthenticationError:
     """A new instance of one of this package's errors, with no cause, context or traceback.
 
     Raised at the package's boundary, so that nothing a transport or parser raised on the
     way (whose messages may quote a hostile server's bytes) is chained to what a caller
     sees, and so that several callers sharing one failure each get their own instance.
+
+    Args:
+        error: The error.
+        named: The credential's name, which the copy's message starts with (``Name: ...``),
+            once, whatever the error said first.
     """
+    prefix = f"{named}: " if named else ""
+    message = error.message if error.message.startswith(prefix) else prefix + error.message
     if isinstance(error, _PackageError):
-        rebuild, arguments = error.__reduce__()[:2]
-        copy: ClientAuthenticationError = rebuild(*arguments)
+        rebuild, (cls, _, fields) = error.__reduce__()[:2]
+        copy: ClientAuthenticationError = rebuild(cls, message, fields)
         return copy
     status_code = getattr(error, "status_code", None)
-    return unavailable(error.message, status_code=status_code if isinstance(status_code, int) else None)
+    return unavailable(message, status_code=status_code if isinstance(status_code, int) else None)

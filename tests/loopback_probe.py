@@ -91,7 +91,7 @@ def run(kind: str, **options: Any) -> str:
         asyncio.run(main())
         return "token"
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc)[:60]}"
+        return f"{type(exc).__name__}: {str(exc)[:90]}"
 
 
 def shared(kind: str, strict_first: bool, url: str) -> str:
@@ -115,7 +115,7 @@ def shared(kind: str, strict_first: bool, url: str) -> str:
             asyncio.run(made["strict"].get_token(ARM))
         return "token"
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc)[:60]}"
+        return f"{type(exc).__name__}: {str(exc)[:90]}"
 
 
 def main() -> None:

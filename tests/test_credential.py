@@ -543,3 +543,34 @@ def test_token_json_is_what_the_emulator_sent(twin: SyncTwin, emulator: Emulator
 def test_bad_options_are_clear_value_errors(twin: SyncTwin, options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         twin.make(**options)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        None,  # nothing listens
+        Fault.http_error(400, error="invalid_resource"),
+        Fault.not_json(),
+        Fault.truncated(),
+        Fault.huge(400_000),
+        Fault.token_fields(access_token=""),
+        Fault.wrong_identity(),
+    ],
+    ids=["closed", "refused", "not json", "truncated", "huge", "no token", "wrong identity"],
+)
+def test_every_failure_names_the_credential_once_at_the_start(twin: SyncTwin, emulator: Emulator, fault: Any) -> None:
+    """One form for every message a caller sees, whichever layer found the failure."""
+    if fault is None:
+        endpoint = f"http://127.0.0.1:{closed_port()}/oauth2/token"
+    else:
+        emulator.add_faults(*[fault] * 5)
+        endpoint = emulator.endpoint
+    identity = {"client_id": "6d1e8a7c-0000-4000-8000-000000000001"} if fault == Fault.wrong_identity() else {}
+    credential = twin.make(endpoint=endpoint, retry_total=0, transport=None, **identity)
+    with pytest.raises((CredentialUnavailableError, TokenRequestError)) as caught:
+        twin.get_token(credential, ARM)
+    message = caught.value.message
+    assert message.startswith("LegacyMsiCredential: "), message
+    assert message.count("LegacyMsiCredential") == 1, message
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert again.message == message

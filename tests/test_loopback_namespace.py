@@ -62,7 +62,9 @@ def test_no_byte_reaches_a_non_loopback_peer(report: dict[str, object]) -> None:
     assert isinstance(outcomes, dict)
     assert len(outcomes) == 15  # 5 ways to give the endpoint x 3 transports
     for where, outcome in outcomes.items():
-        assert outcome.startswith("CredentialUnavailableError: refused to send the token request to 10.99.0.1"), (
+        assert outcome.startswith(
+            "CredentialUnavailableError: LegacyMsiCredential: refused to send the token request to 10.99.0.1"
+        ), (
             where,
             outcome,
         )
@@ -78,7 +80,9 @@ def test_a_shared_transport_never_weakens_a_credential_that_requires_loopback(re
     assert isinstance(shared, dict)
     assert len(shared) == 6  # 3 transports x 2 orders
     for case, outcome in shared.items():
-        refused = outcome.startswith("CredentialUnavailableError: refused to send the token request to 10.99.0.1")
+        refused = outcome.startswith(
+            "CredentialUnavailableError: LegacyMsiCredential: refused to send the token request to 10.99.0.1"
+        )
         unguardable = outcome.startswith("ValueError: transport=AioHttpTransport")  # refused when made
         assert refused or unguardable, (case, outcome)
 
