@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import os
 import select
 import socket
 import subprocess
 import sys
 import threading
+import traceback
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ from legacy_msi_credential._retry import REFUSED_RETRY_KEYWORDS
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder, cli, run_cli
+from .conftest import AsyncRecordingTransport, RecordingTransport, SleepRecorder, SyncTwin, cli, run_cli
 from .hostile import (
     ARM,
     KINDS,
@@ -215,6 +217,66 @@ def test_every_redaction_rule_holds_on_its_own(kind: str, shape: str, where: str
     for text in [*texts_of(outcome.error), *outcome.texts]:
         for part in parts:
             assert part not in text, f"{shape}: {part!r} in {text[:600]}"
+
+
+LEAK_FAULTS = [
+    [],
+    [Fault.http_error(503), Fault.drop(), Fault.reset()],
+    [Fault.truncated()],
+    [Fault.expired()],
+    [Fault.token_fields(expires_on="1000", not_before="2000")],
+    [Fault.token_fields(expires_in="soon", expires_on=None)],
+    [Fault.token_fields(token_type=["x"], resource=7)],
+    [Fault.http_error(400, error="invalid_resource")],
+    [Fault.http_error(500)] * 5,
+]
+
+
+def test_no_token_in_any_log_message_repr_or_traceback(
+    twin: SyncTwin, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        for faults in LEAK_FAULTS:
+            emulator.reset()
+            emulator.add_faults(*faults)
+            credential = twin.make(endpoint=emulator.endpoint, logging_enable=True)
+            try:
+                token = twin.get_token(credential, ARM)
+                info = twin.get_token_info(credential, ARM)
+                texts += [repr(token), str(token), repr(info), str(info)]
+            except Exception as exc:
+                texts += [str(exc), repr(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))]
+            texts += [repr(credential), str(credential)]
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [str(record.args) for record in caplog.records]
+    assert any("Response status" in text for text in texts), "the network trace should have been logged"
+    minted = emulator.minted_tokens
+    assert len(minted) >= 5
+    for token in minted:
+        signature = token.split(".")[2]
+        for text in texts:
+            assert token not in text
+            assert signature not in text
+
+
+def test_cli_never_prints_a_token_unless_asked(emulator: Emulator) -> None:
+    """As a user runs it, in a process of its own: its stdout and stderr, logs included."""
+    outputs = []
+    for args in (
+        ["token", "--endpoint", emulator.endpoint],
+        ["--debug", "token", "--endpoint", emulator.endpoint],
+        ["doctor", "--endpoint", emulator.endpoint, "--skip-imds"],
+        ["--debug", "doctor", "--endpoint", emulator.endpoint, "--skip-imds"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    raw = run_cli("token", "--endpoint", emulator.endpoint, "-o", "raw").stdout.strip()
+    assert raw in emulator.minted_tokens
+    for token in emulator.minted_tokens:
+        for output in outputs:
+            assert token.split(".")[2] not in output
 
 
 # --- 3. Every call is bounded in time ----------------------------------------------------
