@@ -743,3 +743,20 @@ def test_the_access_log_cannot_be_forged_by_a_path(bridge: Bridge, caplog: pytes
     assert len(lines) == 1
     assert "\n" not in lines[0]
     assert lines[0].startswith("GET /x?2026-01-01 GET /oauth2/token client_id 200 - 401 ")
+
+
+async def test_every_source_the_cli_offers_is_one_the_bridge_can_make() -> None:
+    """The names live in _constants (the CLI lists them without importing the bridge); each one
+    makes a credential of azure-identity's, closed again without a request."""
+    from legacy_msi_credential._constants import BRIDGE_SOURCES
+    from legacy_msi_credential.bridge._source import _identity_credential
+
+    made = []
+    for kind in BRIDGE_SOURCES:
+        credential = _identity_credential(kind, None, None)
+        assert type(credential).__module__.startswith("azure.identity.aio"), (kind, type(credential))
+        made.append(type(credential).__name__)
+        await credential.close()
+    assert made == ["ManagedIdentityCredential", "AzureCliCredential", "DefaultAzureCredential"]
+    with pytest.raises(ValueError, match="source must be one of imds, cli, default"):
+        TokenSource("nowhere")

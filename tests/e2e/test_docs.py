@@ -204,3 +204,63 @@ def test_every_planted_bug_still_applies_once_and_the_table_names_it() -> None:
         assert source.count(mutant.old) == 1, f"{mutant.name}: {mutant.old!r} is not in {mutant.module} exactly once"
         assert f"| {mutant.name} |" in table, f"{mutant.name} is missing from docs/reliability.md"
         assert all((ROOT / test).exists() for test in mutant.tests), mutant.name
+
+
+def _layers() -> list[str]:
+    """The modules docs/architecture.md lists, bottom first, as dotted names under the package."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = page.split("```\n", 2)[1]
+    names: list[str] = []
+    for line in block.splitlines():
+        if not line or line.startswith(" "):
+            continue
+        head = line.split("  ", 1)[0]
+        for item in head.replace(",", " ").split():
+            if item == "/":
+                continue
+            names.append(item.strip("/").replace("/", "."))
+    return names
+
+
+def _internal_imports(path: Path, package: list[str]) -> set[str]:
+    """The package's modules ``path`` imports (lazily too), as dotted names under the package."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                found.add(".".join([*base, *node.module.split(".")]))
+            else:
+                found.update(".".join([*base, alias.name]) for alias in node.names)
+    return found
+
+
+def test_each_module_imports_only_those_the_architecture_page_lists_above_it() -> None:
+    layers = _layers()
+    assert layers[:3] == ["_constants", "_text", "_loopback"]
+    assert {"_flight", "_policies", "_redact", "emulator", "bridge", "cli"} <= set(layers)
+    position = {name: index for index, name in enumerate(layers)}
+    source = ROOT / "legacy_msi_credential"
+    whole = {name for name in layers if (source / name).is_dir() and name != "aio"}  # listed as one: emulator/...
+
+    def level_of(name: str) -> int | None:
+        return position.get(name, position.get(name.split(".")[0]))
+
+    modules = {}
+    for path in source.rglob("*.py"):
+        parts = list(path.relative_to(source).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = _internal_imports(path, parts[:-1])
+    for name, imported in modules.items():
+        level = level_of(name)
+        if level is None:
+            continue  # the package's entry points (__init__, __main__, aio, pytest_plugin) sit on top
+        for target in imported:
+            below = level_of(target)
+            top = target.split(".")[0]
+            if below is None or (top in whole and top == name.split(".")[0]):
+                continue  # _version, or the parts of one package listed as a whole
+            assert below < level, f"{name} imports {target}, listed at or above it"
+    listed_packages = {name.split(".")[0] for name in layers}
+    unlisted = [name for name in modules if name.split(".")[0] not in listed_packages and name not in position]
+    assert sorted(unlisted) == ["", "__main__", "_version", "pytest_plugin"], unlisted
