@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
@@ -79,8 +80,10 @@ class SingleFlight(Generic[E]):
         self._clock = clock
         self._monotonic = monotonic
         self._copy = copy
-        #: Per key: how many flights have ended, and the last one's failure (or None).
-        self._outcomes: dict[str, tuple[int, Optional[E]]] = {}
+        #: Per key: how many flights have ended, and the last one's failure (or None); the
+        #: most recent last. Threads read it without a lock (the sync twin): a key is never
+        #: absent while its count changes.
+        self._outcomes: OrderedDict[str, tuple[int, Optional[E]]] = OrderedDict()
 
     def begin(self, key: str, *, force: bool = False) -> Ticket:
         """What the cache says before waiting (``force``: a new token whatever it holds)."""
@@ -117,13 +120,13 @@ class SingleFlight(Generic[E]):
         return entry
 
     def _settle(self, key: str, failure: Optional[E]) -> None:
-        count = self._outcomes.pop(key, (0, None))[0]
-        self._outcomes[key] = (count + 1, failure)  # last in the dict: the most recent
-        if len(self._outcomes) > _MAX_OUTCOMES:
-            # Forget the oldest half: a caller still waiting on one of those keys fetches
-            # for itself rather than share a failure, which costs a request, never a wrong answer.
-            for old in list(self._outcomes)[: _MAX_OUTCOMES // 2]:
-                del self._outcomes[old]
+        count = self._outcomes.get(key, (0, None))[0]
+        self._outcomes[key] = (count + 1, failure)
+        self._outcomes.move_to_end(key)
+        while len(self._outcomes) > _MAX_OUTCOMES:
+            # Forget the oldest: a caller still waiting on such a key fetches for itself
+            # rather than share a failure, which costs a request, never a wrong answer.
+            self._outcomes.popitem(last=False)
 
 
 class Flights(Generic[T]):

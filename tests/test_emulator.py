@@ -437,3 +437,23 @@ def test_pytest_plugin_fixture_announces_the_emulator(legacy_msi_endpoint: Emula
         assert credential.endpoint.source == "LEGACY_MSI_ENDPOINT"
         assert credential.get_token("https://storage.azure.com/.default").token
     assert legacy_msi_endpoint.request_count == 1
+
+
+def test_every_fault_has_a_row_and_every_spelled_fault_parses_back() -> None:
+    """Adding a fault is a class method and a row of the table: a method without a row would fail
+    only when a request met it."""
+    import inspect
+
+    from legacy_msi_credential.emulator._faults import KINDS
+
+    made = [Fault.huge(2, announced=False)]  # the one method that makes two kinds
+    for _, method in inspect.getmembers(Fault, inspect.ismethod):
+        required = [p for p in inspect.signature(method).parameters.values() if p.default is p.empty]
+        made.append(method(*[2] * len([p for p in required if p.kind is p.POSITIONAL_OR_KEYWORD])))
+    assert {fault.kind for fault in made} <= set(KINDS)
+    assert {fault.kind for fault in made} == set(KINDS)  # and no row without a method
+    for kind, row in KINDS.items():
+        if row.spelled is None:
+            continue
+        spec = row.spelled + ("=2" if row.takes == "number" else "")
+        assert [fault.kind for fault in parse_fault_spec(spec)] == [kind], spec

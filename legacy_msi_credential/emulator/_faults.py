@@ -186,15 +186,15 @@ class Kind:
     Attributes:
         spelled: The CLI's name (None: a status, spelled by its number, or Python only).
         takes: ``nothing`` or a ``number`` after ``=``.
-        build: The fault, from the number (0 when it takes nothing).
+        build: The fault, from the number (0 when it takes nothing); every spelled kind has one.
         before: Acts before the protocol's decision; True when it answered.
         token: What it changes in the token issued.
         deliver: Sends the answer's bytes its own way.
     """
 
-    spelled: Optional[str]
-    takes: str
-    build: Callable[[float], Fault]
+    spelled: Optional[str] = None
+    takes: str = "nothing"
+    build: Optional[Callable[[float], Fault]] = None
     #: The number when it is left out (None: it must be given).
     default: Optional[float] = None
     before: Optional[Callable[[Responder, Fault], bool]] = None
@@ -293,37 +293,28 @@ def _reset(responder: Responder, fault: Fault, body: bytes) -> None:
 _EXPIRED = TokenPlan(fresh=True, lifetime=-60)  # a minute ago
 _STRANGER = TokenPlan(fresh=True, stranger=True)
 
+
+def _lifetime(fault: Fault) -> TokenPlan:
+    return TokenPlan(fresh=True, lifetime=int(fault.seconds))
+
+
 #: Every kind of fault, by :attr:`Fault.kind`.
 KINDS: dict[str, Kind] = {
-    "status": Kind(None, "nothing", lambda _: Fault.http_error(500), before=_status),
-    "ok": Kind("ok", "nothing", lambda _: Fault.ok()),
-    "drop": Kind("drop", "nothing", lambda _: Fault.drop(), before=_drop),
+    "status": Kind(before=_status),  # spelled by its number: 503, 429@5, 400/invalid_resource
+    "ok": Kind("ok", build=lambda _: Fault.ok()),
+    "drop": Kind("drop", build=lambda _: Fault.drop(), before=_drop),
     "hang": Kind("hang", "number", Fault.hang, default=_HANG_DEFAULT, before=_hang),
     "delay": Kind("delay", "number", Fault.delay, before=_delay),
-    "not_json": Kind("not-json", "nothing", lambda _: Fault.not_json(), before=_not_json),
+    "not_json": Kind("not-json", build=lambda _: Fault.not_json(), before=_not_json),
     "huge": Kind("huge", "number", lambda n: Fault.huge(int(n)), before=_flood),
     "flood": Kind("flood", "number", lambda n: Fault.huge(int(n), announced=False), before=_flood),
-    "truncated": Kind("truncated", "nothing", lambda _: Fault.truncated(), deliver=_truncated),
+    "truncated": Kind("truncated", build=lambda _: Fault.truncated(), deliver=_truncated),
     "trickle": Kind("trickle", "number", Fault.trickle, deliver=_trickle),
-    "reset": Kind("reset", "nothing", lambda _: Fault.reset(), deliver=_reset),
-    "lifetime": Kind(
-        "lifetime",
-        "number",
-        lambda n: Fault.lifetime(int(n)),
-        token=lambda fault: TokenPlan(fresh=True, lifetime=int(fault.seconds)),
-    ),
-    "expired": Kind(
-        "expired", "nothing", lambda _: Fault.expired(), token=lambda _: TokenPlan(fresh=True, lifetime=-60)
-    ),
-    "fields": Kind(
-        None, "nothing", lambda _: Fault.token_fields(), token=lambda f: TokenPlan(fresh=True, fields=f.fields)
-    ),
-    "wrong-identity": Kind(
-        "wrong-identity",
-        "nothing",
-        lambda _: Fault.wrong_identity(),
-        token=lambda _: TokenPlan(fresh=True, stranger=True),
-    ),
+    "reset": Kind("reset", build=lambda _: Fault.reset(), deliver=_reset),
+    "lifetime": Kind("lifetime", "number", lambda n: Fault.lifetime(int(n)), token=_lifetime),
+    "expired": Kind("expired", build=lambda _: Fault.expired(), token=lambda _: _EXPIRED),
+    "fields": Kind(token=lambda fault: TokenPlan(fresh=True, fields=fault.fields)),  # Python only
+    "wrong-identity": Kind("wrong-identity", build=lambda _: Fault.wrong_identity(), token=lambda _: _STRANGER),
 }
 _SPELLED = {kind.spelled: kind for kind in KINDS.values() if kind.spelled is not None}
 
@@ -368,7 +359,7 @@ def _parse_one(text: str) -> Fault:
         )
     name, _, value = text.partition("=")
     kind = _SPELLED.get(name)
-    if kind is not None:
+    if kind is not None and kind.build is not None:
         if kind.takes == "nothing" and not value:
             return kind.build(0)
         if kind.takes == "number" and value:
