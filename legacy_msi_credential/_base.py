@@ -129,7 +129,6 @@ class CredentialBase(abc.ABC):
         self._flight: SingleFlight[ClientAuthenticationError] = SingleFlight(
             TokenCache(), self._clock, self._monotonic, copy=fresh_copy
         )
-        self._cache = self._flight.cache
         self._fresh: dict[tuple[str, ...], _FastRow] = {}
         self._pid = os.getpid()
         self._setup_io()

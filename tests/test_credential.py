@@ -485,7 +485,7 @@ def test_a_credential_pickles_to_a_working_copy_without_its_state(twin: SyncTwin
     assert copy.identity == credential.identity
     assert copy.endpoint == credential.endpoint
     assert copy._retry_settings == credential._retry_settings
-    assert len(copy._cache) == 0  # no token travels
+    assert len(copy._flight.cache) == 0  # no token travels
     assert first.token.split(".")[1] not in repr(pickle.dumps(credential))
     assert twin.get_token(copy, ARM).token  # works, on a transport of its own
     assert emulator.request_count == 2
