@@ -55,6 +55,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def start_cli(*args: str, env: dict[str, str] | None = None, text: bool = True) -> subprocess.Popen[Any]:
+    """``python -m legacy_msi_credential ARGS`` started as a service manager starts a server
+    (``serve``, ``emulate``): stdout and stderr piped, unbuffered; the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "legacy_msi_credential", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``legacy-msi ARGS`` run in this process through ``cli.main``, as :func:`run_cli` runs it in
     a new one: its exit status, and what a terminal would show on stdout and stderr (log lines,

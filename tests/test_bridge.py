@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
-from .conftest import Clock, closed_port
+from .conftest import Clock, closed_port, start_cli
 
 ARM = "https://management.azure.com/"
 IDENTITY = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-00000000b41d").completed()
@@ -251,8 +250,7 @@ def test_it_binds_loopback_only_unless_allowed() -> None:
 
 def test_serve_as_a_service_and_stop_on_sigterm(imds: Emulator, tmp_path: Path) -> None:
     settings = tmp_path / "ManagedIdentity-Settings"
-    command = [sys.executable, "-m", "legacy_msi_credential", "serve", "--port", "0", "--write-settings", str(settings)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    with start_cli("serve", "--port", "0", "--write-settings", str(settings)) as process:
         try:
             assert process.stdout is not None
             line = process.stdout.readline()

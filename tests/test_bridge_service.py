@@ -31,6 +31,8 @@ from azure.core.credentials import AccessToken
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
+from .conftest import start_cli
+
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
 BOB = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-000000000b0b").completed()
@@ -532,19 +534,8 @@ def test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_f
         from legacy_msi_credential.emulator import Fault
 
         hung.add_faults(Fault.hang(60))
-        command = [
-            sys.executable,
-            "-m",
-            "legacy_msi_credential",
-            "serve",
-            "--port",
-            "0",
-            "--imds-url",
-            hung.imds_authority,
-            "--write-settings",
-            str(settings),
-        ]
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        serve = ("serve", "--port", "0", "--imds-url", hung.imds_authority, "--write-settings", str(settings))
+        with start_cli(*serve) as process:
             try:
                 assert process.stdout is not None
                 endpoint = process.stdout.readline().split(" at ", 1)[1].split(",", 1)[0]
@@ -693,9 +684,9 @@ def test_readiness_and_the_watchdog_reach_systemds_socket(imds: Emulator, short_
     systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     systemd.bind(address)
     systemd.settimeout(10)
-    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
-    command = [sys.executable, "-m", "legacy_msi_credential", "serve", "--port", "0", "--imds-url", imds.imds_authority]
-    with systemd, subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+    env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
+    serve = ("serve", "--port", "0", "--imds-url", imds.imds_authority)
+    with systemd, start_cli(*serve, env=env, text=False) as process:
         try:
             assert process.stdout is not None
             endpoint = process.stdout.readline().decode().split(" at ", 1)[1].split(",", 1)[0]

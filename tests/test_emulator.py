@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,8 @@ import pytest
 import requests
 
 from legacy_msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, parse_fault_spec
+
+from .conftest import start_cli
 
 ARM = "https://management.azure.com/"
 
@@ -398,34 +398,18 @@ def test_bad_fault_specs(spec: str) -> None:
 def test_emulate_command_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> None:
     settings = tmp_path / "ManagedIdentity-Settings"
     for sig in (signal.SIGTERM, signal.SIGINT):
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "legacy_msi_credential",
-                "emulate",
-                "--port",
-                "0",
-                "--write-settings",
-                str(settings),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("Emulator listening on http://127.0.0.1:")
-        url = line.split()[-1]
-        with requests.Session() as session:
-            session.trust_env = False
-            assert (
-                session.get(url, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5).status_code == 200
-            )
-        assert settings.exists()
-        process.send_signal(sig)
-        assert process.wait(timeout=10) == 0
-        process.stdout.close()
+        with start_cli("emulate", "--port", "0", "--write-settings", str(settings)) as process:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("Emulator listening on http://127.0.0.1:")
+            url = line.split()[-1]
+            with requests.Session() as session:
+                session.trust_env = False
+                answer = session.get(url, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5)
+                assert answer.status_code == 200
+            assert settings.exists()
+            process.send_signal(sig)
+            assert process.wait(timeout=10) == 0
         assert not settings.exists()  # what it wrote, it removed
 
 
