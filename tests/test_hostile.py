@@ -345,6 +345,9 @@ def _persistent_503(emulator: Emulator) -> None:
 
 
 def test_threads_share_one_failed_retry_sequence(emulator: Emulator, sleeps: SleepRecorder) -> None:
+    """Every thread arrives while the sequence is under way: its first attempt is held for 0.5 s
+    (then dropped, a broken connection, retried), as the other single-flight tests hold theirs."""
+    emulator.add_faults(Fault.hang(0.5))
     _persistent_503(emulator)
     credential = LegacyMsiCredential(endpoint=emulator.endpoint, transport=RecordingTransport(sleeps))
     errors: list[BaseException] = []
