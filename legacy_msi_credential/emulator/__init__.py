@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
 from .._rules import Listening, Policy, Refusal, decide, name_the_identity, parameters
-from ._faults import KINDS, NORMAL, Fault, TokenPlan, parse_fault_spec
+from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
 from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
 
 __all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "parse_fault_spec"]
@@ -47,6 +47,8 @@ _LOGGER = logging.getLogger(__name__)
 _REISSUE_BEFORE_EXPIRY = 300  # s
 DEFAULT_LIFETIME = EMULATOR_LIFETIME
 _MAX_BODY = 1024 * 1024
+#: What a request with no scripted fault plays: the normal answer.
+_NO_FAULT = Fault.ok()
 
 
 @dataclass(frozen=True)
@@ -549,12 +551,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 received=emulator.clock(),
             )
         )
-        kind = KINDS[fault.kind] if fault is not None else None
-        if fault is not None and kind is not None and kind.before is not None and kind.before(self, fault):
+        played = fault or _NO_FAULT
+        before = KINDS[played.kind].before
+        if before is not None and before(self, played):
             return
-        self._answer(params, fault)
+        self._answer(params, played)
 
-    def _answer(self, params: Mapping[str, list[str]], fault: Optional[Fault]) -> None:
+    def _answer(self, params: Mapping[str, list[str]], fault: Fault) -> None:
         emulator = self.emulator
         decision = decide(
             self.command,
@@ -572,13 +575,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if identity is None:
             self.answer_error(401, "unauthorized_client", "Identity not found: the VM has no such managed identity.")
             return
-        kind = KINDS[fault.kind] if fault is not None else None
-        plan = kind.token(fault) if kind is not None and fault is not None else NORMAL
+        kind = KINDS[fault.kind]
+        plan = kind.token(fault)
         if plan.stranger:
             identity = stranger()
         answer = emulator._token_response(ask.resource, ask.parameter, ask.value, identity, plan)
         name_the_identity(ask, answer, identity["appid"])
-        if kind is not None and fault is not None and kind.deliver is not None:
+        if kind.deliver is not None:
             kind.deliver(self, fault, json.dumps(answer).encode("utf-8"))
             return
         self._json(200, answer)
