@@ -222,6 +222,7 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
 
     now = [1_700_000_000.0]
     release = asyncio.Event()
+    refresh_asked = asyncio.Event()
     calls: list[int] = []
     fail = [False]
 
@@ -229,6 +230,7 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
         async def get_token(self, scope: str) -> AccessToken:
             calls.append(len(calls))
             if len(calls) > 1:
+                refresh_asked.set()
                 await release.wait()
             if fail[0]:
                 raise RuntimeError("the source is down")
@@ -242,7 +244,7 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
     assert (await source.token(ask)).token == "token-1"
     now[0] += 3600 - 200  # due for refresh, valid for 200 s more
     refreshing = asyncio.ensure_future(source.token(ask))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(refresh_asked.wait(), 5)
     assert len(calls) == 2  # the refresh is under way, waiting on the source
     assert (await asyncio.wait_for(source.token(ask), 1)).token == "token-1"  # served at once, no second call
     assert len(calls) == 2
