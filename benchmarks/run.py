@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -367,14 +368,26 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def code_digest(root: Path = HERE.parent) -> str:
+    """SHA-256 of the benchmark code's bytes, file by file: what the published figures are
+    tied to. It needs no git history, so a shallow or re-written clone checks it the same."""
+    digest = hashlib.sha256()
+    for name in BENCHMARK_CODE:
+        data = (root / name).read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def stamp() -> dict[str, Any]:
-    """What was measured: the commit, whether the benchmark code differed from it, the machine."""
+    """What was measured: the benchmark code's digest, the commit (for reference), the machine."""
     import azure.core
     import azure.identity
     import requests
 
     dirty = bool(_git("status", "--porcelain", "--", *BENCHMARK_CODE))
     return {
+        "benchmark_code_sha256": code_digest(),
         "commit": _git("rev-parse", "HEAD"),
         "benchmark_code_modified": dirty,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -391,7 +404,8 @@ def markdown(figures: list[Figure], measured: dict[str, Any]) -> str:
     lines = [
         RESULTS_START,
         "",
-        f"Measured at commit `{measured['commit'][:12]}` on {measured['date']}: {measured['machine']}, "
+        f"Measured on {measured['date']} with the benchmark code of SHA-256 "
+        f"`{measured['benchmark_code_sha256'][:16]}` (commit `{measured['commit'][:12]}`): {measured['machine']}, "
         f"{measured['python']}, {measured['libraries']}.",
         "",
         "| figure | legacy-msi-credential | identity (MSI_ENDPOINT) | identity (IMDS) | ratio | target |",
