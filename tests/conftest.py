@@ -126,9 +126,12 @@ def closed_port() -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``slow`` start first, so that with pytest-xdist none of them is left to
-    run alone at the end; the order of the others is kept."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The tests marked ``slow``, then those of an ``xdist_group`` (which run one after the
+    other in one worker), start first, so that with pytest-xdist none of them is left to run
+    alone at the end; the order of the others is kept."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("xdist_group") is None)
+    )
 
 
 def _no_backoff(policy: Any, settings: Any) -> float:
@@ -235,6 +238,26 @@ class AsyncRecordingTransport(AsyncioRequestsTransport):
 @pytest.fixture
 def sleeps() -> SleepRecorder:
     return SleepRecorder()
+
+
+@pytest.fixture
+def retry_waits(monkeypatch: pytest.MonkeyPatch) -> SleepRecorder:
+    """Every azure-core transport's retry waits recorded, not slept: for the tests whose
+    subject is what an answer leaves behind, not how long the retries wait."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    recorder = SleepRecorder()
+
+    def record(transport: Any, seconds: float) -> None:
+        recorder.sleeps.append(seconds)
+
+    async def record_async(transport: Any, seconds: float) -> None:
+        recorder.sleeps.append(seconds)
+
+    monkeypatch.setattr(RequestsTransport, "sleep", record)
+    monkeypatch.setattr(AsyncioRequestsTransport, "sleep", record_async)
+    monkeypatch.setattr(AioHttpTransport, "sleep", record_async)
+    return recorder
 
 
 class SyncTwin:

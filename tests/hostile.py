@@ -96,6 +96,8 @@ class HostileServer:
         self._accepter.join(5)
         with self._lock:
             for conn in self._open:
+                with suppress(OSError):  # shutdown wakes a thread blocked in recv; close alone would not
+                    conn.shutdown(socket.SHUT_RDWR)
                 with suppress(OSError):
                     conn.close()
         for thread in self._threads:

@@ -302,10 +302,10 @@ from azure.core.credentials import AccessToken
 from legacy_msi_credential._rules import TokenAsk
 from legacy_msi_credential.bridge import SourceLimits, TokenSource
 
-class Credential:
+class Credential:  # asynchronous, as azure-identity's credentials behind the bridge are
     def __init__(self, value):
         self.value = value
-    def get_token(self, *scopes):
+    async def get_token(self, *scopes):
         claims = base64.urlsafe_b64encode(json.dumps({"oid": self.value, "aio": "x" * 1500}).encode()).decode()
         return AccessToken("e30." + claims.rstrip("=") + ".", int(time.time()) + 3600)
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
-from azure.core.pipeline.transport import RequestsTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -130,7 +129,7 @@ SCENARIOS = list(_scenarios("x"))
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_no_token_in_errors_or_logs(kind: str, scenario: str) -> None:
+def test_no_token_in_errors_or_logs(kind: str, scenario: str, retry_waits: SleepRecorder) -> None:
     token = new_token()
     steps, keep_open = _scenarios(token)[scenario]
     with HostileServer(lambda _: steps, keep_open=keep_open) as server:
@@ -151,14 +150,12 @@ _cli = run_cli
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_no_token_in_cli_output(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_token_in_cli_output(scenario: str, retry_waits: SleepRecorder) -> None:
     """Run in process (``conftest.cli``): a new interpreter shows nothing more here;
-    ``test_reliability.py`` runs the command as a process."""
+    ``test_reliability.py`` runs the command as a process. The retrying run's back-off is
+    recorded, not slept: its waits are not under test here."""
     token = new_token()
     steps, keep_open = _scenarios(token)[scenario]
-    sleeps = SleepRecorder()
-    # the retrying run's back-off is recorded, not slept: its waits are not under test here
-    monkeypatch.setattr(RequestsTransport, "sleep", lambda transport, seconds: sleeps.sleeps.append(seconds))
     with HostileServer(lambda _: steps, keep_open=keep_open) as server:
         once = ["--endpoint", server.endpoint, "--retry-total", "0"]
         runs = [
@@ -178,11 +175,10 @@ def test_no_token_in_cli_output(scenario: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("scenario", ["no status line", "body line parsed as a header", "plain-text token"])
-def test_no_token_in_doctor_output(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_token_in_doctor_output(scenario: str, retry_waits: SleepRecorder) -> None:
+    """The doctor's token attempt retries: its waits are recorded, not slept."""
     token = new_token()
     steps, keep_open = _scenarios(token)[scenario]
-    sleeps = SleepRecorder()  # the doctor's token attempt retries: recorded, not slept
-    monkeypatch.setattr(RequestsTransport, "sleep", lambda transport, seconds: sleeps.sleeps.append(seconds))
     with HostileServer(lambda _: steps, keep_open=keep_open) as server:
         run = cli("--debug", "doctor", "--endpoint", server.endpoint, "--skip-imds")
     _assert_no_token([run.stdout, run.stderr], token)
@@ -289,12 +285,13 @@ def _trickle(data: bytes, interval: float) -> list[Any]:
     return steps
 
 
+#: Each byte comes well within the socket's read timeout, the whole far beyond the 0.5 s deadline.
 SLOW_PHASES: dict[str, list[Any]] = {
-    "status line": _trickle(b"HTTP/1.1 200 OK\r\n" * 4, 0.25),
-    "headers": [b"HTTP/1.1 200 OK\r\n", *_trickle(b"X-Slow: " + b"a" * 200, 0.25)],
+    "status line": _trickle(b"HTTP/1.1 200 OK\r\n" * 4, 0.1),
+    "headers": [b"HTTP/1.1 200 OK\r\n", *_trickle(b"X-Slow: " + b"a" * 200, 0.1)],
     "body": [
         http_answer("200 OK", {"Content-Type": "application/json", "Content-Length": "400"}, b""),
-        *_trickle(b" " * 200, 0.25),
+        *_trickle(b" " * 200, 0.1),
     ],
     "endless 100 Continue": [b"HTTP/1.1 100 Continue\r\n\r\n", 0.05] * 400,
 }
@@ -303,12 +300,12 @@ SLOW_PHASES: dict[str, list[Any]] = {
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("phase", list(SLOW_PHASES))
 def test_each_slow_phase_is_bounded(kind: str, phase: str) -> None:
-    """With a 1 s response_timeout, a server that would hold a call for a minute cannot."""
+    """With a 0.5 s response_timeout, a server that would hold a call for 20 s cannot."""
     with HostileServer(lambda _: SLOW_PHASES[phase]) as server:
-        outcome = attempt(kind, server.endpoint, response_timeout=1, retry_backoff_factor=0.01)
+        outcome = attempt(kind, server.endpoint, response_timeout=0.5, retry_backoff_factor=0.01)
         requests_seen = len(server.connections)
     assert isinstance(outcome.error, CredentialUnavailableError), repr(outcome.error)
-    assert "within 1 s" in str(outcome.error)
+    assert "within 0.5 s" in str(outcome.error)
     assert requests_seen == 1  # an answer too slow is not asked for again
     assert outcome.seconds < 8, f"{phase}: held for {outcome.seconds:.1f} s"
 
@@ -626,7 +623,7 @@ def test_settings_file_swapped_for_a_fifo_never_blocks(tmp_path: Any) -> None:
     script = f"""
 import os, threading, time
 path = {str(path)!r}
-stop = time.monotonic() + 4
+stop = time.monotonic() + 1.5
 def swap():
     while time.monotonic() < stop:
         tmp = path + ".f"

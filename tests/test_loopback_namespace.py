@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+#: One worker runs the probe once for all the tests below (pytest-xdist's --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("loopback-namespace")
 
 
 def _namespace_available() -> bool:

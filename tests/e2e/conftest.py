@@ -19,20 +19,42 @@ from local_services import Azurite, find_azurite  # noqa: E402
 from .challenge_server import ChallengeServer  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that use Azurite run in one worker (``--dist loadgroup``): one Azurite, not one a worker."""
+    """The tests that use Azurite run in one worker (``--dist loadgroup``): one Azurite, not one a worker.
+    First among the hooks: pytest-xdist turns the group mark into a scheduling group in a hook
+    of its own, which would otherwise run before the mark is here."""
     for item in items:
         if "azurite" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("azurite"))
 
 
+def _claim_azurite(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, fail when a second worker starts Azurite: the group above is not
+    honoured, and every worker would pay for an Azurite of its own (about 3 s of CPU each)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "azurite-worker"  # shared by the run's workers
+    try:
+        descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pytest.fail(
+            f"Azurite already runs in worker {claim.read_text()}, and {worker} would start another: "
+            "--dist loadgroup is not grouping the Azurite tests (see the pytest pin in setup.cfg)"
+        )
+    os.write(descriptor, worker.encode())
+    os.close(descriptor)
+
+
 @pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """Azurite on free loopback ports, HTTPS with a throwaway CA, OAuth checks on."""
     if find_azurite() is None:
         if os.environ.get("CI"):
             pytest.fail("Azurite is not installed: .ci/run must install it (npm ci in tools/azurite)")
         pytest.skip("Azurite is not installed: run `npm ci` in tools/azurite (needs Node.js)")
+    _claim_azurite(tmp_path_factory)
     with Azurite.start() as running:
         assert running.blob_url.startswith("https://")
         yield running
