@@ -29,11 +29,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("azurite"))
 
 
-def _claim_azurite(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Under pytest-xdist, fail when a second worker starts Azurite: the group above is not
-    honoured, and every worker would pay for an Azurite of its own (about 3 s of CPU each)."""
+def _claim_azurite(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist's ``--dist loadgroup``, fail when a second worker starts Azurite: the
+    group above is not honoured, and every worker would pay for an Azurite of its own (about
+    3 s of CPU each). Other ``--dist`` modes spread the tests on purpose: nothing to check."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None:
+    if worker is None or not getattr(config.option, "loadgroup", False):
         return
     claim = tmp_path_factory.getbasetemp().parent / "azurite-worker"  # shared by the run's workers
     try:
@@ -48,13 +49,13 @@ def _claim_azurite(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+def azurite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """Azurite on free loopback ports, HTTPS with a throwaway CA, OAuth checks on."""
     if find_azurite() is None:
         if os.environ.get("CI"):
             pytest.fail("Azurite is not installed: .ci/run must install it (npm ci in tools/azurite)")
         pytest.skip("Azurite is not installed: run `npm ci` in tools/azurite (needs Node.js)")
-    _claim_azurite(tmp_path_factory)
+    _claim_azurite(request.config, tmp_path_factory)
     with Azurite.start() as running:
         assert running.blob_url.startswith("https://")
         yield running
