@@ -622,8 +622,10 @@ def test_settings_file_swapped_for_a_fifo_never_blocks(tmp_path: Any) -> None:
     path = tmp_path / "ManagedIdentity-Settings"
     script = f"""
 import os, threading, time
-path = {str(path)!r}
-stop = time.monotonic() + 1.5
+os.environ["LEGACY_MSI_SETTINGS_FILE"] = path = {str(path)!r}
+from legacy_msi_credential import LegacyMsiCredential
+LegacyMsiCredential()  # what the first construction loads, loaded
+stop = time.monotonic() + 1.5  # from here: import time on a loaded machine is not the test's
 def swap():
     while time.monotonic() < stop:
         tmp = path + ".f"
@@ -636,8 +638,6 @@ def swap():
         except FileExistsError:
             pass
 threading.Thread(target=swap, daemon=True).start()
-os.environ["LEGACY_MSI_SETTINGS_FILE"] = path
-from legacy_msi_credential import LegacyMsiCredential
 count = 0
 while time.monotonic() < stop:
     LegacyMsiCredential()
