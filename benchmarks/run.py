@@ -429,7 +429,8 @@ def markdown(figures: list[Figure], measured: dict[str, Any]) -> str:
 
 
 def publish(figures: list[Figure], results: Path) -> None:
-    """Write ``results/latest.json`` and the README's results section, stamped with the commit."""
+    """Write ``results/latest.json`` and the README's results section, stamped with the
+    benchmark code's digest and the commit."""
     measured = stamp()
     document = {**measured, "figures": [figure.__dict__ for figure in figures]}
     (results / "latest.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
@@ -438,7 +439,7 @@ def publish(figures: list[Figure], results: Path) -> None:
     start, end = text.index(RESULTS_START), text.index(RESULTS_END) + len(RESULTS_END)
     readme.write_text(text[:start] + markdown(figures, measured) + text[end:], encoding="utf-8")
     if measured["benchmark_code_modified"]:
-        print("\nnote: the benchmark code differs from the stamped commit; commit it and run again to publish")
+        print("\nnote: the benchmark code has uncommitted changes; commit them and run again to publish")
 
 
 def report(figures: list[Figure]) -> str:
