@@ -68,6 +68,13 @@ def _run_suite(session: nox.Session, e2e: tuple[str, ...] = ()) -> None:
 DEPENDENCIES = ("azure-core", "requests", "urllib3", "aiohttp", "azure-identity", "cryptography")
 
 
+#: The extras the floors session installs at their lowest versions, with ``install_requires``.
+#: docs/support.md's table is checked against them (tests/e2e/test_publication.py).
+FLOOR_EXTRAS = ("test", "aio", "emulator", "identity")
+#: urllib3 is requests' dependency, not this package's: the floors session names its own.
+URLLIB3_FLOOR = "urllib3>=1.26.20,<2"
+
+
 @nox.session(name="wheel", python=PYTHONS, venv_backend="uv")
 def wheel(session: nox.Session) -> None:
     """The newest versions setup.cfg accepts."""
@@ -86,8 +93,8 @@ def floors(session: nox.Session) -> None:
     built = _wheel(session)
     # Named here as direct requirements: behind the wheel they would be transitive, and
     # resolved to their newest versions.
-    floors = _declared(["install_requires"], ["test", "aio", "emulator", "identity"])
-    session.install("--resolution", "lowest-direct", *floors, "urllib3>=1.26.20,<2")
+    floors = _declared(["install_requires"], list(FLOOR_EXTRAS))
+    session.install("--resolution", "lowest-direct", *floors, URLLIB3_FLOOR)
     session.install("--reinstall", "--no-deps", built)
     # azure-identity's own tests of its oldest supported version, run against the drop-in
     # too; the test fetches their sdist with pip, which a uv environment lacks.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import base64
 import http.server
+import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,7 +21,7 @@ import pytest
 from legacy_msi_credential.cli import main
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import closed_port, run_cli
+from .conftest import cli, closed_port, run_cli
 
 run = run_cli
 
@@ -331,6 +333,119 @@ def test_help_and_usage_errors_import_neither_azure_core_nor_requests() -> None:
         "except SystemExit:\n"
         "    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'requests', 'urllib3', 'aiohttp')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- version -----------------------------------------------------------------------------
+
+#: The libraries a bug report names, as the issue tracker will ask for them.
+_REPORTED = ("azure-core", "azure-identity", "msal", "requests", "urllib3", "aiohttp")
+
+
+def _installed(name: str) -> str | None:
+    """The installed version, read here apart from the command's own reading."""
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(name).metadata["Version"]
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def test_version_json_is_what_runs() -> None:
+    """``legacy-msi version -o json``: this package's version and location as imported, this
+    interpreter, and each library's installed version, compared with importlib.metadata."""
+    import platform
+
+    import legacy_msi_credential
+
+    result = cli("version", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    package = document["legacy-msi-credential"]
+    assert package["version"] == legacy_msi_credential.__version__
+    assert package["location"] == str(Path(legacy_msi_credential.__file__).resolve().parent)
+    assert package["distribution"] == _installed("legacy-msi-credential")
+    assert document["python"]["version"] == platform.python_version()
+    assert document["python"]["executable"] == sys.executable
+    assert document["python"]["openssl"].startswith(("OpenSSL", "LibreSSL"))
+    dependencies = document["dependencies"]
+    assert set(_REPORTED) <= set(dependencies)
+    assert dependencies == {name: _installed(name) for name in dependencies}
+    assert all(dependencies[name] for name in _REPORTED)  # the suite installs every one of them
+
+
+def test_dash_dash_version_prints_the_same_table_as_the_command() -> None:
+    shown = cli("--version")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == cli("version").stdout
+    lines = dict(line.split(None, 1) for line in shown.stdout.split("\n\n")[0].splitlines())
+    import legacy_msi_credential
+
+    assert lines.pop("legacy-msi-credential") == legacy_msi_credential.__version__
+    assert set(_REPORTED) <= set(lines)
+    assert lines == {name: _installed(name) for name in lines}
+    assert f"Python:           {sys.version.split()[0]}" in shown.stdout
+
+
+def test_a_library_that_is_not_installed_is_named_so() -> None:
+    from legacy_msi_credential.cli._versions import installed_versions, render_table, report
+
+    absent = "legacy-msi-credential-no-such-distribution"
+    assert installed_versions([absent, "requests"]) == {absent: None, "requests": _installed("requests")}
+    document = report([absent])
+    assert document["dependencies"] == {absent: None}
+    out = io.StringIO()
+    render_table(document, out)
+    assert f"{absent}  not installed\n" in out.getvalue()
+
+
+def test_version_in_an_interpreter_without_the_libraries(tmp_path: Path) -> None:
+    """End to end where nothing is installed: the package's source alone on a Python started
+    without site-packages (``-S``), as on a machine where only the standard library is."""
+    import legacy_msi_credential
+
+    shutil.copytree(Path(legacy_msi_credential.__file__).parent, tmp_path / "legacy_msi_credential")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    for arguments in (["--version"], ["version", "--output", "json"]):
+        result = subprocess.run(
+            [sys.executable, "-S", "-s", "-m", "legacy_msi_credential", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=environment,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        if arguments[0] == "--version":
+            for name in _REPORTED:
+                assert f"\n{name} " in result.stdout
+                assert result.stdout.split(f"\n{name} ", 1)[1].split("\n", 1)[0].strip() == "not installed"
+            assert "Installed distribution: legacy-msi-credential not installed" in result.stdout
+        else:
+            document = json.loads(result.stdout)
+            assert document["legacy-msi-credential"]["version"] == legacy_msi_credential.__version__
+            assert document["legacy-msi-credential"]["distribution"] is None
+            assert document["legacy-msi-credential"]["location"] == str(tmp_path / "legacy_msi_credential")
+            assert set(document["dependencies"].values()) == {None}
+
+
+def test_version_imports_none_of_the_libraries_it_names() -> None:
+    """The versions come from metadata: printing them loads no library (a bug report from a
+    machine where importing one fails still names its version)."""
+    code = (
+        "import sys\n"
+        "from legacy_msi_credential.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "main(['version', '-o', 'json'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('azure', 'msal', 'requests', 'urllib3', 'aiohttp', 'cryptography')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"

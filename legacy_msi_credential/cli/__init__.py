@@ -1,7 +1,7 @@
 """``legacy-msi``: get a token, diagnose a machine, run the emulator, or serve the legacy endpoint.
 
 The parser and :func:`main` live here; each command is a module of its own (``_token``,
-``_doctor``, ``_emulate``, ``_serve``) that adds its parser and runs it. Only the standard
+``_doctor``, ``_emulate``, ``_serve``, ``_versions``) that adds its parser and runs it. Only the standard
 library and this package's light modules are imported until a command runs, so that
 ``--help`` and usage errors cost little more than starting Python.
 """
@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from typing import Optional
 
 from .._text import printable
-from .._version import VERSION
-from . import _doctor, _emulate, _serve, _token
+from . import _doctor, _emulate, _serve, _token, _versions
 from ._common import DEFAULT_RESOURCE, decode_claims
 
 __all__ = ["DEFAULT_RESOURCE", "build_parser", "decode_claims", "main"]
 
 #: The commands, in the order ``--help`` lists them.
-_COMMANDS = (_token, _doctor, _emulate, _serve)
+_COMMANDS = (_token, _doctor, _emulate, _serve, _versions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokens from the legacy Azure managed identity VM extension (localhost:50342), "
         "diagnostics, and a local emulator of it.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.add_argument(
+        "--version",
+        action=_versions.VersionAction,
+        help="show the versions of this package, Python and the libraries it uses, and exit "
+        "(as `legacy-msi version`; `legacy-msi version --output json` for scripts)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
     for command in _COMMANDS:
