@@ -180,8 +180,9 @@ class Gate:
 
     A call that finds a place and a start free runs at once. Otherwise it waits in its
     user's queue, and the queues are served round robin: each place or start that frees up
-    goes to the next user in turn, so a user with one call waiting is served after at most
-    one call of each other user, however many that other has queued. Each call waits at most
+    goes to the next user in turn (never twice in a row to one user while another waits),
+    so a user's call waits for at most one call of each other user to start first, however
+    many that other has queued. Each call waits at most
     ``wait`` seconds, then gets :class:`Busy`: it is the user who queues beyond its share
     whose calls run out of time, not the others.
 
@@ -207,6 +208,8 @@ class Gate:
         self._last = clock()
         #: Per user, the calls waiting for their turn, oldest first; the user to serve next first.
         self._queues: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
+        #: The user whose call started last: another user waiting goes before its next one.
+        self._last_user: Hashable = None
         self._timer: Optional[asyncio.TimerHandle] = None
 
     @property
@@ -230,6 +233,7 @@ class Gate:
             await self._turn(user)
         else:
             self._running += 1
+            self._last_user = user
         try:
             return await call()
         finally:
@@ -271,13 +275,18 @@ class Gate:
                 if self._timer is None:
                     self._timer = asyncio.get_running_loop().call_later(later, self._wake)
                 return
-            user, queue = next(iter(self._queues.items()))
+            user = next(iter(self._queues))
+            if user == self._last_user and len(self._queues) > 1:
+                self._queues.move_to_end(user)  # it has just had a turn: the next user's comes first
+                user = next(iter(self._queues))
+            queue = self._queues[user]
             turn = queue.popleft()
             if queue:
                 self._queues.move_to_end(user)  # its next call waits behind the other users' first
             else:
                 del self._queues[user]
             self._running += 1
+            self._last_user = user
             turn.set_result(None)
 
     def _wake(self) -> None:

@@ -68,7 +68,7 @@ def socket_owner(peer: Any, local: Any) -> Optional[int]:
         ends = (client, int(peer[1]), server, int(local[1]))
         found, uid = _from_netlink(*ends)
         return uid if found else _from_proc(*ends)
-    except (ValueError, struct.error):  # an answer or a line of another shape than this kernel's: unknown
+    except (ValueError, OverflowError, struct.error):  # not a port, or an answer of another shape: unknown
         return None
 
 
