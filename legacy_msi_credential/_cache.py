@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -128,17 +129,30 @@ def make_entry(result: TokenResult, now: float, mono: Optional[float] = None) ->
 class TokenCache:
     """Tokens by key: per resource for one credential, per identity and resource for the bridge.
 
+    A bounded cache is shared fairly between its users (the bridge's: local uids). Each
+    token is charged to the users holding it (those who stored or were served it), split
+    equally between them. When the cache is full, the user holding the largest share lets
+    go of its least recently used token; a token leaves when no user holds it any more. So
+    one user's churn evicts its own tokens first and never another's while that other holds
+    no more than its share (``max_entries`` over the users holding tokens); a token used by
+    several users stays while any of them still holds it.
+
     Args:
-        max_entries: Most tokens kept; the least recently used leaves first. None: no bound
-            (a credential's resources are the few its clients use).
+        max_entries: Most tokens kept. None: no bound and no accounting (a credential's
+            resources are the few its clients use).
     """
 
     def __init__(self, max_entries: Optional[int] = None) -> None:
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._max = max_entries
+        #: Per key, the users holding its token; per user, the keys it holds, least recently
+        #: used first, and its share (the sum of 1/holders over those keys).
+        self._holders: dict[str, set[Hashable]] = {}
+        self._held: dict[Hashable, OrderedDict[str, None]] = {}
+        self._shares: dict[Hashable, float] = {}
 
     def decide(
-        self, key: str, now: float, mono: float = -math.inf, *, force: bool = False
+        self, key: str, now: float, mono: float = -math.inf, *, force: bool = False, user: Hashable = None
     ) -> tuple[Action, Optional[CacheEntry]]:
         """Look ``key`` up and say what to do.
 
@@ -147,13 +161,14 @@ class TokenCache:
             now: Unix seconds.
             mono: The monotonic clock: a token is due or expired when either clock says so.
             force: A new token is required whatever the cache holds (a claims challenge).
+            user: Who asks: a token found is held by this user from now on (and charged to it).
 
         Returns:
             The action and the entry it concerns (``None`` when there is none usable).
         """
         entry = self._entries.get(key)
         if entry is not None and self._max is not None:
-            self._entries.move_to_end(key)
+            self.hold(key, user)
         if entry is None or now >= entry.expires_on - EXPIRY_MARGIN or mono >= entry.expires_mono - EXPIRY_MARGIN:
             return Action.FETCH, None
         if force:
@@ -164,15 +179,61 @@ class TokenCache:
             return Action.SERVE, entry
         return Action.TRY_REFRESH, entry
 
-    def store(self, key: str, result: TokenResult, now: float, mono: Optional[float] = None) -> CacheEntry:
-        """Cache a newly issued token and return its entry."""
+    def store(
+        self, key: str, result: TokenResult, now: float, mono: Optional[float] = None, *, user: Hashable = None
+    ) -> CacheEntry:
+        """Cache a newly issued token for ``user`` and return its entry (a refreshed token keeps its holders)."""
         entry = make_entry(result, now, mono)
         self._entries[key] = entry
         if self._max is not None:
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            self.hold(key, user)
+            self._evict()
         return entry
+
+    def hold(self, key: str, user: Hashable = None) -> None:
+        """Note that ``user`` uses ``key``'s token now (a client served a token another user's request brought)."""
+        if self._max is None or key not in self._entries:
+            return
+        holders = self._holders.setdefault(key, set())
+        held = self._held.setdefault(user, OrderedDict())
+        if user in holders:
+            held.move_to_end(key)
+            return
+        count = len(holders)
+        for other in holders:  # each one's part of this token shrinks from 1/count to 1/(count + 1)
+            self._shares[other] -= 1 / count - 1 / (count + 1)
+        holders.add(user)
+        held[key] = None
+        self._shares[user] = self._shares.get(user, 0.0) + 1 / (count + 1)
+
+    def _release(self, key: str, user: Hashable) -> None:
+        """``user`` lets go of ``key``; the token leaves with its last holder."""
+        holders = self._holders[key]
+        count = len(holders)
+        holders.discard(user)
+        del self._held[user][key]
+        self._shares[user] -= 1 / count
+        if not self._held[user]:
+            del self._held[user], self._shares[user]
+        for other in holders:
+            self._shares[other] += 1 / (count - 1) - 1 / count
+        if not holders:
+            del self._holders[key], self._entries[key]
+
+    def _evict(self) -> None:
+        assert self._max is not None
+        while len(self._entries) > self._max:
+            heaviest = max(self._shares, key=self._shares.__getitem__)
+            self._release(next(iter(self._held[heaviest])), heaviest)
+
+    @property
+    def users(self) -> int:
+        """Users holding tokens (a bounded cache's)."""
+        return len(self._held)
+
+    def share(self, user: Hashable = None) -> float:
+        """How many tokens are charged to ``user`` (a token held by n users counts 1/n to each)."""
+        return self._shares.get(user, 0.0)
 
     def refresh_failed(self, entry: CacheEntry, mono: float) -> None:
         """Note a failed proactive refresh: keep serving ``entry`` for a while (``mono``: monotonic now)."""
@@ -182,6 +243,9 @@ class TokenCache:
     def clear(self) -> None:
         """Forget every token."""
         self._entries.clear()
+        self._holders.clear()
+        self._held.clear()
+        self._shares.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

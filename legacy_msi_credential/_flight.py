@@ -9,8 +9,8 @@
   arrive while it runs share its result or its failure. A caller that gives up (a client
   that disconnects) does not cancel the call the others wait for.
 * :class:`Gate`: at most N calls at once and R started per second, as IMDS allows per VM
-  (5 at once, 20 a second); a caller waits a little for a place, then is told when to
-  come back.
+  (5 at once, 20 a second), served round robin between users; a caller waits a little for
+  a place, then is told when to come back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
@@ -43,6 +43,8 @@ class Ticket:
     action: Action
     entry: Optional[CacheEntry]
     seen: int
+    #: Who asks (the bridge's: a local uid, None when unknown); the cache charges its tokens to it.
+    user: Hashable = None
 
     @property
     def fresh(self) -> Optional[CacheEntry]:
@@ -85,10 +87,10 @@ class SingleFlight(Generic[E]):
         #: absent while its count changes.
         self._outcomes: OrderedDict[str, tuple[int, Optional[E]]] = OrderedDict()
 
-    def begin(self, key: str, *, force: bool = False) -> Ticket:
-        """What the cache says before waiting (``force``: a new token whatever it holds)."""
-        action, entry = self.cache.decide(key, self._clock(), self._monotonic(), force=force)
-        return Ticket(key, force, action, entry, self._outcomes.get(key, (0, None))[0])
+    def begin(self, key: str, *, force: bool = False, user: Hashable = None) -> Ticket:
+        """What the cache says before waiting (``force``: a new token whatever it holds; ``user``: who asks)."""
+        action, entry = self.cache.decide(key, self._clock(), self._monotonic(), force=force, user=user)
+        return Ticket(key, force, action, entry, self._outcomes.get(key, (0, None))[0], user)
 
     def recheck(self, ticket: Ticket) -> Optional[CacheEntry]:
         """Decide again once it is this caller's turn: a token another flight brought, or None to fetch.
@@ -97,7 +99,9 @@ class SingleFlight(Generic[E]):
             E: The failure of a flight that ended while this caller waited (a copy).
         """
         if not ticket.force:
-            ticket.action, ticket.entry = self.cache.decide(ticket.key, self._clock(), self._monotonic())
+            ticket.action, ticket.entry = self.cache.decide(
+                ticket.key, self._clock(), self._monotonic(), user=ticket.user
+            )
             if ticket.action is Action.SERVE:
                 return ticket.entry
         count, failure = self._outcomes.get(ticket.key, (0, None))
@@ -107,7 +111,7 @@ class SingleFlight(Generic[E]):
 
     def fetched(self, ticket: Ticket, result: TokenResult) -> CacheEntry:
         """Keep a new token (before the flight ends, so that no later caller finds neither)."""
-        entry = self.cache.store(ticket.key, result, self._clock(), self._monotonic())
+        entry = self.cache.store(ticket.key, result, self._clock(), self._monotonic(), user=ticket.user)
         self._settle(ticket.key, None)
         return entry
 
@@ -172,10 +176,18 @@ class Busy(Exception):
 
 
 class Gate:
-    """At most ``concurrent`` calls at once and ``rate`` started per second.
+    """At most ``concurrent`` calls at once and ``rate`` started per second, shared fairly between users.
+
+    A call that finds a place and a start free runs at once. Otherwise it waits in its
+    user's queue, and the queues are served round robin: each place or start that frees up
+    goes to the next user in turn (never twice in a row to one user while another waits),
+    so a user's call waits for at most one call of each other user to start first, however
+    many that other has queued. Each call waits at most
+    ``wait`` seconds, then gets :class:`Busy`: it is the user who queues beyond its share
+    whose calls run out of time, not the others.
 
     Args:
-        concurrent: Calls under way at once.
+        concurrent: Calls under way at once (all users together).
         rate: Calls started per second (a bucket of ``rate`` that refills continuously).
         wait: Seconds a caller waits for a place before :class:`Busy`.
         clock: Monotonic seconds.
@@ -186,13 +198,24 @@ class Gate:
     ) -> None:
         if concurrent < 1 or rate <= 0 or wait < 0:
             raise ValueError("a gate needs at least one place, a positive rate and a wait of 0 s or more")
-        self._places = asyncio.Semaphore(concurrent)
+        self._concurrent = concurrent
+        self._running = 0
         self._rate = rate
         self._wait = wait
         self._clock = clock
         self._capacity = max(1.0, float(rate))  # a full second's worth may start at once
         self._tokens = self._capacity
         self._last = clock()
+        #: Per user, the calls waiting for their turn, oldest first; the user to serve next first.
+        self._queues: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
+        #: The user whose call started last: another user waiting goes before its next one.
+        self._last_user: Hashable = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a place or a start."""
+        return sum(len(queue) for queue in self._queues.values())
 
     def _take(self) -> float:
         """Take a start if one is left; else the seconds until the next."""
@@ -204,24 +227,68 @@ class Gate:
             return 0.0
         return (1 - self._tokens) / self._rate
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` once a place and a start are free; :class:`Busy` if not within the wait."""
-        deadline = self._clock() + self._wait
-        if not self._places.locked():
-            await self._places.acquire()  # a free place is taken at once (wait_for with no time left would not)
+    async def run(self, call: Callable[[], Awaitable[T]], user: Hashable = None) -> T:
+        """``call()`` once a place and a start are free for ``user``; :class:`Busy` if not within the wait."""
+        if not (self._running < self._concurrent and not self._queues and self._take() == 0):
+            await self._turn(user)
         else:
-            try:
-                await asyncio.wait_for(self._places.acquire(), timeout=max(0.0, deadline - self._clock()))
-            except asyncio.TimeoutError:
-                raise Busy(max(1, math.ceil(self._wait))) from None
+            self._running += 1
+            self._last_user = user
         try:
-            while True:
-                later = self._take()
-                if later == 0:
-                    break
-                if self._clock() + later > deadline:
-                    raise Busy(max(1, math.ceil(later)))
-                await asyncio.sleep(later)
             return await call()
         finally:
-            self._places.release()
+            self._running -= 1
+            self._dispatch()
+
+    async def _turn(self, user: Hashable) -> None:
+        """Wait in ``user``'s queue until :meth:`_dispatch` gives this call a place and a start."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(user, deque()).append(turn)
+        self._dispatch()
+        try:
+            if not turn.done():
+                await asyncio.wait({turn}, timeout=self._wait)
+        except BaseException:  # cancelled while waiting: leave the queue, or give back a place just given
+            self._withdraw(user, turn)
+            raise
+        if not turn.done():
+            self._withdraw(user, turn)
+            raise Busy(max(1, math.ceil(self._wait)))
+
+    def _withdraw(self, user: Hashable, turn: asyncio.Future[None]) -> None:
+        if turn.done():
+            self._running -= 1
+            self._dispatch()
+            return
+        turn.cancel()
+        queue = self._queues.get(user)
+        if queue is not None:
+            queue.remove(turn)
+            if not queue:
+                del self._queues[user]
+
+    def _dispatch(self) -> None:
+        """Hand free places to the waiting calls, one user's call at a time in turn."""
+        while self._running < self._concurrent and self._queues:
+            later = self._take()
+            if later > 0:
+                if self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(later, self._wake)
+                return
+            user = next(iter(self._queues))
+            if user == self._last_user and len(self._queues) > 1:
+                self._queues.move_to_end(user)  # it has just had a turn: the next user's comes first
+                user = next(iter(self._queues))
+            queue = self._queues[user]
+            turn = queue.popleft()
+            if queue:
+                self._queues.move_to_end(user)  # its next call waits behind the other users' first
+            else:
+                del self._queues[user]
+            self._running += 1
+            self._last_user = user
+            turn.set_result(None)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._dispatch()

@@ -236,6 +236,7 @@ def test_the_health_path(bridge: Bridge) -> None:
         "source": "imds",
         "source_requests": 0,
         "cached_tokens": 0,
+        "users": 0,
         "connections": 1,
     }
 

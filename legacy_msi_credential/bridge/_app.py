@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
@@ -32,6 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._loopback import peer_is_loopback
+from .._owner import socket_owner
 from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
 from .._text import clean_text
 from ._source import TokenSource
@@ -193,6 +195,8 @@ class BridgeApp:
         self.max_headers = max_headers
         self.connections = connections
         self.stopping = stopping
+        #: Per connection (its transport), the uid owning the client's socket: looked up once.
+        self._owners: weakref.WeakKeyDictionary[Any, asyncio.Future[Optional[int]]] = weakref.WeakKeyDictionary()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -248,7 +252,7 @@ class BridgeApp:
         )
         if isinstance(decision, Refusal):
             return _json(decision.status, decision.body(), dict(decision.headers)), "-"
-        return await self._token(decision), decision.identity_kind
+        return await self._token(decision, await self._owner(request)), decision.identity_kind
 
     def _close(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
         """An answer after which the connection closes: what is left of the request is never read."""
@@ -256,8 +260,21 @@ class BridgeApp:
         response.force_close()
         return response
 
-    async def _token(self, ask: TokenAsk) -> web.Response:
-        fetch = asyncio.ensure_future(self.source.token(ask))
+    async def _owner(self, request: web.BaseRequest) -> Optional[int]:
+        """The local uid on the other end of this request's connection (None: unknown), looked up once
+        per connection and off the serving loop (where netlink is missing it reads a whole table)."""
+        transport = request.transport
+        if transport is None:
+            return None
+        owner = self._owners.get(transport)
+        if owner is None:
+            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+            owner = asyncio.get_running_loop().run_in_executor(None, socket_owner, peer, local)
+            self._owners[transport] = owner
+        return await asyncio.shield(owner)
+
+    async def _token(self, ask: TokenAsk, user: Optional[int] = None) -> web.Response:
+        fetch = asyncio.ensure_future(self.source.token(ask, user))
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -285,6 +302,7 @@ class BridgeApp:
             "source": self.source.kind,
             "source_requests": self.source.requests,
             "cached_tokens": self.source.cached,
+            "users": self.source.users,
             "connections": len(self.connections),
         }
 

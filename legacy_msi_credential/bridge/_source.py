@@ -5,6 +5,10 @@ share it, and its token is cached, by the same single-flight rule and refresh ru
 credentials' (:class:`legacy_msi_credential._flight.SingleFlight`); calls to the
 source are capped below IMDS's per-VM limits. A token is handed on only when it is for
 the identity asked for (:mod:`legacy_msi_credential._claims`).
+
+The cache and the gate are shared fairly between local users (the uid owning each client's
+socket, :mod:`legacy_msi_credential._owner`): one user asking for many identities evicts its
+own tokens first and waits in its own queue, so it neither evicts nor delays another's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -36,8 +41,9 @@ SOURCE_CONCURRENCY = 4
 SOURCE_RATE = 15.0  # starts per second
 #: How long a client waits for the gate before ``429`` with ``Retry-After``.
 SOURCE_QUEUE_WAIT = 2.0  # s
-#: Tokens kept (identity x resource); the least recently used leaves first. A cached token
-#: is a few KiB, so this bounds the cache to a few MiB.
+#: Tokens kept (identity x resource), shared fairly between local users: the user holding
+#: the most lets go of its least recently used first. A cached token is a few KiB, so this
+#: bounds the cache to a few MiB.
 MAX_TOKENS = 1000
 
 #: How azure-identity's messages say the source has no such identity (1.19 quotes IMDS's
@@ -109,6 +115,16 @@ class TokenSource:
         """Tokens kept."""
         return len(self._flight.cache)
 
+    @property
+    def users(self) -> int:
+        """Local users holding cached tokens."""
+        return self._flight.cache.users
+
+    @property
+    def waiting(self) -> int:
+        """Source requests waiting for the gate."""
+        return 0 if self._gate is None else self._gate.waiting
+
     def _check_identity_kind(self, ask: TokenAsk) -> None:
         if ask.parameter is None or self.kind == "imds" or (self.kind == "default" and ask.parameter == "client_id"):
             return
@@ -117,8 +133,11 @@ class TokenSource:
             400, "invalid_request", f"The {self.kind} source serves {serves} only; {ask.parameter} cannot be honoured."
         )
 
-    async def token(self, ask: TokenAsk) -> TokenResult:
+    async def token(self, ask: TokenAsk, user: Optional[int] = None) -> TokenResult:
         """A token for this identity and resource, from the cache or the source.
+
+        ``user`` is the local uid asking (None when it cannot be known: one shared bucket);
+        the cache charges its tokens to it and its source requests wait in its own queue.
 
         Raises:
             Refusal: The source refused, failed, was too slow or busy, or answered for
@@ -126,12 +145,14 @@ class TokenSource:
         """
         self._check_identity_kind(ask)
         key = f"{ask.parameter or ''}\x00{ask.value or ''}\x00{ask.resource}"
-        ticket = self._flight.begin(key)
+        ticket = self._flight.begin(key, user=user)
         if ticket.fresh is not None:
             return _result(ticket.fresh)
         if ticket.refreshing is not None and self._flights.running(key):
             return _result(ticket.refreshing)  # one holding a valid token never waits for another's refresh
-        return _result(await self._flights.run(key, lambda: self._fly(ticket, ask)))
+        entry = await self._flights.run(key, lambda: self._fly(ticket, ask))
+        self._flight.cache.hold(key, user)  # a token another user's request brought is this user's too now
+        return _result(entry)
 
     async def _fly(self, ticket: Ticket, ask: TokenAsk) -> CacheEntry:
         """The flight itself, shared by every client asking meanwhile: its token is kept before it
@@ -140,7 +161,7 @@ class TokenSource:
         if served is not None:
             return served
         try:
-            result = await self._fetch(ask)
+            result = await self._fetch(ask, ticket.user)
         except Refusal as refusal:
             stale = self._flight.failed(ticket, refusal)
             if stale is None:
@@ -149,12 +170,12 @@ class TokenSource:
             return stale
         return self._flight.fetched(ticket, result)
 
-    async def _fetch(self, ask: TokenAsk) -> TokenResult:
+    async def _fetch(self, ask: TokenAsk, user: Hashable) -> TokenResult:
         if self._gate is None:
             limits = self.limits
             self._gate = Gate(limits.concurrency, limits.rate, limits.queue_wait)
         try:
-            return await self._gate.run(lambda: self._ask_source(ask))
+            return await self._gate.run(lambda: self._ask_source(ask), user)
         except Busy as busy:
             raise Refusal(
                 429,

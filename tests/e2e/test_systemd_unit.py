@@ -68,6 +68,9 @@ def test_the_unit_says_what_it_promises() -> None:
     assert settings["ExecStopPost"] == "+/bin/rm -f /var/lib/waagent/ManagedIdentity-Settings"
     assert "Documentation" not in settings  # no page to point at until the package is published
     assert settings["MemoryMax"] == "128M"  # benchmarks/bridge.py: about 60 MiB resident after 10,000 identities
+    # Fair shares between local users need their real uids: no user namespace mapping them all to 65534.
+    assert "PrivateUsers" not in settings
+    assert "AF_NETLINK" in settings["RestrictAddressFamilies"].split()  # who owns a client's socket (sock_diag)
 
 
 @pytest.mark.slow
