@@ -125,10 +125,17 @@ def bind_listeners(
                     f"refusing to serve on {item.address}: {host!r} resolved to an address that is not loopback; "
                     "pass allow_remote=True if this is intended"
                 )
-    for _ in range(PORT_TRIES if port == 0 else 1):
-        bound = _bind_all(addresses, port, backlog, server)
-        if bound is not None:
-            return bound
+    # Port 0's picks that were taken on another address stay bound until the end, so that
+    # the kernel picks another each time, not the same one again.
+    rejected: list[socket.socket] = []
+    try:
+        for _ in range(PORT_TRIES if port == 0 else 1):
+            bound = _bind_all(addresses, port, backlog, server, rejected)
+            if bound is not None:
+                return bound
+    finally:
+        for sock in rejected:
+            sock.close()
     raise OSError(errno.EADDRINUSE, f"no port was free on every address of {host!r} after {PORT_TRIES} tries")
 
 
@@ -161,8 +168,11 @@ def _addresses(host: str, ipv6_loopback: bool) -> list[_Address]:
     return found
 
 
-def _bind_all(addresses: list[_Address], port: int, backlog: int, server: str) -> Listeners | None:
-    """Every address on one port; ``None`` when port 0's pick was taken on another address."""
+def _bind_all(
+    addresses: list[_Address], port: int, backlog: int, server: str, rejected: list[socket.socket]
+) -> Listeners | None:
+    """Every address on one port; ``None`` when port 0's pick was taken on another address
+    (then what was bound goes to ``rejected``)."""
     sockets: list[socket.socket] = []
     skipped: list[tuple[str, str]] = []
     chosen = port
@@ -174,9 +184,8 @@ def _bind_all(addresses: list[_Address], port: int, backlog: int, server: str) -
                 if item.required or exc.errno not in _NO_IPV6:
                     if exc.errno == errno.EADDRINUSE:
                         if port == 0 and sockets:
-                            for held in sockets:
-                                held.close()
-                            return None  # the kernel's pick is free on the first address only: another
+                            rejected.extend(sockets)
+                            return None  # the kernel's pick is taken on this address: another
                         raise AddressInUseError(item.address, chosen) from None
                     where = f"[{item.address}]" if ":" in item.address else item.address
                     raise OSError(exc.errno, f"cannot listen on {where}:{chosen}: {exc.strerror}") from None
@@ -207,7 +216,7 @@ def _listen(item: _Address, port: int, backlog: int) -> socket.socket:
             # IPv6 address is IPv6 only by nature.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if item.address == "::" else 1)
         sock.bind((item.address, port))
-        sock.listen(backlog)  # a socket bound with SO_REUSEADDR beside ours fails here, not at bind
+        sock.listen(backlog)  # fails, not the bind, if a socket bound beside ours with SO_REUSEADDR listened first
     except BaseException:
         sock.close()
         raise
