@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ._loopback import is_loopback_address
 
-__all__ = ["PORT_TRIES", "AddressInUseError", "Listeners", "bind_listeners", "in_use_message"]
+__all__ = ["PORT_TRIES", "AddressInUseError", "ListenError", "Listeners", "bind_listeners", "in_use_message"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,16 +56,21 @@ def in_use_message(address: str, port: int) -> str:
     )
 
 
-class AddressInUseError(OSError):
+class ListenError(OSError):
+    """A server could not listen where it means to; the message says where and why."""
+
+    def __str__(self) -> str:
+        # Without "[Errno N]": the message says it all.
+        return str(self.strerror) if self.strerror is not None else super().__str__()
+
+
+class AddressInUseError(ListenError):
     """Another process holds an address and port a server means to serve; nothing was started."""
 
     def __init__(self, address: str, port: int) -> None:
         super().__init__(errno.EADDRINUSE, in_use_message(address, port))
         self.address = address
         self.port = port
-
-    def __str__(self) -> str:
-        return str(self.strerror)  # without "[Errno 98]": the message says it all
 
     def __reduce__(self) -> tuple[type[AddressInUseError], tuple[str, int]]:
         return type(self), (self.address, self.port)
@@ -136,7 +141,7 @@ def bind_listeners(
     finally:
         for sock in rejected:
             sock.close()
-    raise OSError(errno.EADDRINUSE, f"no port was free on every address of {host!r} after {PORT_TRIES} tries")
+    raise ListenError(errno.EADDRINUSE, f"no port was free on every address of {host!r} after {PORT_TRIES} tries")
 
 
 def _addresses(host: str, ipv6_loopback: bool) -> list[_Address]:
@@ -153,14 +158,14 @@ def _addresses(host: str, ipv6_loopback: bool) -> list[_Address]:
         try:
             infos = socket.getaddrinfo(literal, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise OSError(f"cannot listen on {host!r}: the name does not resolve ({exc.strerror})") from None
+            raise ListenError(f"cannot listen on {host!r}: the name does not resolve ({exc.strerror})") from None
         found = []
         for family, _, _, _, sockaddr in infos:
             text = str(sockaddr[0])
             if family in (socket.AF_INET, socket.AF_INET6) and all(item.address != text for item in found):
                 found.append(_Address(family, text, required=True))
         if not found:
-            raise OSError(f"cannot listen on {host!r}: the name resolves to no IP address")
+            raise ListenError(f"cannot listen on {host!r}: the name resolves to no IP address")
         if any(item.family == socket.AF_INET for item in found):  # then its IPv6 addresses may be missing
             found = [_Address(i.family, i.address, i.family == socket.AF_INET) for i in found]
     if ipv6_loopback and all(item.address != _IPV6_LOOPBACK for item in found):
@@ -182,13 +187,17 @@ def _bind_all(
                 sock = _listen(item, chosen, backlog)
             except OSError as exc:
                 if item.required or exc.errno not in _NO_IPV6:
+                    where = f"[{item.address}]" if ":" in item.address else item.address
+                    if exc.errno == errno.EADDRINUSE and chosen == 0:
+                        raise ListenError(
+                            exc.errno, f"cannot listen on {where}: every port the system hands out for port 0 is taken"
+                        ) from None
                     if exc.errno == errno.EADDRINUSE:
                         if port == 0 and sockets:
                             rejected.extend(sockets)
                             return None  # the kernel's pick is taken on this address: another
                         raise AddressInUseError(item.address, chosen) from None
-                    where = f"[{item.address}]" if ":" in item.address else item.address
-                    raise OSError(exc.errno, f"cannot listen on {where}:{chosen}: {exc.strerror}") from None
+                    raise ListenError(exc.errno, f"cannot listen on {where}:{chosen}: {exc.strerror}") from None
                 skipped.append((item.address, str(exc.strerror)))
                 continue
             sockets.append(sock)
