@@ -128,3 +128,24 @@ def test_the_error_pickles_with_its_message() -> None:
     assert isinstance(error, AddressInUseError)
     assert str(error) == _the_message("::1", 50342)
     assert re.search(r"\[Errno", str(error)) is None
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_a_name_is_served_on_every_address_it_resolves_to(server: str) -> None:
+    resolved = {str(info[4][0]) for info in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)}
+    start = Bridge if server == "bridge" else Emulator
+    options: dict[str, Any] = (
+        {"source": TokenSource("imds", credential_factory=lambda *_: None)} if server == "bridge" else {"sign": False}
+    )
+    running = start("localhost", 0, **options).start()
+    try:
+        assert running.endpoint == f"http://localhost:{running.port}/oauth2/token"
+        for address in sorted(resolved):
+            connection = http.client.HTTPConnection(address, running.port, timeout=5)
+            try:
+                connection.request("GET", HEALTH_PATH, headers={"Host": "localhost"})
+                assert connection.getresponse().status == 200, address
+            finally:
+                connection.close()
+    finally:
+        running.stop()
