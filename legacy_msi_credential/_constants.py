@@ -24,6 +24,9 @@ LINUX_SETTINGS_FILE = "/var/lib/waagent/ManagedIdentity-Settings"
 WINDOWS_SETTINGS_FILE = r"WindowsAzure\Config\ManagedIdentity-Settings"
 #: A settings file is a few dozen bytes; anything larger is not the extension's.
 SETTINGS_FILE_MAX_BYTES = 64 * 1024  # 64 KiB
+#: The settings file's permission bits when this package writes it: every local user's
+#: credential reads it, and it holds only a URL.
+SETTINGS_FILE_MODE = 0o644
 
 # --- Environment variables -------------------------------------------------------------
 

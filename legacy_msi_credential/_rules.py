@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Optional, Protocol, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, TOKEN_PATH
+from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
 from ._loopback import is_loopback_host
+from ._safe_file import WrittenFile, write_file
 
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
@@ -290,12 +291,24 @@ class Listening:
         """Write the extension's settings file for this server's port; return its path.
 
         As the extension does for its ``{"port": N}`` setting: the base URL, on ``localhost``
-        when bound to 127.0.0.1.
+        when bound to 127.0.0.1. Written whole and at once, never through a link, readable
+        by every local user (:meth:`publish_settings`).
         """
-        target = os.fspath(path)
-        with open(target, "w", encoding="utf-8") as handle:
-            json.dump(settings_document(self._host, self.port), handle)
-        return target
+        return self.publish_settings(path).path
+
+    def publish_settings(self, path: str | os.PathLike[str]) -> WrittenFile:
+        """Write the settings file as :meth:`write_settings` does; return what was written,
+        whose :meth:`~WrittenFile.remove` removes it only while it is still this file.
+
+        Credentials read the file at any moment and keep what they read, so it goes to a
+        new file renamed over ``path``; a link at ``path`` is replaced, not followed.
+
+        Raises:
+            UnsafeFolderError: Other users could replace the file in that folder.
+            WriteError: It could not be written (the message names the path and why).
+        """
+        document = json.dumps(settings_document(self._host, self.port)).encode("utf-8")
+        return write_file(path, document, mode=SETTINGS_FILE_MODE, what="the extension's settings file")
 
 
 def base_url(host: str, port: int) -> str:

@@ -24,8 +24,6 @@ a service, not a test tool: it shares the protocol's rules with the emulator
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
 import threading
 import time
@@ -33,8 +31,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Optional
 
+from .._binding import Listeners, bind_listeners
 from .._constants import DEFAULT_PORT, SERVE_HINT
-from .._loopback import is_loopback_address, is_loopback_host
+from .._loopback import is_loopback_host
 from .._rules import Listening, Policy
 
 try:
@@ -67,6 +66,8 @@ MAX_BODY = 64 * 1024  # bytes
 MAX_HEADERS = 100
 #: Seconds to answer what is in flight on stop before ``503``.
 STOP_GRACE = 5.0  # s
+#: Connections the kernel queues for each listening socket before they are accepted.
+BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ class Bridge(Listening):
     """The legacy endpoint on loopback, serving tokens from a :class:`TokenSource`.
 
     Args:
-        host: Address to bind (default ``127.0.0.1``, and ``::1`` on the same port where it
-            exists); loopback only unless ``allow_remote``.
+        host: Address to bind (default ``127.0.0.1``, and ``::1`` on the same port where the
+            host has IPv6); a name is served on every address it resolves to, ``::`` on every
+            address of both families. Loopback only unless ``allow_remote``.
         port: Port to bind (default 50342; 0 for a free one).
         source: A :class:`TokenSource`, or its kind (``imds``, ``cli``, ``default``).
         allow_remote: Bind an address that is not loopback. Requests that do not come over
@@ -136,16 +138,27 @@ class Bridge(Listening):
         """Bind and serve from a background thread. Returns ``self``.
 
         Raises:
-            OSError: The port is taken (the message names it).
+            AddressInUseError: Another process holds the port on an address to serve (on
+                ``::1`` too with the default host); the message names it and what to do.
+            ValueError: ``host`` resolved to an address that is not loopback.
         """
         if self._loop is not None:
             raise RuntimeError("the bridge is already running")
+        listeners = bind_listeners(
+            self._host,
+            self._requested_port,
+            ipv6_loopback=self._host == "127.0.0.1",
+            allow_remote=self._allow_remote,
+            backlog=BACKLOG,
+            server="Bridge",
+        )
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="legacy-msi-bridge", daemon=True)
         thread.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._listen(), loop).result()
+            asyncio.run_coroutine_threadsafe(self._listen(listeners), loop).result()
         except BaseException:
+            listeners.close()
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             loop.close()
@@ -155,7 +168,7 @@ class Bridge(Listening):
         _LOGGER.info("Bridge listening on %s, tokens from the %s source", self.endpoint, self.source.kind)
         return self
 
-    async def _listen(self) -> None:
+    async def _listen(self, listeners: Listeners) -> None:
         limits = self.limits
         self._stopping = asyncio.Event()
         self._connections = Connections(limits.max_connections, limits.client_timeout)
@@ -171,32 +184,16 @@ class Bridge(Listening):
         )
         self._factory = handler_factory(self._app, self._connections, keepalive=limits.client_timeout)
         loop = asyncio.get_running_loop()
-        host = self._host.strip("[]")
+        servers: list[asyncio.AbstractServer] = []
         try:
-            server = await loop.create_server(
-                self._factory, host, self._requested_port, reuse_address=True, backlog=1024
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(
-                    exc.errno,
-                    f"port {self._requested_port} on {self._host} is already in use: the legacy managed identity "
-                    "extension (or another bridge or emulator) may be running there",
-                ) from None
+            for sock in listeners.sockets:  # bound already, every one on the same port
+                servers.append(await loop.create_server(self._factory, sock=sock, backlog=BACKLOG))
+        except BaseException:
+            for server in servers:
+                server.close()
             raise
-        bound = server.sockets[0].getsockname()
-        if not self._allow_remote and not is_loopback_address(str(bound[0])):
-            server.close()
-            raise ValueError(
-                f"refusing to serve on {bound[0]}: {self._host!r} resolved to an address that is not loopback"
-            )
-        self._servers = [server]
-        self._port = int(bound[1])
-        if self._host == "127.0.0.1":
-            with contextlib.suppress(OSError):  # where IPv6 loopback is missing, IPv4 alone
-                self._servers.append(
-                    await loop.create_server(self._factory, "::1", self._port, reuse_address=True, backlog=1024)
-                )
+        self._servers = servers
+        self._port = listeners.port
         interval = self.notifier.ping_interval
         if interval:
             self._pinging = asyncio.ensure_future(self._ping(interval))

@@ -69,14 +69,16 @@ def add_resource_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 @contextlib.contextmanager
 def settings_file(server: Any, path: Optional[str]) -> Iterator[Optional[str]]:
-    """Write the extension's settings file for ``server`` (when asked); remove it on the way out."""
-    written = server.write_settings(path) if path else None
+    """Write the extension's settings file for ``server`` (when asked); remove it on the way out,
+    but only while it is still the file written here: a link or another process's file put
+    there since is left alone."""
+    written = server.publish_settings(path) if path else None
     try:
-        yield written
+        yield written.path if written else None
     finally:
         if written:
             with contextlib.suppress(OSError):
-                os.remove(written)
+                written.remove()
 
 
 def point_azure_identity_at_imds(url: Optional[str]) -> None:

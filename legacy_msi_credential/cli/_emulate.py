@@ -43,7 +43,13 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     emulate.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
     )
-    emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    emulate.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 serves ::1 too, on the same port (left out only where the host has no IPv6); "
+        "a name serves every address it resolves to; :: serves every address, IPv4 included; a port another "
+        "process holds on any of them is a refusal to start (default: 127.0.0.1)",
+    )
     emulate.add_argument(
         "--allow-remote", action="store_true", help="allow binding an address that is not loopback (default: refused)"
     )
@@ -72,7 +78,9 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     emulate.add_argument(
         "--write-settings",
         metavar="PATH",
-        help="write a ManagedIdentity-Settings file, removed on exit (default: none written)",
+        help="write a ManagedIdentity-Settings file there, as serve does: whole and at once, never through a "
+        "link, in a folder no other user can swap it in; removed on exit if it is still that file "
+        "(default: none written)",
     )
     emulate.add_argument(
         "--post-only",

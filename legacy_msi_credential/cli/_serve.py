@@ -25,7 +25,13 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, and ::1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 serves ::1 too, on the same port (left out only where the host has no IPv6); "
+        "a name serves every address it resolves to; :: serves every address, IPv4 included; a port another "
+        "process holds on any of them is a refusal to start (default: 127.0.0.1)",
+    )
     serve.add_argument(
         "--allow-remote",
         action="store_true",
@@ -48,8 +54,9 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--write-settings",
         metavar="PATH",
-        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings "
-        "(default: none written)",
+        help="write the extension's settings file there, e.g. /var/lib/waagent/ManagedIdentity-Settings: "
+        "whole and at once (a new file renamed over it, a link there replaced, not followed), mode 0644, in a "
+        "folder no other user can swap it in; removed on exit if it is still that file (default: none written)",
     )
     serve.add_argument(
         "--imds-url",

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
+from .._binding import bind_listeners
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
 from .._rules import Listening, Policy, Refusal, decide, name_the_identity, parameters
@@ -47,6 +48,8 @@ _LOGGER = logging.getLogger(__name__)
 _REISSUE_BEFORE_EXPIRY = 300  # s
 DEFAULT_LIFETIME = EMULATOR_LIFETIME
 _MAX_BODY = 1024 * 1024
+#: Connections the kernel queues for each listening socket before they are accepted.
+_BACKLOG = 256
 #: What a request with no scripted fault plays: the normal answer.
 _NO_FAULT = Fault.ok()
 
@@ -77,21 +80,27 @@ class RecordedRequest:
         return values[0] if values else None
 
 
-class _ReuseServer(http.server.ThreadingHTTPServer):
+class _Server(http.server.ThreadingHTTPServer):
+    """The standard library's threading server, on a socket bound and listening already
+    (:func:`~legacy_msi_credential._binding.bind_listeners`)."""
+
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 256
-    allow_reuse_address = True
+
+    def __init__(self, sock: socket.socket, handler: type) -> None:
+        self.address_family = sock.family
+        super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
+        self.socket.close()  # the one made by the base class, never bound
+        self.socket = sock
+        self.server_address = sock.getsockname()
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that drops its connection (a credential abandoning a slow answer) is
         # ordinary here: a DEBUG line, not a traceback on stderr.
         kind = sys.exc_info()[0]
         _LOGGER.debug("connection from %s ended abruptly (%s)", client_address[0], kind.__name__ if kind else "?")
-
-
-class _ReuseServer6(_ReuseServer):
-    address_family = socket.AF_INET6
 
 
 class Emulator(Listening):
@@ -115,7 +124,9 @@ class Emulator(Listening):
         flavor: ``linux`` (default) or ``windows``: the Windows extension answers a
             resource Azure AD does not know with ``500 unknown``, not ``400 invalid_resource``.
         ipv6: Also listen on ``::1``, same port (default: when ``host`` is ``127.0.0.1``),
-            for clients whose ``localhost`` resolves to ``::1`` first.
+            for clients whose ``localhost`` resolves to ``::1`` first; left out, and said
+            once, only where the host has no IPv6. A name is served on every address it
+            resolves to, ``::`` on every address of both families.
     """
 
     def __init__(
@@ -142,7 +153,8 @@ class Emulator(Listening):
         #: Requests served at once (``None``: no limit); beyond it, 503 at once.
         #: Largest request body read.
         self._max_body = _MAX_BODY
-        self._server6: Optional[_ReuseServer] = None
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
         if not is_loopback_host(host) and not allow_remote:
             raise ValueError(
                 f"refusing to bind {host!r}: the emulator serves tokens to anyone who can reach it, "
@@ -174,8 +186,7 @@ class Emulator(Listening):
         self._issued: dict[tuple[str, str, str], dict[str, str]] = {}
         self._minted: list[str] = []
         self._stopping = threading.Event()
-        self._server: Optional[_ReuseServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[_Server] = None
         self.vm_resource_id = (
             f"/subscriptions/{derived_id('subscription')}/resourcegroups/emulator/providers/"
             "Microsoft.Compute/virtualMachines/legacy-msi-emulator"
@@ -184,62 +195,59 @@ class Emulator(Listening):
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> Emulator:
-        """Bind and serve from a background thread. Returns ``self``."""
+        """Bind and serve from background threads. Returns ``self``.
+
+        Raises:
+            AddressInUseError: Another process holds the port on an address to serve (on
+                ``::1`` too with the default host); the message names it and what to do.
+            ValueError: ``host`` resolved to an address that is not loopback.
+        """
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        handler = type("Handler", (_Handler,), {"emulator": self})
-        server_class = _ReuseServer6 if ":" in self._host else _ReuseServer
-        self._stopping.clear()
-        server = server_class((self._host.strip("[]"), self._requested_port), handler)
-        bound = str(server.server_address[0])
-        if not self._allow_remote and not is_loopback_address(bound):
-            # The name resolved to an address that is not loopback: serve nothing there.
-            server.server_close()
-            raise ValueError(
-                f"refusing to serve on {bound}: {self._host!r} resolved to an address that is not loopback; "
-                "pass allow_remote=True if this is intended"
-            )
-        self._server = server
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="legacy-msi-emulator", daemon=True
+        listeners = bind_listeners(
+            self._host,
+            self._requested_port,
+            ipv6_loopback=self._ipv6,
+            allow_remote=self._allow_remote,
+            backlog=_BACKLOG,
+            server="Emulator",
         )
-        self._thread.start()
-        if self._ipv6:
-            self._start_ipv6(handler, int(server.server_address[1]))
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        self._stopping.clear()
+        servers = [_Server(sock, handler) for sock in listeners.sockets]
+        self._server, self._servers = servers[0], servers
+        for index, server in enumerate(servers):
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"legacy-msi-emulator-{index}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
         _LOGGER.info("Emulator listening on %s", self.endpoint)
         return self
-
-    def _start_ipv6(self, handler: type, port: int) -> None:
-        """Serve the same port on ``::1`` too; where IPv6 loopback is missing, IPv4 alone."""
-        try:
-            server6 = _ReuseServer6(("::1", port), handler)
-        except OSError as exc:
-            _LOGGER.info("Emulator: not listening on [::1]:%d (%s)", port, exc.strerror)
-            return
-        self._server6 = server6
-        threading.Thread(
-            target=server6.serve_forever, kwargs={"poll_interval": 0.1}, name="legacy-msi-emulator-v6", daemon=True
-        ).start()
 
     @property
     def ipv6_port(self) -> Optional[int]:
         """The port served on ``::1`` too, or ``None``."""
-        return int(self._server6.server_address[1]) if self._server6 is not None else None
+        for server in self._servers[1:]:
+            if server.server_address[0] == "::1":
+                return int(server.server_address[1])
+        return None
 
     def stop(self) -> None:
         """Stop serving and release the port; hung requests are released."""
-        server6, self._server6 = self._server6, None
-        if server6 is not None:
-            server6.shutdown()
-            server6.server_close()
-        server, self._server = self._server, None
-        if server is None:
+        servers, self._servers, self._server = self._servers, [], None
+        if not servers:
             return
         self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout=5)
         _LOGGER.info("Emulator stopped")
 
     def wait(self) -> None:
