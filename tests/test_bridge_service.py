@@ -29,6 +29,7 @@ import requests
 from azure.core.credentials import AccessToken
 
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
+from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import start_cli
@@ -476,6 +477,7 @@ def test_the_access_log_has_one_line_per_request_and_no_secret(
         timeout=30,
     ).json()["access_token"]
     requests.get(bridge.endpoint, params={"resource": ARM}, timeout=30)  # no Metadata header
+    assert OFF_LOOP.flush()  # the log is written from its own thread
     lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
     assert len(lines) == 2
     assert lines[0].startswith("GET /oauth2/token client_id 200 ")
@@ -739,6 +741,7 @@ def test_the_access_log_cannot_be_forged_by_a_path(bridge: Bridge, caplog: pytes
     caplog.set_level(logging.INFO, logger="legacy_msi_credential.bridge.access")
     raw(bridge.port, b"GET /x%0A2026-01-01%20GET%20/oauth2/token%20client_id%20200 HTTP/1.1\r\nHost: localhost\r\n"
         b"Connection: close\r\n\r\n")  # fmt: skip
+    assert OFF_LOOP.flush()
     lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
     assert len(lines) == 1
     assert "\n" not in lines[0]
