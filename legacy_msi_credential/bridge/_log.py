@@ -30,9 +30,9 @@ BRIDGE_LOGGERS = (
     "legacy_msi_credential.bridge.access",
     "legacy_msi_credential.bridge.http",
 )
-#: Records waiting for the writing thread; beyond, they are dropped and counted. A few
-#: seconds of a busy access log (each record about 1 KiB held).
-LOG_QUEUE_SIZE = 4096
+#: Records waiting for the writing thread; beyond, they are dropped and counted: a burst
+#: of the access log (each record about 1 KiB held) while its handler is slow.
+LOG_QUEUE_SIZE = 1024
 #: Seconds :meth:`OffLoop.flush` and the last :meth:`OffLoop.release` wait for the writing
 #: thread; a handler stuck longer is left to finish on its own (the thread is a daemon).
 LOG_DRAIN_TIMEOUT = 2.0  # s
