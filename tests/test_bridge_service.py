@@ -788,7 +788,7 @@ def answer_on(sock: socket.socket, request: bytes) -> bytes:
 @pytest.mark.slow
 def test_a_stderr_nobody_reads_does_not_stop_the_bridge(imds: Emulator) -> None:
     """``legacy-msi serve`` with its access log on, stderr a pipe of one page that is never
-    read: before, the loop blocked in the log's write after about 60 lines."""
+    read: before, the loop blocked in the log's write once the pipe was full."""
     import fcntl
 
     serve = ("serve", "--port", "0", "--imds-url", imds.imds_authority)
