@@ -226,6 +226,8 @@ def build_chain(credential: Any, kwargs: dict[str, Any], parts: ChainParts) -> N
         parts: The twin's azure-identity and legacy classes.
     """
     identity_init, chained_init, make, unusable = parts.identity_init, parts.chained_init, parts.make, parts.unusable
+    # What a pickled copy is made from (see reduce): the caller's arguments, never a transport.
+    credential._legacy_msi_arguments = {name: value for name, value in kwargs.items() if name != "transport"}
     options = LegacyStepOptions.take(kwargs)
     if options.only_legacy:
         # azure-identity does not know this value: the chain is the legacy step alone. An
@@ -243,6 +245,22 @@ def build_chain(credential: Any, kwargs: dict[str, Any], parts: ChainParts) -> N
     if not options.excluded and managed_identity_steps:
         step = legacy_step(options, make, unusable)
         credential.credentials = with_legacy_step(credential.credentials, step, managed_identity_steps[0])
+
+
+def reduce(credential: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """``__reduce__`` for both twins: a pickle carries the arguments the credential was made with.
+
+    Never what its steps hold: a secret azure-identity read from the environment
+    (``AZURE_CLIENT_SECRET``, ``AZURE_PASSWORD``...), a cached token, a lock, a session or an
+    event loop's objects. The copy is made anew, reading the environment where it is
+    unpickled, as a credential made there would.
+    """
+    return rebuild, (type(credential), credential._legacy_msi_arguments)
+
+
+def rebuild(cls: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Make a ``DefaultAzureCredential`` twin from a pickled configuration."""
+    return cls(**arguments)
 
 
 def legacy_step(options: LegacyStepOptions, make: Callable[..., Any], unusable: type[UnusableLegacyStep]) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._chain import ChainParts, IdentityInit, UnusableLegacyStep, build_chain, import_error
+from ._chain import ChainParts, IdentityInit, UnusableLegacyStep, build_chain, import_error, reduce
 from ._credential import LegacyMsiCredential
 
 try:
@@ -58,3 +58,7 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
 
     def __init__(self, **kwargs: Any) -> None:
         build_chain(self, kwargs, _PARTS)
+
+    def __reduce__(self) -> Any:
+        """Pickled: its arguments, never a secret, token or connection (see ``_chain.reduce``)."""
+        return reduce(self)

@@ -40,6 +40,42 @@ WINDOWS_UNKNOWN = (
 )
 
 
+#: Headers (lower case) that a proxy or load balancer adds when it relays a request: the
+#: standard ones (RFC 9110 ``Via``, RFC 7239 ``Forwarded``) and those of common proxies,
+#: CDNs and platforms. A request carrying any of them did not come from this machine's
+#: client directly, so a server that refuses relayed requests refuses it.
+RELAY_HEADERS = frozenset(
+    (
+        "via",
+        "forwarded",
+        "x-forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "cf-connecting-ipv6",
+        "fastly-client-ip",
+        "akamai-origin-hop",
+        "x-original-forwarded-for",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "x-envoy-external-address",
+        "x-appengine-user-ip",
+        "x-azure-clientip",
+        "x-azure-socketip",
+        "x-azure-fdid",
+        "x-arr-clientip",
+    )
+)
+#: Prefixes of relaying headers: ``X-Forwarded-For``, ``-Host``, ``-Proto``, ``-Port``,
+#: ``-Server``, ``-Prefix`` and every other ``X-Forwarded-*``.
+RELAY_HEADER_PREFIXES = ("x-forwarded-",)
+
+
 class Headers(Protocol):
     """Request headers with case-insensitive ``get`` (http.server's and aiohttp's both are)."""
 
@@ -98,7 +134,7 @@ class Policy:
         serves_imds: Answer IMDS's token path too.
         windows: Answer a resource Azure AD does not know as the Windows extension did.
         tenant_id: Named in the ``invalid_resource`` description.
-        refuse_forwarded: Refuse requests relayed by a proxy (``X-Forwarded-For``, ``Forwarded``).
+        refuse_forwarded: Refuse requests relayed by a proxy (any of :data:`RELAY_HEADERS`).
         browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
             (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
             legacy client sends.
@@ -144,6 +180,47 @@ def browser_marker(headers: Headers) -> Optional[str]:
     return None
 
 
+def relay_marker(headers: Headers) -> Optional[str]:
+    """The name of a header a relaying proxy adds (:data:`RELAY_HEADERS`), if the request has one."""
+    for name in headers:
+        lowered = name.lower()
+        if lowered in RELAY_HEADERS or lowered.startswith(RELAY_HEADER_PREFIXES):
+            return name
+    return None
+
+
+def admit(headers: Headers, *, peer_is_loopback: bool, policy: Policy) -> Optional[Refusal]:
+    """Whether a server may answer this request at all, whatever its path: None, or why not.
+
+    The one rule for every path a server has (the token path, the health path, an unknown
+    one): the peer is loopback; no proxy relayed it (with ``policy.refuse_forwarded``); no
+    browser sent it (with ``policy.browser_proof``). A server applies it before it
+    dispatches; :func:`decide` applies it too.
+    """
+    if not peer_is_loopback:
+        return Refusal(401, "unauthorized_client", "Requests must come over loopback.")
+    if policy.refuse_forwarded:
+        relayed = relay_marker(headers)
+        if relayed is not None:
+            # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
+            return Refusal(
+                400,
+                "invalid_request",
+                f"Relayed requests are refused (the request carries {relayed}): ask from this machine directly.",
+            )
+    if policy.browser_proof:
+        if not host_is_loopback(headers.get("Host")):
+            return Refusal(
+                401, "unknown_source", "The Host header must name localhost, 127.0.0.1 or [::1] (no other name)."
+            )
+        marker = browser_marker(headers)
+        if marker is not None:
+            return Refusal(
+                401, "unauthorized_client", f"Requests from web pages are refused (the request carries {marker})."
+            )
+    return None
+
+
 def decide(
     method: str,
     target: str,
@@ -164,21 +241,9 @@ def decide(
         policy: What this server accepts beyond the protocol.
     """
     path = urlsplit(target).path
-    if not peer_is_loopback:
-        return Refusal(401, "unauthorized_client", "Requests must come over loopback.")
-    if policy.refuse_forwarded and (headers.get("X-Forwarded-For") is not None or headers.get("Forwarded") is not None):
-        # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
-        return Refusal(400, "invalid_request", "Forwarded requests are refused: ask from this machine directly.")
-    if policy.browser_proof:
-        if not host_is_loopback(headers.get("Host")):
-            return Refusal(
-                401, "unknown_source", "The Host header must name localhost, 127.0.0.1 or [::1] (no other name)."
-            )
-        marker = browser_marker(headers)
-        if marker is not None:
-            return Refusal(
-                401, "unauthorized_client", f"Requests from web pages are refused (the request carries {marker})."
-            )
+    refused = admit(headers, peer_is_loopback=peer_is_loopback, policy=policy)
+    if refused is not None:
+        return refused
     imds = path == IMDS_TOKEN_PATH and policy.serves_imds
     if path != TOKEN_PATH and not imds:
         return Refusal(401, "unknown_source", f"Unknown Source: the request URI {path!r} is not /oauth2/token.")

@@ -92,9 +92,34 @@ MUTANTS = [
     Mutant(
         "rules: X-Forwarded-For passes",
         "legacy_msi_credential/_rules.py",
-        '(headers.get("X-Forwarded-For") is not None or headers.get("Forwarded") is not None)',
-        '(headers.get("Forwarded") is not None)',
-        "X-Forwarded-For and Forwarded are refused",
+        "        if lowered in RELAY_HEADERS or lowered.startswith(RELAY_HEADER_PREFIXES):",
+        "        if lowered in RELAY_HEADERS:",
+        "X-Forwarded-For and every other relaying header are refused",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "rules: Via passes",
+        "legacy_msi_credential/_rules.py",
+        '        "via",\n',
+        "",
+        "a request relayed by a proxy is refused, whichever header says so",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: the health path answered before the rule",
+        "legacy_msi_credential/bridge/_app.py",
+        "        refused = admit(request.headers, peer_is_loopback=loopback, policy=self.policy)",
+        "        refused = None if request.rel_url.path == HEALTH_PATH else admit("
+        "request.headers, peer_is_loopback=loopback, policy=self.policy)",
+        "the health path obeys the Host, browser and relay rules of the token path",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: a blocking notification",
+        "legacy_msi_credential/bridge/_notify.py",
+        "socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK",
+        "socket.SOCK_CLOEXEC",
+        "the serving loop never waits on systemd's socket",
         BRIDGE_TESTS,
     ),
     # --- whose token it is (_claims) -----------------------------------------------------------

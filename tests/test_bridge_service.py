@@ -29,6 +29,7 @@ import requests
 from azure.core.credentials import AccessToken
 
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
+from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import start_cli
@@ -476,6 +477,7 @@ def test_the_access_log_has_one_line_per_request_and_no_secret(
         timeout=30,
     ).json()["access_token"]
     requests.get(bridge.endpoint, params={"resource": ARM}, timeout=30)  # no Metadata header
+    assert OFF_LOOP.flush()  # the log is written from its own thread
     lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
     assert len(lines) == 2
     assert lines[0].startswith("GET /oauth2/token client_id 200 ")
@@ -739,6 +741,7 @@ def test_the_access_log_cannot_be_forged_by_a_path(bridge: Bridge, caplog: pytes
     caplog.set_level(logging.INFO, logger="legacy_msi_credential.bridge.access")
     raw(bridge.port, b"GET /x%0A2026-01-01%20GET%20/oauth2/token%20client_id%20200 HTTP/1.1\r\nHost: localhost\r\n"
         b"Connection: close\r\n\r\n")  # fmt: skip
+    assert OFF_LOOP.flush()
     lines = [r.getMessage() for r in caplog.records if r.name == "legacy_msi_credential.bridge.access"]
     assert len(lines) == 1
     assert "\n" not in lines[0]
@@ -760,3 +763,223 @@ async def test_every_source_the_cli_offers_is_one_the_bridge_can_make() -> None:
     assert made == ["ManagedIdentityCredential", "AzureCliCredential", "DefaultAzureCredential"]
     with pytest.raises(ValueError, match="source must be one of imds, cli, default"):
         TokenSource("nowhere")
+
+
+# --- the serving loop never blocks ------------------------------------------------------------
+
+
+def answer_on(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` on a kept-alive connection and read exactly one answer."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.slow
+def test_a_stderr_nobody_reads_does_not_stop_the_bridge(imds: Emulator) -> None:
+    """``legacy-msi serve`` with its access log on, stderr a pipe of one page that is never
+    read: before, the loop blocked in the log's write once the pipe was full."""
+    import fcntl
+
+    serve = ("serve", "--port", "0", "--imds-url", imds.imds_authority)
+    with start_cli(*serve, text=False) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            fcntl.fcntl(process.stderr.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+            port = int(process.stdout.readline().decode().split(" at ", 1)[1].split("/")[2].split(":")[1])
+            request = token_request(extra="").replace(b"Connection: close\r\n", b"")
+            slowest = 0.0
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                assert status_of(answer_on(sock, request)) == 200  # the source's one request, then cached
+                for _ in range(2000):
+                    started = time.monotonic()
+                    assert status_of(answer_on(sock, request)) == 200
+                    slowest = max(slowest, time.monotonic() - started)
+                health = body_of(answer_on(sock, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=15)  # reading stderr at last lets it finish
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert slowest < 1.0
+    assert health["log_lines_dropped"] > 0  # the queue filled, and dropped rather than waited
+    assert process.returncode == 0
+    lines = err.decode().splitlines()
+    assert len(lines) < 2000
+    assert re.search(r"legacy-msi: warning: [0-9]+ log lines were dropped", lines[-1]), lines[-3:]
+
+
+def test_a_notify_socket_nobody_reads_does_not_delay_answers(short_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """systemd's socket stands in, never read, with the smallest receive buffer; the watchdog
+    wants a ping every millisecond. Before, the loop blocked in ``sendto`` once it was full."""
+    from legacy_msi_credential.bridge import Notifier
+
+    caplog.set_level(logging.WARNING, logger="legacy_msi_credential.bridge")
+    address = str(short_dir / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        systemd.bind(address)
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000"})
+        source = TokenSource("imds", credential_factory=StandIn("mirror"))
+        with Bridge(port=0, source=source, notifier=notifier) as bridge, requests.Session() as session:
+            slowest = 0.0
+            for _ in range(200):
+                started = time.monotonic()
+                answer = session.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=5)
+                assert answer.status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+        assert OFF_LOOP.flush()
+    assert slowest < 1.0
+    assert notifier.dropped > 0
+    said = [r.getMessage() for r in caplog.records if "notification socket" in r.getMessage()]
+    assert len(said) == 1  # said once, however many were dropped
+    assert any(f"{notifier.dropped} notifications to systemd were dropped" in r.getMessage() for r in caplog.records)
+
+
+# --- hygiene: what a malformed request costs, and what every answer says -------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MALFORMED = [
+    b"GET /oauth2/token?resource=https://vault.example/&client_id=5ec7e7-c11e HTTP/1.1\r\nHost: localhost\r\n"
+    b"X: a\x00b\r\n\r\n",  # a NUL in a header
+    b"GET /oauth2/token?resource=https://vault.example/&client_id=5ec7e7-c11e HTTP/1.1\r\nMetadata: true\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # TLS, not HTTP at all
+    b"GET /oauth2/token?resource=https://vault.example/&client_id=5ec7e7-c11e HTTP/1.1\r\nHost: localhost\r\n"
+    b"Content-Length: +5\r\n\r\nhello",
+]
+
+
+def test_malformed_requests_cost_one_rate_limited_line_and_never_say_what_was_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, each was a traceback from aiohttp's parser (11 lines), some quoting the target."""
+    from legacy_msi_credential.bridge._app import MALFORMED_REPORTS
+
+    caplog.set_level(logging.DEBUG)
+    clock = Clock()
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    with Bridge(port=0, source=source, clock=clock) as bridge:
+        for _ in range(8):
+            for request in MALFORMED:
+                assert status_of(raw(bridge.port, request)) == 400
+        assert OFF_LOOP.flush()
+        within_the_minute = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        clock.now += 61
+        assert status_of(raw(bridge.port, MALFORMED[0])) == 400
+        counted = bridge.health()["malformed_requests"]
+        assert OFF_LOOP.flush()
+    assert len(within_the_minute) == MALFORMED_REPORTS
+    assert all(r.getMessage().startswith("answered 400 to a malformed request (") for r in within_the_minute)
+    later = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING][MALFORMED_REPORTS:]
+    assert later == ["22 more malformed requests in the last 60 s were not logged", later[1]]
+    assert all(r.exc_info is None and r.exc_text is None for r in caplog.records)
+    assert "Traceback" not in caplog.text
+    assert "5ec7e7" not in caplog.text
+    assert "vault.example" not in caplog.text
+    assert counted == 33
+
+
+KINDS_OF_ANSWER = {
+    "token": (token_request(), 200),
+    "refusal": (b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 400),
+    "health": (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 200),
+    "unknown path": (b"GET /nothing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 401),
+    "method": (b"DELETE /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n", 405),
+    "nul in a header": (MALFORMED[0], 400),
+    "no host": (MALFORMED[1], 400),
+    "not http": (MALFORMED[2], 400),
+    "framing": (MALFORMED[3], 400),
+    "too many headers": (token_request(extra="".join(f"X-{n}: 1\r\n" for n in range(150))), 431),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS_OF_ANSWER)
+def test_every_answer_says_legacy_msi_bridge_and_nothing_of_aiohttp(kind: str) -> None:
+    request, status = KINDS_OF_ANSWER[kind]
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    with Bridge(port=0, source=source) as bridge:
+        answer = raw(bridge.port, request)
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert status_of(answer) == status
+    assert re.findall(r"(?im)^server: *(.*?)\r?$", head) == ["legacy-msi-bridge"]
+    assert b"aiohttp" not in answer.lower()
+    assert b"python/" not in answer.lower()
+    document = body_of(answer)  # JSON, always
+    assert (
+        ("access_token" in document or "status" in document)
+        if status == 200
+        else set(document)
+        == {
+            "error",
+            "error_description",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host: evil.test",
+        "Origin: http://evil.test",
+        "Sec-Fetch-Site: cross-site",
+        "Sec-Fetch-Mode: no-cors",
+        "Via: 1.1 proxy",
+        "X-Real-IP: 203.0.113.9",
+        "X-Forwarded-For: 203.0.113.9",
+    ],
+)
+def test_the_health_path_obeys_the_rules_of_the_token_path(bridge: Bridge, header: str) -> None:
+    host = "" if header.startswith("Host:") else "Host: localhost\r\n"
+    answer = raw(bridge.port, f"GET /healthz HTTP/1.1\r\n{host}{header}\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(answer) in (400, 401)
+    document = body_of(answer)
+    assert set(document) == {"error", "error_description"}  # no source, counts or connections
+    token = raw(bridge.port, token_request(host="evil.test") if host == "" else token_request(extra=header + "\r\n"))
+    assert (status_of(token), body_of(token)) == (status_of(answer), document)  # one rule, the same answer
+
+
+RELAYING_HEADERS = [
+    "Via: 1.1 proxy.example",
+    "Forwarded: for=203.0.113.9",
+    "X-Forwarded-For: 203.0.113.9",
+    "X-Forwarded-Host: evil.example",
+    "X-Forwarded-Proto: https",
+    "X-Forwarded-Port: 443",
+    "X-Real-IP: 203.0.113.9",
+    "X-Client-IP: 203.0.113.9",
+    "True-Client-IP: 203.0.113.9",
+    "X-Cluster-Client-IP: 203.0.113.9",
+    "CF-Connecting-IP: 203.0.113.9",
+    "X-Original-Forwarded-For: 203.0.113.9",
+    "Fastly-Client-IP: 203.0.113.9",
+    "x-envoy-external-address: 203.0.113.9",
+]
+
+
+def test_every_header_a_relaying_proxy_adds_is_refused(bridge: Bridge, imds: Emulator) -> None:
+    for header in RELAYING_HEADERS:
+        answer = raw(bridge.port, token_request(extra=header + "\r\n"))
+        assert status_of(answer) == 400, header
+        assert header.split(":")[0] in body_of(answer)["error_description"]
+    assert imds.request_count == 0
+    assert status_of(raw(bridge.port, token_request())) == 200  # and without one, served

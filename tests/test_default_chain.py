@@ -534,3 +534,71 @@ def test_both_drop_ins_pickle(emulator: Emulator, monkeypatch: pytest.MonkeyPatc
         steps = asyncio.run(in_a_loop())
     assert "LegacyMsiCredential" in steps
     assert legacy_of(copy if twin == "sync" else DefaultAzureCredential())._in_chain
+
+
+#: Secrets azure-identity reads from the environment; none may reach a pickle.
+ENVIRONMENT_SECRETS = {
+    "AZURE_CLIENT_SECRET": "client-secret-8d1f0c",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD": "certificate-password-5e2a9b",
+    "AZURE_PASSWORD": "user-password-77c3d4",
+}
+
+
+def assert_no_secret_in(pickled: bytes, *tokens: str) -> None:
+    for secret in (*ENVIRONMENT_SECRETS.values(), *tokens):
+        assert secret.encode() not in pickled, secret[:12]
+        assert secret.encode("utf-16-le") not in pickled, secret[:12]
+
+
+@pytest.mark.parametrize("twin", ["sync", "aio"])
+def test_a_used_drop_in_pickles_its_configuration_never_a_secret_or_token(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, no_legacy_endpoint: str, twin: str
+) -> None:
+    """After IMDS (the emulator) has answered: the pickle has neither the token nor a secret
+    from the environment, and the copy gets its own token."""
+    import pickle
+
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds_authority)
+    for name, value in ENVIRONMENT_SECRETS.items():  # set, but not enough for EnvironmentCredential
+        monkeypatch.setenv(name, value)
+
+    async def in_a_loop() -> tuple[bytes, str, str]:
+        async with AsyncDefaultAzureCredential(exclude_cli_credential=True) as credential:
+            token = (await credential.get_token(ARM)).token
+            pickled = pickle.dumps(credential)
+        async with pickle.loads(pickled) as copy:
+            return pickled, token, (await copy.get_token(ARM)).token
+
+    if twin == "sync":
+        credential = DefaultAzureCredential(exclude_cli_credential=True)
+        token = credential.get_token(ARM).token
+        pickled = pickle.dumps(credential)
+        again = pickle.loads(pickled).get_token(ARM).token
+    else:
+        pickled, token, again = asyncio.run(in_a_loop())
+    assert token in emulator.minted_tokens
+    assert_no_secret_in(pickled, token, *token.split("."))
+    assert again in emulator.minted_tokens
+    # the copy asked IMDS for its own token: nothing was carried over
+    assert [request.path for request in emulator.requests] == ["/metadata/identity/oauth2/token"] * 2
+
+
+@pytest.mark.parametrize("twin", ["sync", "aio"])
+def test_a_configured_environment_credential_pickles_no_secret(monkeypatch: pytest.MonkeyPatch, twin: str) -> None:
+    """EnvironmentCredential holds the secret it read; the pickle holds none, and the copy reads
+    the environment where it is unpickled, as a new credential would."""
+    import pickle
+
+    for name, value in ENVIRONMENT_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-0000000000aa")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-0000000000bb")
+    monkeypatch.setenv("AZURE_USERNAME", "someone@example.com")
+    made = DefaultAzureCredential if twin == "sync" else AsyncDefaultAzureCredential
+    credential = made(managed_identity_client_id="00000000-0000-0000-0000-0000000000cc")
+    pickled = pickle.dumps(credential)
+    assert_no_secret_in(pickled)
+    copy = pickle.loads(pickled)
+    assert names(copy) == names(credential)
+    assert type(copy.credentials[0]._credential).__name__ == type(credential.credentials[0]._credential).__name__
+    assert legacy_of(copy)._arguments["client_id"] == "00000000-0000-0000-0000-0000000000cc"

@@ -15,10 +15,14 @@ a service, not a test tool: it shares the protocol's rules with the emulator
 * A token is served for a user-assigned identity only when its claims name that identity,
   and a system-assigned request never gets a signed-in user's token (except from ``cli``).
 * As a local service: loopback only; browser-proof (a loopback ``Host`` is required, and
-  ``Origin`` and ``Sec-Fetch-*`` are refused); requests relayed by a proxy refused; a
-  whole-request deadline; bounded connections, body, headers and cache; never a token in
-  a log. On stop it stops accepting, answers what is in flight (``503`` if the source has
-  not answered within the grace period) and returns.
+  ``Origin`` and ``Sec-Fetch-*`` are refused, on every path); requests relayed by a proxy
+  refused; a whole-request deadline; bounded connections, body, headers and cache; never a
+  token in a log. On stop it stops accepting, answers what is in flight (``503`` if the
+  source has not answered within the grace period) and returns.
+* Its serving loop never waits on a log handler or on systemd: while it runs, its loggers
+  write from a thread of their own through a bounded queue (:mod:`._log`), and
+  notifications are sent without waiting; what could not be written is dropped, counted
+  and said.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
 except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
     raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
+from ._log import BRIDGE_LOGGERS, OFF_LOOP
 from ._notify import Notifier
 from ._source import SOURCE_TIMEOUT, SOURCES, SourceLimits, TokenSource
 
@@ -131,6 +136,7 @@ class Bridge(Listening):
         self._app: Optional[BridgeApp] = None
         self.notifier = notifier or Notifier(None)
         self._pinging: Optional[asyncio.Task[None]] = None
+        self._dropped_before = 0
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -152,6 +158,8 @@ class Bridge(Listening):
             backlog=BACKLOG,
             server="Bridge",
         )
+        OFF_LOOP.hold(*BRIDGE_LOGGERS)
+        self._dropped_before = OFF_LOOP.dropped
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="legacy-msi-bridge", daemon=True)
         thread.start()
@@ -162,6 +170,7 @@ class Bridge(Listening):
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             loop.close()
+            OFF_LOOP.release(*BRIDGE_LOGGERS)
             raise
         self._loop, self._thread = loop, thread
         self._stopped.clear()
@@ -223,6 +232,12 @@ class Bridge(Listening):
                 loop.close()
             self._stopped.set()
             _LOGGER.info("Bridge stopped")
+            OFF_LOOP.release(*BRIDGE_LOGGERS)  # what is queued is written first
+            dropped = OFF_LOOP.dropped - self._dropped_before
+            if dropped:
+                _LOGGER.warning("%d log lines were dropped: their handlers did not keep up", dropped)
+            if self.notifier.dropped:
+                _LOGGER.warning("%d notifications to systemd were dropped: its socket was full", self.notifier.dropped)
 
     async def _shutdown(self, grace: float) -> None:
         self.notifier.stopping()

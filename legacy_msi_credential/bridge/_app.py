@@ -15,6 +15,12 @@ and where its token comes from is :class:`~legacy_msi_credential.bridge._source.
 * **Bounded connections.** At ``max_connections``, a new connection displaces the oldest
   one still waiting for its request, so clients that hold connections open cannot starve
   the ones that ask.
+* **One rule before dispatch.** Every path (token, health, unknown) is answered only when
+  :func:`~legacy_msi_credential._rules.admit` allows: loopback peer, not relayed, not a browser.
+* **Says what it is, and nothing else.** Every answer, aiohttp's own parser errors included
+  (:class:`_Handler`), is JSON in the protocol's error shape with ``Server:
+  legacy-msi-bridge``: no aiohttp version. A malformed request is one log line at most,
+  :data:`MALFORMED_REPORTS` a minute and then a count, never its target and never a traceback.
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._loopback import peer_is_loopback
 from .._owner import socket_owner
-from .._rules import Policy, Refusal, TokenAsk, decide, parameters, token_answer
+from .._rules import Policy, Refusal, TokenAsk, admit, decide, parameters, token_answer
 from .._text import clean_text
+from ._log import OFF_LOOP
 from ._source import TokenSource
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 _ACCESS = logging.getLogger("legacy_msi_credential.bridge.access")
-#: aiohttp's own reports of malformed requests (each a 400 the client sees), kept quiet.
+#: Malformed requests (each a 400 the client sees) and connections that failed: one line each, rate-limited.
 _PARSER_LOGGER = logging.getLogger("legacy_msi_credential.bridge.http")
 
 #: Headers a request may carry once at most (RFC 9110 and 9112: repeated, they are ambiguous).
@@ -48,6 +55,49 @@ _SINGLE_HEADERS = ("Host", "Content-Length", "Transfer-Encoding", "Content-Type"
 
 #: What the ``Server`` header and the health path say this is.
 SERVER_NAME = "legacy-msi-bridge"
+#: Malformed requests logged a minute (one line each); beyond, they are counted and the
+#: count is logged when the minute is over.
+MALFORMED_REPORTS = 10
+#: The window of :data:`MALFORMED_REPORTS`.
+MALFORMED_WINDOW = 60.0  # s
+
+
+class Reports:
+    """One log line per malformed request, at most ``limit`` a window, then a count.
+
+    A client can send malformed requests as fast as it likes; each costs at most a
+    counter, so the log (and the loop writing it) is not the client's to flood.
+
+    Args:
+        limit: Lines a window.
+        clock: Seconds, for the window.
+        window: The window's length in seconds.
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], float], window: float = MALFORMED_WINDOW) -> None:
+        self.limit = limit
+        self.clock = clock
+        self.window = window
+        #: Malformed requests since the start, logged or not.
+        self.total = 0
+        self._started = clock()
+        self._logged = 0
+        self._suppressed = 0
+
+    def report(self, message: str, *args: object) -> None:
+        self.total += 1
+        now = self.clock()
+        if now - self._started >= self.window:
+            if self._suppressed:
+                _PARSER_LOGGER.warning(
+                    "%d more malformed requests in the last %d s were not logged", self._suppressed, self.window
+                )
+            self._started, self._logged, self._suppressed = now, 0, 0
+        if self._logged >= self.limit:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        _PARSER_LOGGER.warning(message, *args)
 
 
 class Connections:
@@ -197,6 +247,7 @@ class BridgeApp:
         self.stopping = stopping
         #: Per connection (its transport), the uid owning the client's socket: looked up once.
         self._owners: weakref.WeakKeyDictionary[Any, asyncio.Future[Optional[int]]] = weakref.WeakKeyDictionary()
+        self.malformed = Reports(MALFORMED_REPORTS, clock)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
@@ -242,9 +293,10 @@ class BridgeApp:
             return self._close(request, Refusal(413, "invalid_request", "The request body is too large.")), "-"
         if connection is not None:
             connection.disarm()  # the request is in: what remains is the source's time
+        refused = admit(request.headers, peer_is_loopback=loopback, policy=self.policy)  # every path, first
+        if refused is not None:
+            return _json(refused.status, refused.body(), dict(refused.headers)), "-"
         if request.rel_url.path == HEALTH_PATH and request.method == "GET":
-            if not loopback:
-                return _json(401, Refusal(401, "unauthorized_client", "Requests must come over loopback.").body()), "-"
             return _json(200, self.health()), "-"
         params = parameters(request.rel_url.raw_query_string, request.method, request.content_type, body)
         decision = decide(
@@ -304,25 +356,68 @@ class BridgeApp:
             "cached_tokens": self.source.cached,
             "users": self.source.users,
             "connections": len(self.connections),
+            "malformed_requests": self.malformed.total,
+            "log_lines_dropped": OFF_LOOP.dropped,
         }
 
 
+class _Handler(RequestHandler):
+    """aiohttp's handler for one connection, answering its own errors as the bridge answers.
+
+    aiohttp answers a request its parser refuses (and a handler that fails) from
+    :meth:`handle_error`: a text body, aiohttp's ``Server`` header with its version, and a
+    traceback in the log. This one answers in the protocol's JSON error shape with
+    :data:`SERVER_NAME`, and reports one line through :class:`Reports`: the status and the
+    error's kind, never what the client sent. ``handle_error`` and ``log_exception`` are the
+    methods aiohttp itself documents for this, with the same signatures from 3.9 on.
+    """
+
+    def __init__(self, manager: web.Server, app: BridgeApp, **options: Any) -> None:
+        super().__init__(manager, **options)
+        self._app = app
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: Optional[BaseException] = None,
+        message: Optional[str] = None,
+    ) -> web.StreamResponse:
+        kind = type(exc).__name__ if exc is not None else "timeout" if status == 504 else "error"
+        if status >= 500:
+            self._app.malformed.report("answered %d: the bridge failed (%s)", status, kind)
+            refusal = Refusal(status, "unknown", f"The bridge could not answer ({kind}).")
+        else:
+            self._app.malformed.report("answered %d to a malformed request (%s)", status, kind)
+            refusal = Refusal(status, "invalid_request", f"The request is not valid HTTP/1.1 ({kind}).")
+        if request.writer.output_size > 0:  # part of an answer is out: the connection can only close
+            raise ConnectionError("an answer was sent already")
+        response = _json(refusal.status, refusal.body())
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        kind = type(exc).__name__ if isinstance(exc, BaseException) else "error"
+        self._app.malformed.report("a connection failed (%s)", kind)
+
+
 def handler_factory(app: BridgeApp, connections: Connections, *, keepalive: float) -> Callable[[], asyncio.Protocol]:
-    """The protocol factory for ``loop.create_server``: aiohttp's handler, wrapped in a deadline."""
-    server = web.Server(
-        app,
-        logger=_PARSER_LOGGER,
-        access_log=None,
-        keepalive_timeout=keepalive,
-        max_headers=app.max_headers * 2,
-        max_field_size=8190,
-        max_line_size=8190,
-        lingering_time=0.5,
-    )
+    """The protocol factory for ``loop.create_server``: the bridge's handler, wrapped in a deadline."""
+    options: dict[str, Any] = {
+        "logger": _PARSER_LOGGER,
+        "access_log": None,
+        "keepalive_timeout": keepalive,
+        "max_headers": app.max_headers * 2,
+        "max_field_size": 8190,
+        "max_line_size": 8190,
+        "lingering_time": 0.5,
+    }
+    server = web.Server(app, **options)
 
     def make() -> asyncio.Protocol:
         loop = asyncio.get_running_loop()
-        return _Connection(server(), connections, loop)
+        return _Connection(_Handler(server, app, loop=loop, **options), connections, loop)
 
     make.server = server  # type: ignore[attr-defined]
     return make

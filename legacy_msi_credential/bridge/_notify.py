@@ -5,10 +5,16 @@ abstract name written with a leading ``@``) and, with ``WatchdogSec=``, ``$WATCH
 (and ``$WATCHDOG_PID``). The bridge sends ``READY=1`` once it listens, ``WATCHDOG=1``
 from its serving loop at half the watchdog interval (so a wedged loop is restarted),
 and ``STOPPING=1`` when it stops. Outside systemd every call does nothing.
+
+A send never waits: the socket is non-blocking, so a reader that has stalled (its queue
+full) costs the serving loop nothing. Such a datagram is dropped and counted
+(:attr:`Notifier.dropped`), and said once; a watchdog that misses its pings then restarts
+the service, which is what it is for.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -16,6 +22,8 @@ from collections.abc import Mapping
 from typing import Optional
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
+#: What a non-blocking send to a full datagram socket fails with.
+_FULL = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 
 
 class Notifier:
@@ -29,6 +37,8 @@ class Notifier:
     def __init__(self, address: Optional[str], watchdog: Optional[float] = None) -> None:
         self.address = address
         self.watchdog = watchdog
+        #: Datagrams dropped because systemd's socket was full.
+        self.dropped = 0
 
     @classmethod
     def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> Notifier:
@@ -53,9 +63,16 @@ class Notifier:
             return False
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
                 sock.sendto("\n".join(states).encode("utf-8"), target)
         except OSError as exc:
+            if exc.errno in _FULL:
+                self.dropped += 1
+                if self.dropped == 1:
+                    _LOGGER.warning(
+                        "systemd's notification socket %s is not being read: its messages are dropped", self.address
+                    )
+                return False
             _LOGGER.warning("could not notify systemd at %s: %s", self.address, exc.strerror or exc)
             return False
         return True

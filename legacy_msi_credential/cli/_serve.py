@@ -72,7 +72,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..bridge import Bridge, Notifier, TokenSource
+    from ..bridge._log import BRIDGE_LOGGERS, OFF_LOOP
 
     point_azure_identity_at_imds(args.imds_url)
     if not args.no_access_log:
@@ -82,6 +82,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         access.addHandler(stream)
         access.setLevel(logging.INFO)
         access.propagate = False
+    # Every record of this process, the access log's, azure-identity's and asyncio's too, is
+    # written to stderr from a thread of its own: a stderr nobody reads must not stop the
+    # serving loop (what does not fit in the queue is dropped, counted and said on stop).
+    held = ("", *BRIDGE_LOGGERS)
+    OFF_LOOP.hold(*held)
+    try:
+        return _serve(args, out)
+    finally:
+        OFF_LOOP.release(*held)
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    from ..bridge import Bridge, Notifier, TokenSource
+
     source = TokenSource(args.source, timeout=args.source_timeout)
     notifier = Notifier.from_environment()
     bridge = Bridge(args.host, args.port, source=source, allow_remote=args.allow_remote, notifier=notifier)
