@@ -9,6 +9,12 @@
   clients trickle: its latency.
 * **Memory**: the resident size of a bridge process after 10,000 distinct identities were
   asked for (the source is a stand-in with Azure AD-sized tokens and no rate cap).
+* **Heads**: the resident size of a bridge process, under the unit's descriptor limit,
+  before, while and after 1,024 connections each send all the request head they may
+  (just under 32 KiB) and never end it, against the unit's ``MemoryMax``.
+* **Churn**: clients that send their request's lines 200 ms apart (0.8 s of the 10 s
+  allowed) while another process opens connections as fast as it can and sends nothing:
+  how many of them are answered.
 * **Two local users**: a victim's cached and uncached latency while another uid churns
   new identities through the same bridge (fair shares of its cache and its IMDS gate).
 
@@ -374,6 +380,139 @@ def two_users_section(quick: bool) -> list[str]:
     return []
 
 
+_CHILD_BRIDGE = """
+import json, resource, sys, time
+from azure.core.credentials import AccessToken
+from legacy_msi_credential.bridge import UNIT_LIMITS, Bridge, TokenSource
+
+nofile = UNIT_LIMITS["LimitNOFILE"]  # as the unit gives it
+resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+class Source:
+    def __call__(self, kind, parameter, value):
+        return self
+    def get_token(self, *scopes):
+        return AccessToken("e30.e30.", int(time.time()) + 3600)
+
+with Bridge(port=0, source=TokenSource("imds", credential_factory=Source())) as bridge:
+    print(bridge.port, flush=True)
+    sys.stdin.read()
+    print(json.dumps({"displaced": bridge.connections.displaced, "limit": bridge.connections.limit}), flush=True)
+"""
+
+
+@contextmanager
+def child_bridge() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A bridge with the default limits in a process of its own, under the unit's descriptor limit."""
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_BRIDGE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        yield process, int(process.stdout.readline())
+    finally:
+        if process.poll() is None:
+            process.communicate("", timeout=30)
+
+
+def _rss(pid: int) -> float:
+    """Resident MiB of process ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def _more_descriptors(count: int) -> None:
+    """This process holds ``count`` sockets at once: raise its soft limit where it is lower."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(count, hard), hard))
+
+
+def heads(count: int) -> dict[str, float]:
+    """Resident MiB of a bridge before, while and after ``count`` connections hold maximal heads."""
+    from legacy_msi_credential.bridge import MAX_HEAD
+
+    _more_descriptors(count + 256)
+    line = b"X-Fill: " + b"a" * 1000 + b"\r\n"
+    head = b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\n"
+    head += line * ((MAX_HEAD - len(head) - 100) // len(line))
+    with child_bridge() as (process, port):
+        before = _rss(process.pid)
+        held = []
+        peak = before
+        for number in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            held.append(sock)
+            with suppress(OSError):  # displaced once the heads together reach their budget
+                sock.sendall(head)
+            if number % 128 == 127:
+                peak = max(peak, _rss(process.pid))
+        time.sleep(0.5)  # the last bytes parsed
+        peak = max(peak, _rss(process.pid))
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        after = _rss(process.pid)
+    return {"before": before, "during": peak, "after": after}
+
+
+def churn(rounds: int, clients: int) -> tuple[int, int, int]:
+    """Slow-but-timely clients answered, of how many, while silent connections churn; and how many churned."""
+    _more_descriptors(3000)
+    request = f"GET /oauth2/token?resource={RESOURCE} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+    lines = [line.encode() + b"\r\n" for line in request.split("\r\n")[:-1]] + [b"Connection: close\r\n", b"\r\n"]
+    with child_bridge() as (_, port):
+        stop = threading.Event()
+        opened = [0]
+
+        def flood() -> None:
+            silent: list[socket.socket] = []
+            while not stop.is_set():
+                for _ in range(100):
+                    sock = socket.socket()
+                    sock.setblocking(False)
+                    with suppress(BlockingIOError):
+                        sock.connect(("127.0.0.1", port))
+                    silent.append(sock)
+                opened[0] += 100
+                if len(silent) > 2000:
+                    for sock in silent[:100]:
+                        sock.close()
+                    del silent[:100]
+                stop.wait(0.01)
+            for sock in silent:
+                sock.close()
+
+        answered = []
+
+        def slow_client() -> None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+                    for line in lines:  # five lines, 200 ms apart
+                        sock.sendall(line)
+                        if line != b"\r\n":
+                            time.sleep(0.2)
+                    answered.append(sock.recv(65536).startswith(b"HTTP/1.1 200"))
+            except OSError:
+                answered.append(False)
+
+        flooding = threading.Thread(target=flood, daemon=True)
+        flooding.start()
+        time.sleep(0.5)  # the flood under way
+        for _ in range(rounds):
+            threads = [threading.Thread(target=slow_client) for _ in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        stop.set()
+        flooding.join(30)
+    return sum(answered), rounds * clients, opened[0]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: fewer processes, shorter runs")
@@ -430,6 +569,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     if held["after"] >= 96 or held["cached"] > 1000:
         missed.append("memory")
+
+    from legacy_msi_credential.bridge import MAX_HEAD, MAX_PENDING, MEMORY_MAX
+
+    limit = MEMORY_MAX / 2**20
+    held_heads = heads(1024)
+    print(
+        f"Heads: 1,024 connections each send {MAX_HEAD // 1024} KiB of request head less 100 bytes and never end it "
+        f"({MAX_PENDING // 2**20} MiB held together at most): {held_heads['before']:.0f} MiB resident before, "
+        f"{held_heads['during']:.0f} MiB while ({held_heads['during'] / limit:.0%} of MemoryMax={limit:.0f}M), "
+        f"{held_heads['after']:.0f} MiB after (target: under 75% of MemoryMax)"
+    )
+    if held_heads["during"] >= 0.75 * limit:
+        missed.append("heads")
+    rounds = 1 if args.quick else 8
+    answered, asked, churned = churn(rounds, 25)
+    print(
+        f"Churn: {answered} of {asked} clients sending a line every 200 ms answered ({answered / asked:.1%}) while "
+        f"{churned:,} silent connections were opened (target: at least 99%)"
+    )
+    if answered < 0.99 * asked:
+        missed.append("churn")
     missed += two_users_section(args.quick)
     if missed:
         print(f"MISSED: {', '.join(missed)}")

@@ -8,6 +8,7 @@ emulator in its IMDS role, or a stand-in credential whose tokens carry chosen cl
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -292,6 +293,228 @@ def test_held_connections_do_not_starve_a_client_that_asks(imds: Emulator) -> No
             for holder in holders:
                 holder.close()
     assert imds.request_count == 1
+
+
+# --- memory and descriptors, in a bridge process of its own ----------------------------------
+
+_CHILD_BRIDGE = """
+import dataclasses, json, resource, sys, time
+from azure.core.credentials import AccessToken
+from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
+
+nofile, limits = int(sys.argv[1]), json.loads(sys.argv[2])
+if nofile:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+class Source:
+    def __call__(self, kind, parameter, value):
+        return self
+    def get_token(self, *scopes):
+        return AccessToken("e30.e30.", int(time.time()) + 3600)
+
+source = TokenSource("imds", credential_factory=Source())
+known = {field.name for field in dataclasses.fields(BridgeLimits)}  # so that older code can be tried too
+with Bridge(port=0, source=source, limits=BridgeLimits(**{k: v for k, v in limits.items() if k in known})) as bridge:
+    print(bridge.port, flush=True)
+    sys.stdin.read()  # until the test closes it
+    counters = bridge.connections
+    print(json.dumps({"limit": counters.limit, "displaced": counters.displaced}), flush=True)
+"""
+
+
+class ChildBridge:
+    """A bridge in a process of its own, under the descriptor limit a unit would give it:
+    what it holds is its own (``VmRSS``), and what it says goes to a file."""
+
+    def __init__(self, tmp_path: Path, nofile: int = 0, **limits: Any) -> None:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("COVERAGE")}
+        self.stderr_path = tmp_path / "stderr"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_BRIDGE, str(nofile), json.dumps(limits)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+            )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    def rss(self) -> float:
+        """Resident MiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def stop(self) -> dict[str, int]:
+        """Stop it; its counters."""
+        out, _ = self.process.communicate("", timeout=30)
+        counters: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+        return counters
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def ask(self, *, timeout: float = 5.0) -> int:
+        """A token request on a new connection: its status (0 when not answered)."""
+        try:
+            return status_of(raw(self.port, token_request(), timeout=timeout))
+        except (OSError, AssertionError, IndexError, ValueError):
+            return 0
+
+    def __enter__(self) -> ChildBridge:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def test_incomplete_heads_are_bounded_each_and_all_together(tmp_path: Path) -> None:
+    """Heads that never end: one over the head budget is refused with 431 at once, and
+    connections each holding just under it are displaced, the largest first, once they hold
+    ``max_pending`` together; the process grows by a few MiB, not by what they sent."""
+    with ChildBridge(tmp_path, max_connections=256, max_pending=2 * 1024 * 1024) as child:
+        before = child.rss()
+        filler = b"X-Fill: " + b"a" * 8000 + b"\r\n"
+        head = b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\n"
+        huge: list[socket.socket] = []
+        for _ in range(24):  # 199 headers of 8 KiB each, never ending: 1.6 MB a connection
+            sock = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+            huge.append(sock)
+            with contextlib.suppress(OSError):  # cut off once over the budget
+                sock.sendall(head + filler * 199)
+        held: list[socket.socket] = []
+        for _ in range(200):  # 3 headers of 8 KiB each: under the head's budget, 4.8 MB together
+            sock = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+            held.append(sock)
+            with contextlib.suppress(OSError):
+                sock.sendall(head + filler * 3)
+        assert child.ask() == 200  # a token request still gets through
+        during = child.rss()
+        sock = huge[0]
+        sock.settimeout(5)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        for sock in huge + held:
+            sock.close()
+        counters = child.stop()
+    assert during - before < 24, (before, during)  # without the budgets: 40 to 150 MiB, more with each connection
+    assert status_of(answer) == 431
+    assert b"Server: legacy-msi-bridge" in answer
+    assert counters["displaced"] >= 200 - 2 * 1024 * 1024 // (3 * 8010) - 1  # the rest went
+
+
+def test_out_of_descriptors_other_clients_are_answered_and_the_log_stays_quiet(tmp_path: Path) -> None:
+    """Under a descriptor limit lower than the connections allowed (systemd's default soft
+    limit is 1,024, the connection cap 1,024), connections holding half a request each, more
+    than there are descriptors: the cap is lowered to fit, other clients are answered and
+    asyncio's accept() errors do not flood stderr."""
+    with ChildBridge(tmp_path, nofile=384, descriptor_reserve=128) as child:
+        holders: list[socket.socket] = []
+        try:
+            for _ in range(420):
+                sock = socket.create_connection(("127.0.0.1", child.port), timeout=5)
+                sock.sendall(b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: local")
+                holders.append(sock)
+            answers = [child.ask(timeout=3) for _ in range(5)]
+        finally:
+            for sock in holders:
+                sock.close()
+        counters = child.stop()
+    assert answers == [200] * 5
+    assert counters["limit"] == 384 - 128
+    stderr = child.stderr()
+    assert "256 connections at most, not 1024: 384 descriptors allowed (LimitNOFILE=1152" in stderr
+    assert len(stderr) < 2000, stderr[:2000]
+
+
+def test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections(tmp_path: Path) -> None:
+    """Another process opens connections as fast as it can and sends nothing; clients that
+    send their header lines 100 ms apart (0.4 s of the 10 s allowed) are all answered: the
+    silent connections give way first."""
+    with ChildBridge(tmp_path, max_connections=64) as child:
+        stop = threading.Event()
+        opened = [0]
+
+        def flood() -> None:
+            silent: list[socket.socket] = []
+            while not stop.is_set():
+                for _ in range(50):
+                    sock = socket.socket()
+                    sock.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        sock.connect(("127.0.0.1", child.port))
+                    silent.append(sock)
+                opened[0] += 50
+                while len(silent) > 400:
+                    silent.pop(0).close()
+                stop.wait(0.005)
+            for sock in silent:
+                sock.close()
+
+        statuses: list[int] = []
+
+        def slow_client() -> None:
+            lines = token_request().split(b"\r\n")
+            try:
+                with socket.create_connection(("127.0.0.1", child.port), timeout=5) as sock:
+                    for line in lines[:-2]:
+                        sock.sendall(line + b"\r\n")
+                        stop.wait(0.1)
+                    sock.sendall(b"\r\n")
+                    statuses.append(status_of(sock.recv(65536)))
+            except (OSError, IndexError):
+                statuses.append(0)
+
+        flooding = threading.Thread(target=flood)
+        flooding.start()
+        try:
+            while opened[0] < 1000:  # the flood is under way
+                stop.wait(0.01)
+            flooded = opened[0]
+            run_together(slow_client, 8)
+            flooded = opened[0] - flooded
+        finally:
+            stop.set()
+            flooding.join(10)
+        counters = child.stop()
+    assert flooded > 4 * 64  # while they asked, the flood could have pushed each out four times over
+    assert statuses == [200] * 8
+    assert counters["displaced"] > 100
+
+
+def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
+    """The limits are written once, in ``bridge``; the unit and docs/bridge.md carry the numbers."""
+    from legacy_msi_credential import bridge as module
+
+    root = Path(__file__).resolve().parents[1]
+    unit = dict(
+        line.split("=", 1)
+        for line in (root / "packaging" / "legacy-msi-serve.service").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert (
+        int(unit["LimitNOFILE"])
+        == module.UNIT_LIMITS["LimitNOFILE"]
+        == module.MAX_CONNECTIONS + module.DESCRIPTOR_RESERVE
+    )
+    assert unit["MemoryMax"] == f"{module.UNIT_LIMITS['MemoryMax'] // 2**20}M"
+    assert module.ACCEPT_BATCH * 4 <= module.DESCRIPTOR_RESERVE // 2  # two listeners, accepting for two passes
+    assert module.MAX_HEAD < module.MAX_PENDING < module.MEMORY_MAX // 8
+    docs = (root / "docs" / "bridge.md").read_text()
+    for figure in (
+        f"{module.MAX_CONNECTIONS:,}",
+        f"{module.MAX_HEAD // 1024} KiB",
+        f"{module.MAX_PENDING // 2**20} MiB",
+        f"LimitNOFILE={module.UNIT_LIMITS['LimitNOFILE']}",
+        f"MemoryMax={module.MEMORY_MAX // 2**20}M",
+        f"{module.MAX_BODY // 1024} KiB",
+    ):
+        assert figure in docs, figure
 
 
 # --- bounded ----------------------------------------------------------------------------------

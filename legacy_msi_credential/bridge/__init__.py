@@ -63,16 +63,44 @@ _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 
 #: Seconds a client has to deliver a whole request (head and body) once it starts.
 CLIENT_TIMEOUT = 10.0  # s
-#: Connections kept at once; beyond, the oldest one still waiting for its request is closed.
+#: Connections kept at once (fewer if the descriptor limit cannot make room for them); beyond,
+#: the one that has sent nothing for longest is closed (see ``Connections``).
 MAX_CONNECTIONS = 1024
 #: A token request is a few hundred bytes.
 MAX_BODY = 64 * 1024  # bytes
 #: Request headers accepted (431 beyond).
 MAX_HEADERS = 100
+#: Bytes of one request head (request line and headers; ``431`` beyond). A token request's is
+#: under 1 KiB; aiohttp's line and field limits (8,190 bytes) fit inside it.
+MAX_HEAD = 32 * 1024  # bytes
+#: Bytes of incomplete request heads held by all connections together: past it, the connection
+#: holding the most is closed. Each byte held costs the parser about two (measured in
+#: ``benchmarks/bridge.py``), so this and ``MAX_CONNECTIONS`` idle connections stay well
+#: inside ``MEMORY_MAX``.
+MAX_PENDING = 8 * 1024 * 1024  # bytes
 #: Seconds to answer what is in flight on stop before ``503``.
 STOP_GRACE = 5.0  # s
-#: Connections the kernel queues for each listening socket before they are accepted.
-BACKLOG = 1024
+#: Descriptors kept free of connections: standard streams, listening sockets, the event loop's,
+#: log and notification sockets, connections to the token source, and the connections accepted
+#: in one pass of the loop before the ones they displace are closed.
+DESCRIPTOR_RESERVE = 256
+#: Connections asyncio accepts at a time from each listening socket: part of what
+#: ``DESCRIPTOR_RESERVE`` must hold, since those it displaces close a pass of the loop later.
+ACCEPT_BATCH = 16
+#: Connections the kernel keeps waiting to be accepted on each listening socket, so that a
+#: burst of connections waits there instead of having its handshakes dropped.
+ACCEPT_QUEUE = 1024
+
+#: Seconds between two reports of ``accept()`` failing for want of descriptors.
+ACCEPT_REPORT_INTERVAL = 10.0  # s
+#: Memory the systemd unit allows (``MemoryMax=``): about 40 MiB at rest, and at most about
+#: 70 MiB with every connection kept holding heads (``benchmarks/bridge.py``).
+MEMORY_MAX = 128 * 1024 * 1024  # bytes
+
+#: The systemd unit's limits, written here once: ``packaging/legacy-msi-serve.service``
+#: carries these numbers and ``tests/test_bridge_service.py`` compares them. Descriptors
+#: for every connection and the reserve; memory.
+UNIT_LIMITS = {"LimitNOFILE": MAX_CONNECTIONS + DESCRIPTOR_RESERVE, "MemoryMax": MEMORY_MAX}
 
 
 @dataclass(frozen=True)
@@ -83,7 +111,84 @@ class BridgeLimits:
     max_connections: int = MAX_CONNECTIONS
     max_body: int = MAX_BODY
     max_headers: int = MAX_HEADERS
+    max_head: int = MAX_HEAD
+    max_pending: int = MAX_PENDING
     stop_grace: float = STOP_GRACE
+    descriptor_reserve: int = DESCRIPTOR_RESERVE
+
+
+def descriptor_cap(wanted: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
+    """Raise the soft descriptor limit to the hard one; the connections it leaves room for.
+
+    At ``accept()`` past the descriptor limit, asyncio stops accepting for a second and logs
+    every attempt: every client, not only the ones holding connections, would be refused.
+    Keeping the connections ``reserve`` below the limit is what prevents it; a unit that
+    gives fewer descriptors than ``wanted + reserve`` gets fewer connections, and a warning
+    naming ``LimitNOFILE=``.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX: no such limit to keep
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, wanted + reserve) if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:  # a sandbox may forbid it: the limit stays as it is
+            _LOGGER.debug("could not raise the descriptor limit to %d: %s", target, exc)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = wanted if soft == resource.RLIM_INFINITY else min(wanted, soft - reserve)
+    if room < wanted:
+        _LOGGER.warning(
+            "%d connections at most, not %d: %d descriptors allowed (LimitNOFILE=%d or more lifts it)",
+            max(room, 1),
+            wanted,
+            soft,
+            wanted + reserve,
+        )
+    return max(room, 1)
+
+
+def _deepen_queue(server: asyncio.AbstractServer) -> None:
+    """The kernel's queue of connections to accept, ``ACCEPT_QUEUE`` long.
+
+    asyncio takes one number for the queue's length and for how many it accepts in one pass
+    (``ACCEPT_BATCH``); listening again on the same socket sets the queue alone.
+    """
+    assert isinstance(server, asyncio.Server)  # what loop.create_server makes
+    for listening in server.sockets:
+        with listening.dup() as same:
+            same.listen(ACCEPT_QUEUE)
+
+
+class _AcceptReports:
+    """The serving loop's exception handler: ``accept()`` out of descriptors is reported once
+    every ``ACCEPT_REPORT_INTERVAL`` seconds with a count, not once an attempt.
+
+    asyncio reports each failed ``accept()``, and tries up to its batch again each second on
+    each listening socket: thousands of log lines a second. The reserve of descriptors is
+    the defence; this keeps a limit set too low from flooding the journal.
+    """
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+        self._missed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        if now - self._last < ACCEPT_REPORT_INTERVAL:
+            self._missed += 1
+            return
+        _LOGGER.warning(
+            "cannot accept connections: %s (%d more times since the last report); raise LimitNOFILE=",
+            context.get("exception"),
+            self._missed,
+        )
+        self._last, self._missed = now, 0
 
 
 class Bridge(Listening):
@@ -155,7 +260,7 @@ class Bridge(Listening):
             self._requested_port,
             ipv6_loopback=self._host == "127.0.0.1",
             allow_remote=self._allow_remote,
-            backlog=BACKLOG,
+            backlog=ACCEPT_QUEUE,
             server="Bridge",
         )
         OFF_LOOP.hold(*BRIDGE_LOGGERS)
@@ -180,7 +285,13 @@ class Bridge(Listening):
     async def _listen(self, listeners: Listeners) -> None:
         limits = self.limits
         self._stopping = asyncio.Event()
-        self._connections = Connections(limits.max_connections, limits.client_timeout)
+        self._connections = Connections(
+            descriptor_cap(limits.max_connections, limits.descriptor_reserve),
+            limits.client_timeout,
+            max_head=limits.max_head,
+            max_body=limits.max_body,
+            max_pending=limits.max_pending,
+        )
         policy = Policy(accept_get=True, serves_imds=False, refuse_forwarded=True, browser_proof=True)
         self._app = BridgeApp(
             self.source,
@@ -193,16 +304,21 @@ class Bridge(Listening):
         )
         self._factory = handler_factory(self._app, self._connections, keepalive=limits.client_timeout)
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_AcceptReports())
         servers: list[asyncio.AbstractServer] = []
         try:
             for sock in listeners.sockets:  # bound already, every one on the same port
-                servers.append(await loop.create_server(self._factory, sock=sock, backlog=BACKLOG))
+                # asyncio accepts up to ``backlog`` connections a pass: ACCEPT_BATCH; the
+                # kernel's queue is made ACCEPT_QUEUE long again below.
+                servers.append(await loop.create_server(self._factory, sock=sock, backlog=ACCEPT_BATCH))
         except BaseException:
             for server in servers:
                 server.close()
             raise
         self._servers = servers
         self._port = listeners.port
+        for listening in self._servers:
+            _deepen_queue(listening)
         interval = self.notifier.ping_interval
         if interval:
             self._pinging = asyncio.ensure_future(self._ping(interval))

@@ -12,9 +12,14 @@ and where its token comes from is :class:`~legacy_msi_credential.bridge._source.
 * **A whole-request deadline.** From its first byte (or the end of the previous answer) a
   connection has ``client_timeout`` seconds to deliver a request's head and body; then it
   is closed, however it trickles.
-* **Bounded connections.** At ``max_connections``, a new connection displaces the oldest
-  one still waiting for its request, so clients that hold connections open cannot starve
-  the ones that ask.
+* **Bounded connections, chosen by what they send.** At ``max_connections``, a new
+  connection displaces the one that has sent nothing for longest, then the one whose
+  incomplete request has been silent longest; one being answered is never displaced. So
+  clients that open connections and send nothing cannot push out one that asks slowly.
+* **Bounded heads.** Before its head is complete a connection holds at most ``max_head``
+  bytes (``431`` and closed beyond), and all connections together ``max_pending``: past
+  it, the one holding the most goes. aiohttp's own line and field limits fit inside
+  ``max_head``.
 * **One rule before dispatch.** Every path (token, health, unknown) is answered only when
   :func:`~legacy_msi_credential._rules.admit` allows: loopback peer, not relayed, not a browser.
 * **Says what it is, and nothing else.** Every answer, aiohttp's own parser errors included
@@ -31,6 +36,7 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
+from http import HTTPStatus
 from typing import Any, Callable, Optional
 
 from aiohttp import web
@@ -52,6 +58,9 @@ _PARSER_LOGGER = logging.getLogger("legacy_msi_credential.bridge.http")
 
 #: Headers a request may carry once at most (RFC 9110 and 9112: repeated, they are ambiguous).
 _SINGLE_HEADERS = ("Host", "Content-Length", "Transfer-Encoding", "Content-Type", "Metadata")
+
+#: aiohttp's own limit on a request line or a header field (its default), lowered to the head's budget.
+_PARSER_LINE = 8190  # bytes
 
 #: What the ``Server`` header and the health path say this is.
 SERVER_NAME = "legacy-msi-bridge"
@@ -101,36 +110,109 @@ class Reports:
 
 
 class Connections:
-    """The open connections, oldest first, each with its deadline.
+    """The open connections, and who gives way when there are too many or they hold too much.
+
+    A connection is, at any moment, *waiting* (nothing of its next request received yet),
+    *partial* (part of a request head received) or *in a request* (its head is complete,
+    until it is answered). What it holds before its head is complete is bounded twice:
+    ``max_head`` bytes for each (``431`` and closed beyond), and ``max_pending`` for all of
+    them together.
+
+    Who gives way is decided by what each has sent and how long it has been silent, never
+    by age alone, so that a client that keeps connecting without sending cannot push out
+    one that is slowly but steadily sending its request:
+
+    * at ``limit`` connections, a new one displaces the waiting connection silent longest,
+      else the partial one silent longest; when every connection is in a request (they end
+      soon) the new one is let in;
+    * past ``max_pending`` bytes of incomplete heads, the partial connection holding the
+      most goes (of equals, the one silent longest), never the one whose bytes just came;
+    * a connection in a request is never displaced.
 
     Args:
         limit: Connections kept at once.
         client_timeout: Seconds a connection has to deliver each request.
+        max_head: Bytes of one request head, request line included.
+        max_body: Bytes of one request body.
+        max_pending: Bytes of incomplete request heads held by all connections together.
     """
 
-    def __init__(self, limit: int, client_timeout: float) -> None:
+    def __init__(self, limit: int, client_timeout: float, *, max_head: int, max_body: int, max_pending: int) -> None:
+        if max_head <= 0 or max_pending < max_head:
+            raise ValueError(f"max_pending ({max_pending}) must be at least max_head ({max_head}), which is positive")
         self.limit = limit
         self.client_timeout = client_timeout
-        self._open: OrderedDict[Any, _Connection] = OrderedDict()
-        #: Connections closed for their deadline or displaced, for tests and the health path.
+        self.max_head = max_head
+        self.max_body = max_body
+        self.max_pending = max_pending
+        self._open: dict[Any, _Connection] = {}
+        # Each ordered from the longest silent to the most recently heard.
+        self._waiting: OrderedDict[_Connection, None] = OrderedDict()
+        self._partial: OrderedDict[_Connection, None] = OrderedDict()
+        #: Bytes of incomplete request heads, all connections together.
+        self.pending = 0
+        #: Connections closed for their deadline, displaced, or refused for their head's size
+        #: (for tests and the health path).
         self.timed_out = 0
         self.displaced = 0
+        self.oversized = 0
 
     def __len__(self) -> int:
         return len(self._open)
 
     def opened(self, connection: _Connection) -> None:
         while len(self._open) >= self.limit:
-            idle = next((c for c in self._open.values() if not c.busy), None)
-            if idle is None:
-                break  # every connection is being answered: they end soon, so let this one in
-            self.displaced += 1
-            self._open.pop(idle.transport, None)  # gone now, although its transport reports it later
-            idle.close()
+            victim = next(iter(self._waiting), None) or next(iter(self._partial), None)
+            if victim is None:
+                break  # every connection is in a request: they end soon, so let this one in
+            self._displace(victim)
         self._open[connection.transport] = connection
+        self._waiting[connection] = None
+
+    def heard(self, connection: _Connection, size: int) -> None:
+        """``size`` more bytes of ``connection``'s request head (not yet complete) arrived."""
+        self._waiting.pop(connection, None)
+        self._partial[connection] = None
+        self._partial.move_to_end(connection)
+        connection.pending += size
+        self.pending += size
+        while self.pending > self.max_pending:
+            victim = max(
+                (other for other in self._partial if other is not connection),
+                key=lambda other: other.pending,  # max() keeps the first of equals: the one silent longest
+                default=None,
+            )
+            if victim is None:
+                break  # cannot happen while max_pending >= max_head, which __init__ checks
+            self._displace(victim)
+
+    def head_complete(self, connection: _Connection) -> None:
+        """``connection``'s request head is in: it is in a request until it is answered."""
+        self._release(connection)
+        self._waiting.pop(connection, None)
+
+    def waiting(self, connection: _Connection) -> None:
+        """``connection`` was answered and waits for its next request."""
+        if connection.transport in self._open:
+            self._release(connection)
+            self._waiting[connection] = None
+            self._waiting.move_to_end(connection)
 
     def closed(self, connection: _Connection) -> None:
-        self._open.pop(connection.transport, None)
+        if self._open.get(connection.transport) is connection:
+            del self._open[connection.transport]
+        self._release(connection)
+        self._waiting.pop(connection, None)
+
+    def _release(self, connection: _Connection) -> None:
+        self._partial.pop(connection, None)
+        self.pending -= connection.pending
+        connection.pending = 0
+
+    def _displace(self, victim: _Connection) -> None:
+        self.displaced += 1
+        self.closed(victim)  # gone now, although its transport reports it later
+        victim.close()
 
     def busy(self) -> bool:
         """Whether a request is being answered."""
@@ -144,16 +226,63 @@ class Connections:
             connection.close()
 
 
+def _refusal_bytes(refusal: Refusal) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, for refusals made before aiohttp has a request."""
+    body = json.dumps(refusal.body()).encode("utf-8")
+    reason = HTTPStatus(refusal.status).phrase
+    return (
+        f"HTTP/1.1 {refusal.status} {reason}\r\nServer: {SERVER_NAME}\r\n"
+        f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+_HEAD_TOO_LARGE = _refusal_bytes(Refusal(431, "invalid_request", "The request head is too large."))
+
+
 class _Connection(asyncio.Protocol):
-    """aiohttp's protocol for one connection, wrapped in a deadline."""
+    """aiohttp's protocol for one connection, wrapped in a deadline and a budget of bytes.
+
+    Whether a request head is complete is aiohttp's parser's word (its count of the requests
+    it has parsed on this connection, against the answers given), never a second parse here.
+    The parser is fed at most what is left of ``max_head`` while a head is incomplete, so it
+    never holds more; from a complete head until its answer, a connection is read up to
+    ``max_head + max_body`` bytes (the body, and what a client pipelines behind it), then no
+    further: the answer (``413`` for a body too large, which closes) or the deadline ends it.
+    """
 
     def __init__(self, inner: RequestHandler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._connections = connections
         self._loop = loop
         self.transport: Any = None
-        self.busy = False
+        self._busy = False
         self._timer: Optional[asyncio.TimerHandle] = None
+        #: Bytes of the incomplete request head held (counted in ``Connections.pending``).
+        self.pending = 0
+        #: Bytes received since the connection last waited for a request.
+        self._received = 0
+        self._answers = 0
+        self._refused = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered (set by the application around each answer)."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        self._busy = value
+        if not value:
+            self._answers += 1
+            if not self._in_request():
+                self._received = 0
+                self._connections.waiting(self)
+
+    def _in_request(self) -> bool:
+        """Whether aiohttp has parsed a request head that is not yet answered."""
+        parsed: int = self._inner._request_count
+        return parsed > self._answers
 
     # -- the deadline --
     def arm(self) -> None:
@@ -176,6 +305,19 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    # -- the budget --
+    def _refuse_head(self) -> None:
+        """``431`` and close: the head outgrew ``max_head``. Mid-answer (a pipelined head), just close."""
+        self._refused = True
+        self._connections.oversized += 1
+        self._connections.closed(self)
+        self.disarm()
+        if self._busy:
+            self.transport.abort()
+        else:
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
+
     # -- asyncio.Protocol, handed on --
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -184,9 +326,31 @@ class _Connection(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._timer is None and not self.busy:
+        if self._refused:
+            return
+        if self._timer is None and not self._busy:
             self.arm()
-        self._inner.data_received(data)
+        connections = self._connections
+        if self._in_request():
+            room = connections.max_head + connections.max_body - self._received
+            if len(data) > room:  # not read any further: the answer (413 for a body too large) or the deadline ends it
+                data = data[: max(room, 0)]
+                self.transport.pause_reading()
+            self._received += len(data)
+            if data:
+                self._inner.data_received(data)
+            return
+        room = connections.max_head - self._received
+        part = data if len(data) <= room else data[:room]
+        self._received += len(part)
+        connections.heard(self, len(part))
+        self._inner.data_received(part)
+        if self._in_request():
+            connections.head_complete(self)
+            if len(part) < len(data):
+                self.data_received(data[len(part) :])
+        elif len(part) < len(data):
+            self._refuse_head()
 
     def eof_received(self) -> None:
         self._inner.eof_received()
@@ -409,8 +573,8 @@ def handler_factory(app: BridgeApp, connections: Connections, *, keepalive: floa
         "access_log": None,
         "keepalive_timeout": keepalive,
         "max_headers": app.max_headers * 2,
-        "max_field_size": 8190,
-        "max_line_size": 8190,
+        "max_field_size": min(_PARSER_LINE, connections.max_head),  # one line never outgrows the head's budget
+        "max_line_size": min(_PARSER_LINE, connections.max_head),
         "lingering_time": 0.5,
     }
     server = web.Server(app, **options)
