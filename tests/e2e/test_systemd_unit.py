@@ -10,10 +10,12 @@ What cannot be run here without a real systemd: starting the unit, its sandbox a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +116,33 @@ def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "legacy-msi-serve.service:" not in result.stderr, result.stderr  # verify found nothing to say
     assert (opt / "legacy-msi" / "bin" / "legacy-msi").exists()
+
+
+def _unit_command(name: str, folder: Path) -> list[str]:
+    """The unit's ``name=`` command as systemd runs it: ``+`` dropped, ``$$`` made ``$``, the
+    words split as systemd splits them, the agent's folder replaced by ``folder``."""
+    settings = dict(
+        line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    line = settings[name].removeprefix("+").replace("$$", "$").replace("/var/lib/waagent", str(folder))
+    return shlex.split(line)
+
+
+def test_the_unit_writes_the_settings_file_whole_and_never_through_a_link(tmp_path: Path) -> None:
+    folder = tmp_path / "waagent"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("not to be touched")
+    (folder / "ManagedIdentity-Settings").symlink_to(victim)
+    command = _unit_command("ExecStartPost", folder)
+    subprocess.run(command, check=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    written = folder / "ManagedIdentity-Settings"
+    assert victim.read_text() == "not to be touched"  # the link was replaced, not followed
+    assert not written.is_symlink()
+    assert json.loads(written.read_text()) == {"url": "http://localhost:50342/"}
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644  # every local user's credential reads it
+    assert sorted(path.name for path in folder.iterdir()) == ["ManagedIdentity-Settings"]  # no temporary left
+    subprocess.run(command, check=True, timeout=30, env={"PATH": "/usr/bin:/bin"})  # again, over its own file
+    assert json.loads(written.read_text()) == {"url": "http://localhost:50342/"}
+    subprocess.run(_unit_command("ExecStopPost", folder), check=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert not written.exists()
