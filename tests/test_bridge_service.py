@@ -31,7 +31,7 @@ from azure.core.credentials import AccessToken
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
-from .conftest import start_cli
+from .conftest import UNKNOWN_PARAMETERS, start_cli
 
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
@@ -125,10 +125,18 @@ def raw(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
         raise AssertionError(f"the server kept the connection open: {received[:200]!r}")
 
 
-def token_request(host: str = "127.0.0.1", extra: str = "") -> bytes:
+def token_request(host: str = "127.0.0.1", extra: str = "", query: str = f"resource={ARM}") -> bytes:
     return (
-        f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: {host}\r\nMetadata: true\r\n{extra}"
-        "Connection: close\r\n\r\n"
+        f"GET /oauth2/token?{query} HTTP/1.1\r\nHost: {host}\r\nMetadata: true\r\n{extra}Connection: close\r\n\r\n"
+    ).encode()
+
+
+def form_request(form: str) -> bytes:
+    """A form POST of ``form`` (already encoded), as msrestazure and ms-rest-azure send one."""
+    return (
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n{form}"
     ).encode()
 
 
@@ -389,6 +397,25 @@ def test_identities_never_bleed_into_each_other(bridge: Bridge, imds: Emulator, 
         assert claims[claim] == getattr(identity, field)
         assert answer.json()["client_id"] == identity.client_id
     assert imds.request_count == 2  # one per identity, the repeats from the cache
+
+
+def test_an_unknown_parameter_is_a_400_never_the_system_assigned_identity(bridge: Bridge, imds: Emulator) -> None:
+    """The rules' allow-list, over raw sockets by GET and by form POST: a misspelled, decorated
+    or differently cased identity parameter names itself and the accepted ones in a 400;
+    ``mi_res_id`` with ``msi_res_id`` is a 401. The source is never asked."""
+    for sent, name in UNKNOWN_PARAMETERS:
+        form = f"resource={ARM}&{sent}={ALICE.client_id}"
+        for request in (token_request(query=form), form_request(form)):
+            answer = raw(bridge.port, request)
+            assert status_of(answer) == 400, (name, answer)
+            description = body_of(answer)["error_description"]
+            assert f"Unknown parameter {name!r}" in description
+            assert "client_id, object_id, msi_res_id, mi_res_id, api-version" in description
+    both = raw(
+        bridge.port, token_request(query=f"resource={ARM}&mi_res_id={ALICE.msi_res_id}&msi_res_id={ALICE.msi_res_id}")
+    )
+    assert (status_of(both), body_of(both)["error"]) == (401, "invalid_request")
+    assert imds.request_count == 0
 
 
 @pytest.mark.parametrize(
