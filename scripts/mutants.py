@@ -90,6 +90,14 @@ MUTANTS = [
         BRIDGE_TESTS,
     ),
     Mutant(
+        "rules: a parameter not ending in id passes",
+        "legacy_msi_credential/_rules.py",
+        "if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)",
+        'if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS and name.endswith("id"))',
+        "a parameter that is not an accepted one, exactly, is a 400, never the system-assigned identity",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
         "rules: X-Forwarded-For passes",
         "legacy_msi_credential/_rules.py",
         '(headers.get("X-Forwarded-For") is not None or headers.get("Forwarded") is not None)',
@@ -125,9 +133,25 @@ MUTANTS = [
     Mutant(
         "claims: a user token with scp counts as an identity's",
         "legacy_msi_credential/_claims.py",
-        '("upn", "unique_name", "scp")',
-        '("upn", "unique_name")',
-        "a system-assigned request never gets a signed-in user's token",
+        '    "scp",\n    "upn",\n',
+        '    "upn",\n',
+        "a managed identity request never gets a signed-in user's token",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a token that is not a JWT counts as app-only",
+        "legacy_msi_credential/_claims.py",
+        """        return "a token that is not a JWT, whose claims cannot show it is a managed identity's"\n""",
+        "        return None\n",
+        "a token whose claims cannot be read never answers a managed identity request",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a user's pairwise sub passes",
+        "legacy_msi_credential/_claims.py",
+        "oid.strip().lower() != sub.strip().lower()",
+        "False",
+        "an app-only token's sub is its oid",
         CLAIMS_TESTS,
     ),
     # --- loopback, decided on names and on the wire (_endpoint, _guard) -------------------------
@@ -219,6 +243,14 @@ MUTANTS = [
         "key = f\"{ask.parameter or ''}\\x00{ask.value or ''}\\x00{ask.resource}\"",
         "key = f\"{ask.parameter or ''}\\x00{ask.resource}\"",
         "identities never bleed into each other through the cache",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: the app-only check only for system-assigned requests",
+        "legacy_msi_credential/bridge/_source.py",
+        'why = None if self.kind == "cli" else not_app_only(claims)',
+        'why = None if self.kind == "cli" or ask.parameter else not_app_only(claims)',
+        "a user token never answers a managed identity request, whatever the identity parameter",
         BRIDGE_TESTS,
     ),
     Mutant(

@@ -51,11 +51,21 @@ class StandIn:
     Args:
         claims: The token's claims; None for a token that is not a JWT; ``"mirror"`` for
             claims naming whatever identity was asked for.
+        extra: Claims added to a mirrored token's (a user's, say).
         fail: Raise instead, after the delay: a source that is down.
     """
 
-    def __init__(self, claims: Any = None, *, delay: float = 0.0, hang: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self,
+        claims: Any = None,
+        *,
+        extra: Optional[dict[str, Any]] = None,
+        delay: float = 0.0,
+        hang: bool = False,
+        fail: bool = False,
+    ) -> None:
         self.claims = claims
+        self.extra = extra or {}
         self.delay = delay
         self.hang = hang
         self.fail = fail
@@ -80,7 +90,7 @@ class StandIn:
             raise RuntimeError("the source is down")
         if self.claims == "mirror":
             claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}.get(parameter or "", "sub")
-            token = jwt(**{claim: value or "system", "aio": "x" * 1500})  # about the size of an Azure AD token
+            token = jwt(**{**self.extra, claim: value or "system", "aio": "x" * 1500})  # an Azure AD token's size
         else:
             token = jwt(**self.claims) if self.claims is not None else f"opaque-{self.calls}"
         return AccessToken(token, int(time.time()) + 3600)
@@ -448,19 +458,77 @@ def test_a_token_for_another_identity_is_401_naming_what_came_back(
     assert source.cached == 0
 
 
-@pytest.mark.parametrize(("kind", "status"), [("imds", 401), ("default", 401), ("cli", 200)])
-def test_a_system_assigned_request_gets_a_users_token_only_from_cli(kind: str, status: int) -> None:
-    user = {"idtyp": "user", "upn": "someone@example.com", "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46"}
-    with Bridge(port=0, source=TokenSource(kind, credential_factory=StandIn(user))) as bridge:
-        answer = requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
-    assert answer.status_code == status, answer.text
+#: The Azure CLI's own public client id: the ``appid`` of every token ``az`` gets for its user.
+AZ_APP = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+#: What a signed-in user's token carries, each kind of sign on its own (a v1 token, a v2 token,
+#: and tokens showing a user by one mark only); values a user could be identified by included.
+USER_TOKENS = {
+    "v1": {"idtyp": "user", "upn": "dev@example.com", "scp": "user_impersonation", "appidacr": "0", "sub": "pw"},
+    "v2": {"ver": "2.0", "name": "A Developer", "preferred_username": "dev@example.com", "scp": "x"},
+    "idtyp": {"idtyp": "user"},
+    "public-client": {"appidacr": "0"},
+    "pairwise-sub": {"sub": "a-pairwise-subject"},
+}
+
+
+@pytest.mark.parametrize("kind", ["imds", "default"])
+def test_a_users_token_never_answers_a_managed_identity_request(kind: str) -> None:
+    """Whatever identity is asked for, however its identifier is spelled: a token that names
+    it (as the Azure CLI's ``appid`` names ``client_id=04b07795-...``) but is a signed-in
+    user's is refused, and so is one whose claims cannot be read. One bridge; the stand-in
+    changes its tokens between rounds (a refused token is not kept)."""
+    ask_for: list[dict[str, str]] = [{}, {"client_id": AZ_APP}, {"client_id": AZ_APP.upper()}]
+    if kind == "imds":  # the default source serves no other identity parameter
+        for parameter in ("object_id", "msi_res_id", "mi_res_id"):
+            value = getattr(ALICE, "msi_res_id" if parameter == "mi_res_id" else parameter)
+            ask_for += [{parameter: value}, {parameter: value.upper()}]
+    stand_in = StandIn("mirror")
+    source = TokenSource(kind, credential_factory=stand_in, limits=SourceLimits(rate=1e9))  # no pacing here
+    with Bridge(port=0, source=source) as bridge:
+        for user in [*USER_TOKENS, None]:
+            if user is None:
+                stand_in.claims = None  # not a JWT
+            else:  # claims naming the identity asked for, and a user's
+                stand_in.extra = {"oid": "u-1", "sub": "u-1", **USER_TOKENS[user]}
+            for identity in ask_for:
+                answer = requests.get(
+                    bridge.endpoint, params={"resource": ARM, **identity}, headers={"Metadata": "true"}, timeout=30
+                )
+                assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized_client"), (user, identity)
+                description = answer.json()["error_description"]
+                if user is None:
+                    assert "not a JWT" in description
+                else:  # the token names the identity asked for: what refuses it is that it is a user's
+                    assert "only a managed identity's token is handed on" in description
+                assert "dev@example.com" not in description
+                assert "A Developer" not in description
+        assert stand_in.calls == len(ask_for) * (len(USER_TOKENS) + 1)  # the source answered each time, refused
+        assert bridge.source.cached == 0
+
+
+def test_the_cli_source_hands_on_the_signed_in_users_token() -> None:
+    """Its point: the signed-in account (a user's token, or one that is not a JWT), for
+    system-assigned requests, the only ones it serves."""
+    stand_in = StandIn(USER_TOKENS["v1"])
+    with Bridge(port=0, source=TokenSource("cli", credential_factory=stand_in)) as bridge:
+        for claims, resource in ((USER_TOKENS["v1"], ARM), (None, "https://vault.azure.net")):
+            stand_in.claims = claims
+            answer = requests.get(
+                bridge.endpoint, params={"resource": resource}, headers={"Metadata": "true"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+        refused = requests.get(
+            bridge.endpoint, params={"resource": ARM, "client_id": AZ_APP}, headers={"Metadata": "true"}, timeout=30
+        )
+    assert refused.status_code == 400
+    assert stand_in.calls == 2
 
 
 def test_the_default_source_does_not_fall_through_to_the_signed_in_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No IMDS answers (the fixture's dead port), so azure-identity's chain reaches ``az``: its token is refused."""
-    user_token = jwt(appid="04b07795-8ddb-461a-bbee-02f9e1bf7b46", idtyp="user", upn="dev@example.com", oid="u")
+    user_token = jwt(appid=AZ_APP, idtyp="user", upn="dev@example.com", scp="user_impersonation", oid="u")
     folder = tmp_path / "bin"
     folder.mkdir()
     az = folder / "az"
@@ -477,14 +545,20 @@ def test_the_default_source_does_not_fall_through_to_the_signed_in_user(
             requests.get(
                 bridge.endpoint, params={"resource": ARM, **identity}, headers={"Metadata": "true"}, timeout=60
             )
-            for identity in ({"client_id": "0a1b2c3d-0000-4000-8000-00000000dead"}, {})
+            for identity in (
+                {"client_id": "0a1b2c3d-0000-4000-8000-00000000dead"},
+                {},
+                {"client_id": AZ_APP},  # the token's own appid, in either spelling
+                {"client_id": AZ_APP.upper()},
+            )
         ]
-    assert (tmp_path / "calls").read_text().count("az") == 2  # the chain did reach az both times
+    assert (tmp_path / "calls").read_text().count("az") == 4  # the chain did reach az every time
     for answer in answers:
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"] == "unauthorized_client"
-    assert "04b07795-8ddb-461a-bbee-02f9e1bf7b46" in answers[0].json()["error_description"]
-    assert "signed-in user's token" in answers[1].json()["error_description"]
+    assert AZ_APP in answers[0].json()["error_description"]
+    for answer in answers[1:]:
+        assert "signed-in user's token" in answer.json()["error_description"]
 
 
 # --- health, logs, stop -----------------------------------------------------------------------
