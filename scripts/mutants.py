@@ -318,6 +318,22 @@ MUTANTS = [
         "the emulator never hands out an identity that was not asked for",
         ("tests/test_emulator.py", "tests/test_emulator_fidelity.py"),
     ),
+    Mutant(
+        "emulator: a form judged on what has arrived",
+        "legacy_msi_credential/emulator/__init__.py",
+        "        body = self.rfile.read(int(length))\n",
+        "        body = self.rfile.read1(int(length))\n",
+        "a request is judged on its whole body, never on its first segment",
+        ("tests/test_emulator.py", "tests/test_emulator_fidelity.py"),
+    ),
+    Mutant(
+        "bridge: a form judged on what has arrived",
+        "legacy_msi_credential/bridge/_app.py",
+        "        body = await self._read_body(request)\n",
+        "        body = await request.content.read(self.max_body + 1)\n",
+        "a request is judged on its whole body, never on its first segment",
+        BRIDGE_TESTS,
+    ),
     # --- the drop-in (_chain) ------------------------------------------------------------------
     Mutant(
         "chain: identity_config does not reach the legacy step",

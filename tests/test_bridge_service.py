@@ -32,6 +32,7 @@ from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, Tok
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import UNKNOWN_PARAMETERS, start_cli
+from .hostile import send_in_two_segments, split_form_posts
 
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
@@ -248,6 +249,39 @@ def test_ambiguous_framing_is_a_400_and_a_closed_connection(
     assert len(re.findall(rb"HTTP/1\.[01] [0-9]{3} ", answer)) == 1  # the request hidden behind it: never answered
     assert b"access_token" not in answer
     assert imds.request_count == 0
+
+
+def test_a_form_is_judged_whole_however_its_segments_arrive(bridge: Bridge, imds: Emulator) -> None:
+    """A form cut in two TCP segments (``resource=...``, then ``&client_id=...`` a moment later),
+    framed by ``Content-Length`` and chunked: answered for the identity the whole form names,
+    never judged on its first part (which names none: the system-assigned identity)."""
+    form = f"resource={ARM}&client_id={ALICE.client_id}"
+    for first, rest in split_form_posts(form, form.index("&")):
+        early, answer = send_in_two_segments(bridge.port, first, rest)
+        assert not early, answer
+        assert status_of(answer) == 200, answer
+        assert body_of(answer).get("client_id") == ALICE.client_id
+    assert [request.params.get("client_id") for request in imds.requests] == [[ALICE.client_id]]  # then cached
+
+
+def test_a_body_that_stops_short_is_never_judged(imds: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    """A form whose rest never comes (the client waits, or closes its side): the connection
+    ends at its deadline, or at once, with no answer and no traceback in the logs."""
+    caplog.set_level(logging.DEBUG)
+    form = f"resource={ARM}&client_id={ALICE.client_id}"
+    with Bridge(port=0, limits=BridgeLimits(client_timeout=0.5)) as bridge:
+        for half_close in (False, True):
+            for first, _ in split_form_posts(form, form.index("&")):
+                with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as sock:
+                    sock.sendall(first)
+                    if half_close:
+                        sock.shutdown(socket.SHUT_WR)
+                    started = time.monotonic()
+                    assert sock.recv(65536) == b""  # closed, unanswered
+                    assert time.monotonic() - started < 5  # about 0.5 s: the deadline, not the read timeout
+        assert bridge.connections.timed_out >= 2
+    assert imds.request_count == 0
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
 
 
 def test_oversized_bodies_and_header_floods_are_refused_unread(bridge: Bridge, imds: Emulator) -> None:

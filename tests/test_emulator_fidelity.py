@@ -16,6 +16,7 @@ from legacy_msi_credential import LegacyMsiCredential, TokenRequestError
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import UNKNOWN_PARAMETERS, closed_port
+from .hostile import send_in_two_segments, split_form_posts
 
 ARM = "https://management.azure.com/"
 
@@ -114,6 +115,36 @@ def test_a_chunked_form_post_is_read_whole(emulator: Emulator) -> None:
     assert [status for status, _, _ in answers] == [200, 200]  # nothing left over on the connection
     assert answers[0][2]["client_id"] == "c9"
     assert emulator.requests[0].params["client_id"] == ["c9"]
+
+
+def test_a_form_is_read_whole_however_its_segments_arrive(uami_vm: Any) -> None:
+    """A form cut in two TCP segments, framed by ``Content-Length`` and chunked: answered for
+    the identity the whole form names, never for the one its first part names (none)."""
+    vm, identity = uami_vm
+    form = f"resource={ARM}&client_id={identity.client_id}"
+    for first, rest in split_form_posts(form, form.index("&")):
+        early, answer = send_in_two_segments(vm.port, first, rest)
+        assert not early, answer
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]).get("client_id") == identity.client_id
+    assert [request.param("client_id") for request in vm.requests] == [identity.client_id] * 2
+
+
+def test_a_body_that_stops_short_gets_no_token(uami_vm: Any) -> None:
+    """A form whose client closes its side before the rest is sent, by ``Content-Length`` and
+    chunked: a 400, never an answer for what its first part names."""
+    vm, identity = uami_vm
+    form = f"resource={ARM}&client_id={identity.client_id}"
+    for first, _ in split_form_posts(form, form.index("&")):
+        with socket.create_connection(("127.0.0.1", vm.port), timeout=10) as sock:
+            sock.sendall(first)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"ended early" in answer
+    assert vm.tokens_issued == 0
 
 
 @pytest.mark.parametrize("method", ["PUT", "OPTIONS", "FROB"])
