@@ -1,9 +1,9 @@
-"""A token's claims, decoded and never verified, and "is this the identity asked for".
+"""A token's claims, decoded and never verified: "is this the identity asked for", "is it app-only".
 
 Nothing here checks a signature: the claims are read only to catch an endpoint (or a
 token source) that answers for another identity than the one requested, which would
-otherwise surface as a puzzling 403 far away. A token that is not a JWT has no claims to
-read. No I/O.
+otherwise surface as a puzzling 403 far away, or that answers a managed identity request
+with a signed-in user's token. A token that is not a JWT has no claims to read. No I/O.
 """
 
 from __future__ import annotations
@@ -102,13 +102,51 @@ def lacks_identity(parameter: str, value: str, claims: Optional[Mapping[str, Any
     return identity_mismatch(parameter, value, claims)
 
 
-def is_user_token(claims: Optional[Mapping[str, Any]]) -> bool:
-    """Whether a token was issued to a signed-in user rather than to an application or identity."""
+#: Claims only a token issued to a signed-in user carries (v1 and v2 access tokens): its
+#: delegated scopes, its names and how it signed in. An app-only token has none of them.
+USER_CLAIMS = (
+    "scp",
+    "upn",
+    "unique_name",
+    "name",
+    "given_name",
+    "family_name",
+    "preferred_username",
+    "email",
+    "amr",
+    "puid",
+)
+
+
+def not_app_only(claims: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """Why a token is not shown to be app-only (a managed identity's, or an application's), or None.
+
+    What Azure AD's claims say of an app-only token: ``idtyp``, when present, is ``app``; it
+    carries no claim of a signed-in user (:data:`USER_CLAIMS`); it was not issued to a public
+    client (``appidacr`` / ``azpacr`` ``0``), which only users sign in to; and its ``sub`` is
+    its ``oid`` (a user's ``sub`` is a pairwise identifier of its own). A token that is not a
+    JWT shows none of this. The one place this is decided: the bridge asks it of every token
+    it hands on for a managed identity.
+
+    Returns:
+        A phrase naming the kind of token and the claims that show it (their names, never a
+        value a user could be identified by), or None.
+    """
     if claims is None:
-        return False
-    if claims.get("idtyp") == "user":
-        return True
-    return any(name in claims for name in ("upn", "unique_name", "scp"))
+        return "a token that is not a JWT, whose claims cannot show it is a managed identity's"
+    found = [name for name in USER_CLAIMS if name in claims]
+    if found:
+        return f"a signed-in user's token (it carries {', '.join(found)})"
+    kind = claims.get("idtyp")
+    if kind is not None and str(kind).lower() != "app":
+        return f"a token whose idtyp claim is {_show(kind)}, not 'app'"
+    acr = next((claims[name] for name in ("appidacr", "azpacr") if name in claims), None)
+    if str(acr) == "0":
+        return "a token issued to a public client (appidacr 0), as only a signed-in user's is"
+    oid, sub = claims.get("oid"), claims.get("sub")
+    if isinstance(oid, str) and isinstance(sub, str) and oid.strip().lower() != sub.strip().lower():
+        return "a signed-in user's token (its sub is not its oid)"
+    return None
 
 
 def _show(value: Any) -> str:

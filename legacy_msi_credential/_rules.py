@@ -22,11 +22,14 @@ from urllib.parse import parse_qsl, urlsplit
 from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
 from ._loopback import is_loopback_host
 from ._safe_file import WrittenFile, write_file
+from ._text import clean_text
 
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
 #: Parameters the extension tolerated besides those (sent by clients of the 2017 preview and by IMDS clients).
 TOLERATED_PARAMETERS = frozenset(("resource", "api-version", "authority", "grant_type", "bypass_cache"))
+#: Every parameter a request may carry, as a refusal names them.
+ACCEPTED_PARAMETERS = (*IDENTITY_NAMES, *sorted(TOLERATED_PARAMETERS))
 #: What the extension relayed from Azure AD for a resource it does not know.
 INVALID_RESOURCE = (
     "AADSTS50001: The application named {resource} was not found in the tenant named {tenant}. "
@@ -260,19 +263,12 @@ def decide(
     resource = (params.get("resource") or [""])[0]
     if not resource:
         return Refusal(400, "invalid_resource", "Required parameter 'resource' is missing.")
-    unknown = sorted(
-        name
-        for name in params
-        if name not in IDENTITY_NAMES
-        and name not in TOLERATED_PARAMETERS
-        and name.lower().replace("-", "_").endswith(("id", "_res", "identity"))
-    )
+    unknown = unknown_parameters(params)
     if unknown:
         # Never fall back to another identity for a parameter this endpoint does not know.
+        accepted = ", ".join(ACCEPTED_PARAMETERS)
         return Refusal(
-            400,
-            "invalid_request",
-            f"Unknown identity parameter {unknown[0]!r}; use client_id, object_id or msi_res_id.",
+            400, "invalid_request", f"Unknown parameter {clean_text(unknown[0], 60)!r}; accepted: {accepted}."
         )
     named = [name for name in IDENTITY_NAMES if name in params]
     empty = [name for name in named if not params[name][0].strip()]
@@ -287,6 +283,19 @@ def decide(
     parameter = named[0] if named else None
     value = params[parameter][0] if parameter else None
     return TokenAsk(resource, IDENTITY_ALIASES.get(parameter or "", parameter), value, imds)
+
+
+def unknown_parameters(params: Mapping[str, list[str]]) -> list[str]:
+    """The names, sorted, of a request's parameters that are neither an identity parameter nor a
+    tolerated one.
+
+    An allow-list, compared exactly: what real clients send is known (``client_id``,
+    ``object_id``, ``msi_res_id``, ``mi_res_id``, and ``resource``, ``api-version`` and the
+    2017 preview's extras), and anything else may be a misspelled or decorated identity
+    parameter (``client_id[]``, ``identity_name``, ``Client_ID``) whose request, read without
+    it, would get the system-assigned identity's token.
+    """
+    return sorted(name for name in params if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)
 
 
 def valid_resource(resource: str) -> bool:

@@ -90,6 +90,14 @@ MUTANTS = [
         BRIDGE_TESTS,
     ),
     Mutant(
+        "rules: a parameter not ending in id passes",
+        "legacy_msi_credential/_rules.py",
+        "if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)",
+        'if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS and name.endswith("id"))',
+        "a parameter that is not an accepted one, exactly, is a 400, never the system-assigned identity",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
         "rules: X-Forwarded-For passes",
         "legacy_msi_credential/_rules.py",
         "        if lowered in RELAY_HEADERS or lowered.startswith(RELAY_HEADER_PREFIXES):",
@@ -150,9 +158,25 @@ MUTANTS = [
     Mutant(
         "claims: a user token with scp counts as an identity's",
         "legacy_msi_credential/_claims.py",
-        '("upn", "unique_name", "scp")',
-        '("upn", "unique_name")',
-        "a system-assigned request never gets a signed-in user's token",
+        '    "scp",\n    "upn",\n',
+        '    "upn",\n',
+        "a managed identity request never gets a signed-in user's token",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a token that is not a JWT counts as app-only",
+        "legacy_msi_credential/_claims.py",
+        """        return "a token that is not a JWT, whose claims cannot show it is a managed identity's"\n""",
+        "        return None\n",
+        "a token whose claims cannot be read never answers a managed identity request",
+        CLAIMS_TESTS,
+    ),
+    Mutant(
+        "claims: a user's pairwise sub passes",
+        "legacy_msi_credential/_claims.py",
+        "oid.strip().lower() != sub.strip().lower()",
+        "False",
+        "an app-only token's sub is its oid",
         CLAIMS_TESTS,
     ),
     # --- loopback, decided on names and on the wire (_endpoint, _guard) -------------------------
@@ -247,6 +271,14 @@ MUTANTS = [
         BRIDGE_TESTS,
     ),
     Mutant(
+        "bridge: the app-only check only for system-assigned requests",
+        "legacy_msi_credential/bridge/_source.py",
+        'why = None if self.kind == "cli" else not_app_only(claims)',
+        'why = None if self.kind == "cli" or ask.parameter else not_app_only(claims)',
+        "a user token never answers a managed identity request, whatever the identity parameter",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
         "bridge: the identity check skipped",
         "legacy_msi_credential/bridge/_source.py",
         "wrong = lacks_identity(ask.parameter, ask.value, claims)",
@@ -310,6 +342,22 @@ MUTANTS = [
         'matches = [i for i in self.user_assigned if parameter != "client_id" or getattr(i, parameter) == value]',
         "the emulator never hands out an identity that was not asked for",
         ("tests/test_emulator.py", "tests/test_emulator_fidelity.py"),
+    ),
+    Mutant(
+        "emulator: a form judged on what has arrived",
+        "legacy_msi_credential/emulator/__init__.py",
+        "        body = self.rfile.read(int(length))\n",
+        "        body = self.rfile.read1(int(length))\n",
+        "a request is judged on its whole body, never on its first segment",
+        ("tests/test_emulator.py", "tests/test_emulator_fidelity.py"),
+    ),
+    Mutant(
+        "bridge: a form judged on what has arrived",
+        "legacy_msi_credential/bridge/_app.py",
+        "        body = await self._read_body(request)\n",
+        "        body = await request.content.read(self.max_body + 1)\n",
+        "a request is judged on its whole body, never on its first segment",
+        BRIDGE_TESTS,
     ),
     # --- the drop-in (_chain) ------------------------------------------------------------------
     Mutant(

@@ -118,6 +118,27 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(["legacy-msi", *args], status, out.getvalue(), err.getvalue())
 
 
+#: Parameters no legacy client sends, as put on the wire (percent-encoded) and as a server
+#: reads them: misspelled, decorated or differently cased identity parameters, and others.
+#: A server that read the request without one would answer for the system-assigned identity.
+UNKNOWN_PARAMETERS = [
+    ("client_id%20", "client_id "),
+    ("client_id%5B%5D", "client_id[]"),
+    ("identity_name", "identity_name"),
+    ("mi_res_idx", "mi_res_idx"),
+    ("msi_res_id2", "msi_res_id2"),
+    ("Client_ID", "Client_ID"),
+    ("CLIENT_ID", "CLIENT_ID"),
+    ("Object_Id", "Object_Id"),
+    ("MSI_RES_ID", "MSI_RES_ID"),
+    ("Mi_Res_Id", "Mi_Res_Id"),
+    ("principal_id", "principal_id"),
+    ("clientid", "clientid"),
+    ("user_assigned_identity", "user_assigned_identity"),
+    ("API-Version", "API-Version"),
+]
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:

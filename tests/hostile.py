@@ -11,6 +11,7 @@ import asyncio
 import logging
 import pickle
 import secrets
+import select
 import socket
 import threading
 import time
@@ -264,3 +265,39 @@ def attempt(
     if outcome.error is not None:
         outcome.texts.extend(texts_of(outcome.error))
     return outcome
+
+
+def split_form_posts(form: str, split: int) -> list[tuple[bytes, bytes]]:
+    """A form POST of ``form`` cut in two at ``split``: once framed by ``Content-Length``, once
+    chunked (the cut between two chunks). Each as (head and first part, the rest)."""
+    head = (
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+    )
+    first, rest = form[:split].encode(), form[split:].encode()
+    sized = (f"{head}Content-Length: {len(form)}\r\n\r\n".encode() + first, rest)
+    chunked = (
+        f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + b"%x\r\n%s\r\n" % (len(first), first),
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest),
+    )
+    return [sized, chunked]
+
+
+def send_in_two_segments(port: int, first: bytes, rest: bytes, *, gap: float = 0.2) -> tuple[bool, bytes]:
+    """Send ``first`` (a request's head and part of its body) in one TCP segment, then ``rest``
+    in another once ``gap`` seconds have passed without an answer; read until the server closes.
+
+    Returns whether the server answered before ``rest`` was sent (it judged the request on
+    part of its body), and everything it sent.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(first)
+        early = bool(select.select([sock], [], [], gap)[0])  # an answer to part of the body wakes this at once
+        with suppress(OSError):  # a server that answered may have closed already
+            sock.sendall(rest)
+        received = b""
+        with suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    return early, received

@@ -7,6 +7,7 @@ emulator in its IMDS role (``AZURE_POD_IDENTITY_AUTHORITY_HOST``), or its real
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -118,11 +119,17 @@ class _CountingSource:
         self.clock = clock
         self.calls = 0
 
+    @staticmethod
+    def token(number: int) -> str:
+        """The ``number``th token: a managed identity's (the bridge hands on no other), told apart by ``uti``."""
+        claims = {"appid": "c", "oid": "o", "sub": "o", "idtyp": "app", "uti": f"token-{number}"}
+        return "e30." + base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=") + "."
+
     def get_token(self, *scopes: str) -> Any:
         from azure.core.credentials import AccessToken
 
         self.calls += 1
-        return AccessToken(f"token-{self.calls}", int(self.clock()) + 3600)
+        return AccessToken(self.token(self.calls), int(self.clock()) + 3600)
 
 
 def test_expires_in_counts_down_and_the_token_is_refreshed_before_expiry(clock: Clock) -> None:
@@ -133,12 +140,12 @@ def test_expires_in_counts_down_and_the_token_is_refreshed_before_expiry(clock: 
         first = ask(bridge).json()
         clock.advance(600)
         second = ask(bridge).json()
-        assert second["access_token"] == first["access_token"] == "token-1"
+        assert second["access_token"] == first["access_token"] == source.token(1)
         assert int(first["expires_in"]) - int(second["expires_in"]) == 600  # counted down honestly
         assert source.calls == 1
         clock.advance(int(second["expires_in"]) - 200)  # inside the last five minutes
         third = ask(bridge).json()
-        assert third["access_token"] == "token-2"
+        assert third["access_token"] == source.token(2)
         assert int(third["expires_in"]) == 3600
         assert source.calls == 2
 

@@ -33,7 +33,8 @@ from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, Tok
 from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
-from .conftest import start_cli
+from .conftest import UNKNOWN_PARAMETERS, start_cli
+from .hostile import send_in_two_segments, split_form_posts
 
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
@@ -53,11 +54,21 @@ class StandIn:
     Args:
         claims: The token's claims; None for a token that is not a JWT; ``"mirror"`` for
             claims naming whatever identity was asked for.
+        extra: Claims added to a mirrored token's (a user's, say).
         fail: Raise instead, after the delay: a source that is down.
     """
 
-    def __init__(self, claims: Any = None, *, delay: float = 0.0, hang: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self,
+        claims: Any = None,
+        *,
+        extra: Optional[dict[str, Any]] = None,
+        delay: float = 0.0,
+        hang: bool = False,
+        fail: bool = False,
+    ) -> None:
         self.claims = claims
+        self.extra = extra or {}
         self.delay = delay
         self.hang = hang
         self.fail = fail
@@ -82,7 +93,7 @@ class StandIn:
             raise RuntimeError("the source is down")
         if self.claims == "mirror":
             claim = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}.get(parameter or "", "sub")
-            token = jwt(**{claim: value or "system", "aio": "x" * 1500})  # about the size of an Azure AD token
+            token = jwt(**{**self.extra, claim: value or "system", "aio": "x" * 1500})  # an Azure AD token's size
         else:
             token = jwt(**self.claims) if self.claims is not None else f"opaque-{self.calls}"
         return AccessToken(token, int(time.time()) + 3600)
@@ -127,10 +138,18 @@ def raw(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
         raise AssertionError(f"the server kept the connection open: {received[:200]!r}")
 
 
-def token_request(host: str = "127.0.0.1", extra: str = "") -> bytes:
+def token_request(host: str = "127.0.0.1", extra: str = "", query: str = f"resource={ARM}") -> bytes:
     return (
-        f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: {host}\r\nMetadata: true\r\n{extra}"
-        "Connection: close\r\n\r\n"
+        f"GET /oauth2/token?{query} HTTP/1.1\r\nHost: {host}\r\nMetadata: true\r\n{extra}Connection: close\r\n\r\n"
+    ).encode()
+
+
+def form_request(form: str) -> bytes:
+    """A form POST of ``form`` (already encoded), as msrestazure and ms-rest-azure send one."""
+    return (
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n{form}"
     ).encode()
 
 
@@ -232,6 +251,39 @@ def test_ambiguous_framing_is_a_400_and_a_closed_connection(
     assert len(re.findall(rb"HTTP/1\.[01] [0-9]{3} ", answer)) == 1  # the request hidden behind it: never answered
     assert b"access_token" not in answer
     assert imds.request_count == 0
+
+
+def test_a_form_is_judged_whole_however_its_segments_arrive(bridge: Bridge, imds: Emulator) -> None:
+    """A form cut in two TCP segments (``resource=...``, then ``&client_id=...`` a moment later),
+    framed by ``Content-Length`` and chunked: answered for the identity the whole form names,
+    never judged on its first part (which names none: the system-assigned identity)."""
+    form = f"resource={ARM}&client_id={ALICE.client_id}"
+    for first, rest in split_form_posts(form, form.index("&")):
+        early, answer = send_in_two_segments(bridge.port, first, rest)
+        assert not early, answer
+        assert status_of(answer) == 200, answer
+        assert body_of(answer).get("client_id") == ALICE.client_id
+    assert [request.params.get("client_id") for request in imds.requests] == [[ALICE.client_id]]  # then cached
+
+
+def test_a_body_that_stops_short_is_never_judged(imds: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    """A form whose rest never comes (the client waits, or closes its side): the connection
+    ends at its deadline, or at once, with no answer and no traceback in the logs."""
+    caplog.set_level(logging.DEBUG)
+    form = f"resource={ARM}&client_id={ALICE.client_id}"
+    with Bridge(port=0, limits=BridgeLimits(client_timeout=0.5)) as bridge:
+        for half_close in (False, True):
+            for first, _ in split_form_posts(form, form.index("&")):
+                with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as sock:
+                    sock.sendall(first)
+                    if half_close:
+                        sock.shutdown(socket.SHUT_WR)
+                    started = time.monotonic()
+                    assert sock.recv(65536) == b""  # closed, unanswered
+                    assert time.monotonic() - started < 5  # about 0.5 s: the deadline, not the read timeout
+        assert bridge.connections.timed_out >= 2
+    assert imds.request_count == 0
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
 
 
 def test_oversized_bodies_and_header_floods_are_refused_unread(bridge: Bridge, imds: Emulator) -> None:
@@ -615,6 +667,25 @@ def test_identities_never_bleed_into_each_other(bridge: Bridge, imds: Emulator, 
     assert imds.request_count == 2  # one per identity, the repeats from the cache
 
 
+def test_an_unknown_parameter_is_a_400_never_the_system_assigned_identity(bridge: Bridge, imds: Emulator) -> None:
+    """The rules' allow-list, over raw sockets by GET and by form POST: a misspelled, decorated
+    or differently cased identity parameter names itself and the accepted ones in a 400;
+    ``mi_res_id`` with ``msi_res_id`` is a 401. The source is never asked."""
+    for sent, name in UNKNOWN_PARAMETERS:
+        form = f"resource={ARM}&{sent}={ALICE.client_id}"
+        for request in (token_request(query=form), form_request(form)):
+            answer = raw(bridge.port, request)
+            assert status_of(answer) == 400, (name, answer)
+            description = body_of(answer)["error_description"]
+            assert f"Unknown parameter {name!r}" in description
+            assert "client_id, object_id, msi_res_id, mi_res_id, api-version" in description
+    both = raw(
+        bridge.port, token_request(query=f"resource={ARM}&mi_res_id={ALICE.msi_res_id}&msi_res_id={ALICE.msi_res_id}")
+    )
+    assert (status_of(both), body_of(both)["error"]) == (401, "invalid_request")
+    assert imds.request_count == 0
+
+
 @pytest.mark.parametrize(
     ("parameter", "claims"),
     [
@@ -645,19 +716,77 @@ def test_a_token_for_another_identity_is_401_naming_what_came_back(
     assert source.cached == 0
 
 
-@pytest.mark.parametrize(("kind", "status"), [("imds", 401), ("default", 401), ("cli", 200)])
-def test_a_system_assigned_request_gets_a_users_token_only_from_cli(kind: str, status: int) -> None:
-    user = {"idtyp": "user", "upn": "someone@example.com", "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46"}
-    with Bridge(port=0, source=TokenSource(kind, credential_factory=StandIn(user))) as bridge:
-        answer = requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=30)
-    assert answer.status_code == status, answer.text
+#: The Azure CLI's own public client id: the ``appid`` of every token ``az`` gets for its user.
+AZ_APP = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+#: What a signed-in user's token carries, each kind of sign on its own (a v1 token, a v2 token,
+#: and tokens showing a user by one mark only); values a user could be identified by included.
+USER_TOKENS = {
+    "v1": {"idtyp": "user", "upn": "dev@example.com", "scp": "user_impersonation", "appidacr": "0", "sub": "pw"},
+    "v2": {"ver": "2.0", "name": "A Developer", "preferred_username": "dev@example.com", "scp": "x"},
+    "idtyp": {"idtyp": "user"},
+    "public-client": {"appidacr": "0"},
+    "pairwise-sub": {"sub": "a-pairwise-subject"},
+}
+
+
+@pytest.mark.parametrize("kind", ["imds", "default"])
+def test_a_users_token_never_answers_a_managed_identity_request(kind: str) -> None:
+    """Whatever identity is asked for, however its identifier is spelled: a token that names
+    it (as the Azure CLI's ``appid`` names ``client_id=04b07795-...``) but is a signed-in
+    user's is refused, and so is one whose claims cannot be read. One bridge; the stand-in
+    changes its tokens between rounds (a refused token is not kept)."""
+    ask_for: list[dict[str, str]] = [{}, {"client_id": AZ_APP}, {"client_id": AZ_APP.upper()}]
+    if kind == "imds":  # the default source serves no other identity parameter
+        for parameter in ("object_id", "msi_res_id", "mi_res_id"):
+            value = getattr(ALICE, "msi_res_id" if parameter == "mi_res_id" else parameter)
+            ask_for += [{parameter: value}, {parameter: value.upper()}]
+    stand_in = StandIn("mirror")
+    source = TokenSource(kind, credential_factory=stand_in, limits=SourceLimits(rate=1e9))  # no pacing here
+    with Bridge(port=0, source=source) as bridge:
+        for user in [*USER_TOKENS, None]:
+            if user is None:
+                stand_in.claims = None  # not a JWT
+            else:  # claims naming the identity asked for, and a user's
+                stand_in.extra = {"oid": "u-1", "sub": "u-1", **USER_TOKENS[user]}
+            for identity in ask_for:
+                answer = requests.get(
+                    bridge.endpoint, params={"resource": ARM, **identity}, headers={"Metadata": "true"}, timeout=30
+                )
+                assert (answer.status_code, answer.json()["error"]) == (401, "unauthorized_client"), (user, identity)
+                description = answer.json()["error_description"]
+                if user is None:
+                    assert "not a JWT" in description
+                else:  # the token names the identity asked for: what refuses it is that it is a user's
+                    assert "only a managed identity's token is handed on" in description
+                assert "dev@example.com" not in description
+                assert "A Developer" not in description
+        assert stand_in.calls == len(ask_for) * (len(USER_TOKENS) + 1)  # the source answered each time, refused
+        assert bridge.source.cached == 0
+
+
+def test_the_cli_source_hands_on_the_signed_in_users_token() -> None:
+    """Its point: the signed-in account (a user's token, or one that is not a JWT), for
+    system-assigned requests, the only ones it serves."""
+    stand_in = StandIn(USER_TOKENS["v1"])
+    with Bridge(port=0, source=TokenSource("cli", credential_factory=stand_in)) as bridge:
+        for claims, resource in ((USER_TOKENS["v1"], ARM), (None, "https://vault.azure.net")):
+            stand_in.claims = claims
+            answer = requests.get(
+                bridge.endpoint, params={"resource": resource}, headers={"Metadata": "true"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+        refused = requests.get(
+            bridge.endpoint, params={"resource": ARM, "client_id": AZ_APP}, headers={"Metadata": "true"}, timeout=30
+        )
+    assert refused.status_code == 400
+    assert stand_in.calls == 2
 
 
 def test_the_default_source_does_not_fall_through_to_the_signed_in_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No IMDS answers (the fixture's dead port), so azure-identity's chain reaches ``az``: its token is refused."""
-    user_token = jwt(appid="04b07795-8ddb-461a-bbee-02f9e1bf7b46", idtyp="user", upn="dev@example.com", oid="u")
+    user_token = jwt(appid=AZ_APP, idtyp="user", upn="dev@example.com", scp="user_impersonation", oid="u")
     folder = tmp_path / "bin"
     folder.mkdir()
     az = folder / "az"
@@ -674,14 +803,20 @@ def test_the_default_source_does_not_fall_through_to_the_signed_in_user(
             requests.get(
                 bridge.endpoint, params={"resource": ARM, **identity}, headers={"Metadata": "true"}, timeout=60
             )
-            for identity in ({"client_id": "0a1b2c3d-0000-4000-8000-00000000dead"}, {})
+            for identity in (
+                {"client_id": "0a1b2c3d-0000-4000-8000-00000000dead"},
+                {},
+                {"client_id": AZ_APP},  # the token's own appid, in either spelling
+                {"client_id": AZ_APP.upper()},
+            )
         ]
-    assert (tmp_path / "calls").read_text().count("az") == 2  # the chain did reach az both times
+    assert (tmp_path / "calls").read_text().count("az") == 4  # the chain did reach az every time
     for answer in answers:
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"] == "unauthorized_client"
-    assert "04b07795-8ddb-461a-bbee-02f9e1bf7b46" in answers[0].json()["error_description"]
-    assert "signed-in user's token" in answers[1].json()["error_description"]
+    assert AZ_APP in answers[0].json()["error_description"]
+    for answer in answers[1:]:
+        assert "signed-in user's token" in answer.json()["error_description"]
 
 
 # --- health, logs, stop -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from legacy_msi_credential._cache import TokenCache
-from legacy_msi_credential._claims import decode_claims, identity_mismatch, is_user_token, lacks_identity
+from legacy_msi_credential._claims import decode_claims, identity_mismatch, lacks_identity, not_app_only
 from legacy_msi_credential._flight import Busy, Flights, Gate, SingleFlight
 from legacy_msi_credential._protocol import TokenResult
 
@@ -56,18 +56,71 @@ def test_lacks_identity_asks_for_proof() -> None:
     assert lacks_identity("object_id", "o", {"oid": "o"}) is None
 
 
+#: A managed identity's v1 token, as IMDS issues it (the claims that matter here).
+MANAGED = {"appid": "c1", "appidacr": "2", "idtyp": "app", "oid": "o1", "sub": "o1", "xms_mirid": "/s/x"}
+#: The signed-in user's token from ``az`` (the Azure CLI's public client id), v1.
+AZ_USER = {
+    "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+    "appidacr": "0",
+    "idtyp": "user",
+    "oid": "u1",
+    "sub": "pairwise-subject",
+    "scp": "user_impersonation",
+    "upn": "dev@example.com",
+    "unique_name": "dev@example.com",
+    "name": "A Developer",
+    "amr": ["pwd"],
+}
+
+
 @pytest.mark.parametrize(
-    ("claims", "user"),
+    "claims",
     [
-        (None, False),
-        ({"idtyp": "app", "appid": "a"}, False),
-        ({"idtyp": "user"}, True),
-        ({"upn": "a@b"}, True),
-        ({"scp": "user_impersonation"}, True),
+        MANAGED,
+        {"azp": "c1", "azpacr": "1", "oid": "o1", "sub": "o1", "ver": "2.0", "roles": ["r"]},  # an application's, v2
+        {"appid": "c1", "oid": "O1", "sub": "o1"},  # no idtyp (an optional claim); GUIDs compare without case
+        {"sub": "system"},  # no oid to compare with
     ],
 )
-def test_is_user_token(claims: Any, user: bool) -> None:
-    assert is_user_token(claims) is user
+def test_an_app_only_token_is_one(claims: dict[str, Any]) -> None:
+    assert not_app_only(claims) is None
+
+
+@pytest.mark.parametrize(
+    ("claims", "shown"),
+    [
+        (None, "not a JWT"),
+        (AZ_USER, "signed-in user's token (it carries scp, upn, unique_name, name, amr)"),
+        *(  # each on its own, named here rather than read from the code under test
+            ({**MANAGED, name: "x"}, f"it carries {name})")
+            for name in (
+                "scp",
+                "upn",
+                "unique_name",
+                "name",
+                "given_name",
+                "family_name",
+                "preferred_username",
+                "email",
+                "amr",
+                "puid",
+            )
+        ),
+        ({**MANAGED, "idtyp": "user"}, "idtyp claim is 'user'"),
+        ({**MANAGED, "idtyp": "device"}, "idtyp claim is 'device'"),
+        ({**MANAGED, "idtyp": None, "appidacr": "0"}, "public client"),
+        ({"azp": "c1", "azpacr": 0, "oid": "o1", "sub": "o1"}, "public client"),
+        ({**MANAGED, "idtyp": None, "sub": "pairwise-subject"}, "its sub is not its oid"),
+    ],
+)
+def test_what_is_not_app_only_is_named_without_a_users_values(claims: Any, shown: str) -> None:
+    if isinstance(claims, dict):
+        claims = {name: value for name, value in claims.items() if value is not None}
+    why = not_app_only(claims)
+    assert why is not None
+    assert shown in why
+    assert "dev@example.com" not in why
+    assert "A Developer" not in why
 
 
 def test_a_flights_failure_is_shared_and_cancel_all_ends_what_runs() -> None:
@@ -220,6 +273,9 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
     from legacy_msi_credential._rules import TokenAsk
     from legacy_msi_credential.bridge import TokenSource
 
+    def token(number: int) -> str:  # a managed identity's token, told apart by its number
+        return jwt({**MANAGED, "uti": f"token-{number}"})
+
     now = [1_700_000_000.0]
     release = asyncio.Event()
     refresh_asked = asyncio.Event()
@@ -234,25 +290,25 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
                 await release.wait()
             if fail[0]:
                 raise RuntimeError("the source is down")
-            return AccessToken(f"token-{len(calls)}", int(now[0]) + 3600)
+            return AccessToken(token(len(calls)), int(now[0]) + 3600)
 
         async def close(self) -> None:
             pass
 
     source = TokenSource("imds", clock=lambda: now[0], credential_factory=lambda *_: Credential())
     ask = TokenAsk("https://management.azure.com")
-    assert (await source.token(ask)).token == "token-1"
+    assert (await source.token(ask)).token == token(1)
     now[0] += 3600 - 200  # due for refresh, valid for 200 s more
     refreshing = asyncio.ensure_future(source.token(ask))
     await asyncio.wait_for(refresh_asked.wait(), 5)
     assert len(calls) == 2  # the refresh is under way, waiting on the source
-    assert (await asyncio.wait_for(source.token(ask), 1)).token == "token-1"  # served at once, no second call
+    assert (await asyncio.wait_for(source.token(ask), 1)).token == token(1)  # served at once, no second call
     assert len(calls) == 2
     release.set()
-    assert (await refreshing).token == "token-2"
+    assert (await refreshing).token == token(2)
     now[0] += 3600 - 200
     fail[0] = True
-    assert (await source.token(ask)).token == "token-2"  # the refresh failed: the valid token is served
+    assert (await source.token(ask)).token == token(2)  # the refresh failed: the valid token is served
     assert len(calls) == 3
-    assert (await source.token(ask)).token == "token-2"  # and no new attempt at once
+    assert (await source.token(ask)).token == token(2)  # and no new attempt at once
     assert len(calls) == 3

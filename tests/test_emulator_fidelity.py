@@ -15,7 +15,8 @@ import pytest
 from legacy_msi_credential import LegacyMsiCredential, TokenRequestError
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
-from .conftest import closed_port
+from .conftest import UNKNOWN_PARAMETERS, closed_port
+from .hostile import send_in_two_segments, split_form_posts
 
 ARM = "https://management.azure.com/"
 
@@ -53,6 +54,14 @@ def get(path: str, headers: str = "Metadata: true\r\n", *, close: bool = True) -
     return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}{connection}\r\n".encode()
 
 
+def form_post(form: str) -> bytes:
+    return (
+        f"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\nConnection: close\r\n\r\n"
+        f"{form}"
+    ).encode()
+
+
 @pytest.fixture
 def uami_vm() -> Any:
     identity = UserAssignedIdentity(client_id="c1")
@@ -75,11 +84,23 @@ def test_an_empty_identity_parameter_gets_no_token(emulator: Emulator, query: st
     assert "empty" in body["error_description"]
 
 
-@pytest.mark.parametrize("name", ["identity_id", "principal_id", "clientid", "user_assigned_identity", "msi_client_id"])
-def test_an_unknown_identity_parameter_gets_no_token(emulator: Emulator, name: str) -> None:
-    ((status, _, body),) = raw(emulator.port, get(f"/oauth2/token?resource={ARM}&{name}=abc"))
-    assert status == 400
-    assert name in body["error_description"]
+def test_an_unknown_parameter_gets_no_token(emulator: Emulator) -> None:
+    """An allow-list: a parameter no legacy client sends is a 400 naming it and the accepted
+    ones, never a request read without it (the system-assigned identity's token). One emulator
+    for every name, by GET and by form POST."""
+    for sent, name in UNKNOWN_PARAMETERS:
+        form = f"resource={ARM}&{sent}=0a1b2c3d-0000-4000-8000-00000000c11d"
+        for request in (get(f"/oauth2/token?{form}"), form_post(form)):
+            ((status, _, body),) = raw(emulator.port, request)
+            assert (status, body["error"]) == (400, "invalid_request"), (name, body)
+            assert f"Unknown parameter {name!r}" in body["error_description"]
+            assert "client_id, object_id, msi_res_id, mi_res_id, api-version" in body["error_description"]
+    assert emulator.tokens_issued == 0
+
+
+def test_two_identity_parameters_get_no_token(emulator: Emulator) -> None:
+    ((status, _, body),) = raw(emulator.port, get(f"/oauth2/token?resource={ARM}&mi_res_id=/s/a&msi_res_id=/s/a"))
+    assert (status, body["error"]) == (401, "invalid_request")
     assert emulator.tokens_issued == 0
 
 
@@ -94,6 +115,36 @@ def test_a_chunked_form_post_is_read_whole(emulator: Emulator) -> None:
     assert [status for status, _, _ in answers] == [200, 200]  # nothing left over on the connection
     assert answers[0][2]["client_id"] == "c9"
     assert emulator.requests[0].params["client_id"] == ["c9"]
+
+
+def test_a_form_is_read_whole_however_its_segments_arrive(uami_vm: Any) -> None:
+    """A form cut in two TCP segments, framed by ``Content-Length`` and chunked: answered for
+    the identity the whole form names, never for the one its first part names (none)."""
+    vm, identity = uami_vm
+    form = f"resource={ARM}&client_id={identity.client_id}"
+    for first, rest in split_form_posts(form, form.index("&")):
+        early, answer = send_in_two_segments(vm.port, first, rest)
+        assert not early, answer
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]).get("client_id") == identity.client_id
+    assert [request.param("client_id") for request in vm.requests] == [identity.client_id] * 2
+
+
+def test_a_body_that_stops_short_gets_no_token(uami_vm: Any) -> None:
+    """A form whose client closes its side before the rest is sent, by ``Content-Length`` and
+    chunked: a 400, never an answer for what its first part names."""
+    vm, identity = uami_vm
+    form = f"resource={ARM}&client_id={identity.client_id}"
+    for first, _ in split_form_posts(form, form.index("&")):
+        with socket.create_connection(("127.0.0.1", vm.port), timeout=10) as sock:
+            sock.sendall(first)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"ended early" in answer
+    assert vm.tokens_issued == 0
 
 
 @pytest.mark.parametrize("method", ["PUT", "OPTIONS", "FROB"])

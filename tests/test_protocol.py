@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from legacy_msi_credential import CredentialUnavailableError, TokenRequestError
+from legacy_msi_credential._constants import IDENTITY_ALIASES
 from legacy_msi_credential._protocol import (
     BodyCollector,
     Identity,
@@ -19,7 +20,15 @@ from legacy_msi_credential._protocol import (
     parse_response,
     wants_post,
 )
-from legacy_msi_credential._text import redact
+from legacy_msi_credential._rules import (
+    ACCEPTED_PARAMETERS,
+    IDENTITY_NAMES,
+    Policy,
+    Refusal,
+    TokenAsk,
+    decide,
+)
+from legacy_msi_credential._text import clean_text, redact
 
 NOW = 1_700_000_000.0
 URL = "http://127.0.0.1:50342/oauth2/token"
@@ -286,3 +295,52 @@ def test_a_late_body_is_worded_as_the_attempts_deadline() -> None:
     collector = _collector(deadline=1.0)
     with pytest.raises(CredentialUnavailableError, match=r"complete answer within 15 s of the request"):
         collector.feed(b"{}", now=2.0)
+
+
+# --- the servers' side: which parameters a request may carry (_rules) -----------------------
+
+_ARM = "https://management.azure.com/"
+_NEAR_MISSES = st.sampled_from(ACCEPTED_PARAMETERS).flatmap(
+    lambda name: st.sampled_from(
+        [name, name.upper(), name.title(), name + " ", " " + name, name + "[]", name + "2", name.replace("_", "-")]
+    )
+)
+
+
+def _decide(params: dict[str, list[str]], path: str = "/oauth2/token") -> Any:
+    return decide("GET", path, {"Metadata": "true"}, params, peer_is_loopback=True, policy=Policy(serves_imds=True))
+
+
+@settings(max_examples=400)
+@given(names=st.lists(st.one_of(_NEAR_MISSES, st.text(max_size=12)), max_size=3, unique=True))
+def test_a_parameter_outside_the_allow_list_never_reaches_a_token(names: list[str]) -> None:
+    """Whatever else a request names, only the accepted names, exactly, may reach a token: a
+    misspelled or differently cased identity parameter is refused, never read as absent."""
+    params = {"resource": [_ARM], **{name: ["0a1b2c3d-0000-4000-8000-00000000c11d"] for name in names}}
+    decision = _decide(params)
+    outside = sorted(name for name in params if name not in ACCEPTED_PARAMETERS)
+    if outside:
+        assert isinstance(decision, Refusal)
+        assert (decision.status, decision.error) == (400, "invalid_request")
+        assert decision.description.startswith(f"Unknown parameter {clean_text(outside[0], 60)!r}; accepted: ")
+    elif isinstance(decision, TokenAsk):
+        named = [name for name in names if name in IDENTITY_NAMES]
+        assert len(named) <= 1
+        assert decision.parameter == (IDENTITY_ALIASES.get(named[0], named[0]) if named else None)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/oauth2/token", {"resource": [_ARM]}),  # curl, ms-rest-azure 2.x, azure-identity's Cloud Shell path
+        ("/oauth2/token", {"resource": [_ARM], "msi_res_id": ["/s/x"]}),  # msrestazure
+        ("/oauth2/token", {"resource": [_ARM], "object_id": ["o"]}),  # msrestazure, this package
+        ("/oauth2/token", {"api-version": ["2018-02-01"], "resource": [_ARM], "mi_res_id": ["/s/x"]}),  # nodeauth
+        ("/oauth2/token", {"api-version": ["2018-02-01"], "resource": [_ARM], "client_id": ["c"]}),  # terraform
+        ("/oauth2/token", {"resource": [_ARM], "authority": ["https://login.microsoftonline.com/t"]}),  # 2017
+        ("/oauth2/token", {"resource": [_ARM], "api-version": ["1.0"], "grant_type": ["client_credentials"]}),
+        ("/metadata/identity/oauth2/token", {"api-version": ["2018-02-01"], "resource": [_ARM], "msi_res_id": ["/x"]}),
+    ],
+)
+def test_what_real_clients_send_is_accepted(path: str, params: dict[str, list[str]]) -> None:
+    assert isinstance(_decide(params, path), TokenAsk)

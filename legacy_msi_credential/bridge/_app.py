@@ -40,6 +40,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Optional
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from .._claims import decode_claims
@@ -452,7 +453,9 @@ class BridgeApp:
         if length is not None and length > self.max_body:
             refusal = Refusal(413, "invalid_request", "The request body is too large.")
             return self._close(request, refusal), "-"
-        body = await request.content.read(self.max_body + 1)
+        body = await self._read_body(request)
+        if body is None:
+            return self._close(request, Refusal(400, "invalid_request", "The request body ended early.")), "-"
         if len(body) > self.max_body:
             return self._close(request, Refusal(413, "invalid_request", "The request body is too large.")), "-"
         if connection is not None:
@@ -469,6 +472,23 @@ class BridgeApp:
         if isinstance(decision, Refusal):
             return _json(decision.status, decision.body(), dict(decision.headers)), "-"
         return await self._token(decision, await self._owner(request)), decision.identity_kind
+
+    async def _read_body(self, request: web.BaseRequest) -> Optional[bytes]:
+        """The whole body, to its end (its ``Content-Length``, its last chunk), or one byte past
+        the limit; None when the connection ended first (the client left, or its deadline
+        passed: that bounds the wait). A read returns what has arrived, and a request judged on
+        part of its form would lose the parameters still on their way: a ``client_id`` arriving
+        in a second segment would get the system-assigned identity's token."""
+        body = bytearray()
+        try:
+            while len(body) <= self.max_body:
+                chunk = await request.content.read(self.max_body + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        except (ConnectionError, HttpProcessingError):
+            return None
+        return bytes(body)
 
     def _close(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
         """An answer after which the connection closes: what is left of the request is never read."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .._cache import CacheEntry, TokenCache
-from .._claims import decode_claims, is_user_token, lacks_identity
+from .._claims import decode_claims, lacks_identity, not_app_only
 from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, SERVE_HINT
 from .._flight import Busy, Flights, Gate, SingleFlight, Ticket
 from .._protocol import TokenResult
@@ -212,7 +212,10 @@ class TokenSource:
         return result
 
     def _check_claims(self, ask: TokenAsk, token: str) -> None:
-        """Refuse a token for another identity than the one asked for."""
+        """Refuse a token for another identity than the one asked for, and, whatever the identity
+        asked for, one that is not shown to be app-only: a signed-in user's, or one whose claims
+        cannot be read. Only the ``cli`` source hands a user's token on: the signed-in account is
+        its point."""
         claims = decode_claims(token)
         if ask.parameter is not None and ask.value is not None:
             wrong = lacks_identity(ask.parameter, ask.value, claims)
@@ -220,11 +223,12 @@ class TokenSource:
                 raise Refusal(
                     401, "unauthorized_client", f"The {self.kind} source answered for another identity: {wrong}."
                 )
-        elif self.kind != "cli" and is_user_token(claims):
+        why = None if self.kind == "cli" else not_app_only(claims)
+        if why is not None:
             raise Refusal(
                 401,
                 "unauthorized_client",
-                f"The {self.kind} source answered with a signed-in user's token, not this machine's managed identity.",
+                f"The {self.kind} source answered with {why}; only a managed identity's token is handed on.",
             )
 
 

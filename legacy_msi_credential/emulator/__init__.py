@@ -494,7 +494,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if int(length) > self.emulator._max_body:
             self.close_connection = True  # not read: the connection cannot carry another request
             raise Refusal(413, "invalid_request", "The request body is too large.")
-        return self.rfile.read(int(length))
+        body = self.rfile.read(int(length))
+        if len(body) < int(length):  # the client closed its side first: never judged on part of its body
+            raise self._ended_early()
+        return body
+
+    def _ended_early(self) -> Refusal:
+        """For a body that ended before its end, or whose chunks are malformed: judged on
+        nothing, refused, and the connection closed."""
+        self.close_connection = True
+        return Refusal(400, "invalid_request", "The request body ended early or is malformed.")
 
     def _read_chunked(self) -> bytes:
         """A chunked request body, read to its end so that nothing is left on the connection."""
@@ -504,8 +513,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             try:
                 size = int(line.split(b";", 1)[0].strip() or b"x", 16)
             except ValueError:
-                self.close_connection = True
-                return body
+                raise self._ended_early() from None
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -513,7 +521,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if len(body) + size > self.emulator._max_body:
                 self.close_connection = True
                 raise Refusal(413, "invalid_request", "The request body is too large.")
-            body += self.rfile.read(size)
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise self._ended_early()
+            body += data
             self.rfile.readline(1024)
 
     def answer_bytes(
