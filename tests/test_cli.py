@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.server
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +21,7 @@ import pytest
 from legacy_msi_credential.cli import main
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import closed_port, run_cli
+from .conftest import closed_port, run_cli, start_cli
 
 run = run_cli
 
@@ -389,6 +391,44 @@ def test_emulate_runs_a_command_against_itself_with_faults() -> None:
 def test_emulate_passes_the_command_exit_status_through() -> None:
     result = run("emulate", "--port", "0", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert result.returncode == 7
+
+
+def test_sigterm_stops_the_command_first_then_the_emulator_and_its_settings_file(tmp_path: Path) -> None:
+    """CI time-outs and `docker stop` send SIGTERM to legacy-msi, not to its COMMAND."""
+    settings = tmp_path / "ManagedIdentity-Settings"
+    child = "import os, sys, time; print(os.getpid(), flush=True); time.sleep(60)"
+    process = start_cli("emulate", "--port", "0", "--write-settings", str(settings), "--", sys.executable, "-c", child)
+    assert process.stdout is not None
+    lines = iter(process.stdout.readline, "")
+    assert next(lines).startswith("Emulator listening on")
+    assert next(lines).startswith("Settings file written")
+    pid = int(next(lines))  # COMMAND runs: it printed its process id
+    process.send_signal(signal.SIGTERM)
+    status = process.wait(timeout=30)
+    if status != 128 + signal.SIGTERM:  # the old behaviour: COMMAND left running; stop it, then fail
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert status == 128 + signal.SIGTERM  # COMMAND's own end, passed through
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # COMMAND ended (and was reaped) before legacy-msi did
+    process.stdout.close()
+    assert process.stderr is not None
+    process.stderr.close()
+    assert not settings.exists()
+
+
+def test_emulate_takes_a_command_only_after_the_double_dash(capsys: pytest.CaptureFixture[str]) -> None:
+    message = _usage_error(["emulate", "8080"], capsys)
+    assert "a command to run goes after --" in message
+    assert "a port is given with --port" in message
+
+
+@pytest.mark.parametrize(("command", "status"), [("no-such-command-here", 127), (__file__, 126)])
+def test_emulate_reports_a_command_it_cannot_run_as_the_shell_does(
+    command: str, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulate", "--port", "0", "--", command]) == status
+    assert f"command not {'found' if status == 127 else 'executable'}: {command}" in capsys.readouterr().err
 
 
 def test_emulate_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    """A command's arguments that the parser could not judge alone: exit status 2 with the command's usage."""
+
+
+class CommandError(Exception):
+    """A failure with its own exit status (``emulate``'s COMMAND not found: 127, as the shell's)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 #: The module each optional dependency comes from, and the extra of setup.cfg that installs it.
 _EXTRAS = {"aiohttp": "aio", "azure.identity": "identity", "cryptography": "emulator"}
 
@@ -101,6 +113,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return status
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        _subparser(parser, args.command_name).error(printable(str(exc)))
+    except CommandError as exc:
+        sys.stderr.write(f"legacy-msi: error: {printable(str(exc))}\n")
+        return exc.status
     except BrokenPipeError:
         # `legacy-msi token | head`: the reader has what it wanted. Quiet, like any Unix filter
         # killed by SIGPIPE, and stdout is pointed away so that Python's exit flush is quiet too.
