@@ -499,3 +499,14 @@ def test_help_and_usage_errors_import_neither_azure_core_nor_requests() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_emulate_answers_a_custom_resource_named_by_flag() -> None:
+    code = "from legacy_msi_credential import LegacyMsiCredential as C; C().get_token('https://my-app.contoso.com')"
+    named = run(
+        "emulate", "--port", "0", "--known-resource", "https://my-app.contoso.com", "--", sys.executable, "-c", code
+    )
+    assert named.returncode == 0, named.stderr
+    unnamed = run("emulate", "--port", "0", "--", sys.executable, "-c", code)
+    assert unnamed.returncode == 1
+    assert "invalid_resource" in unnamed.stderr

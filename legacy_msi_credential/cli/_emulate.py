@@ -86,6 +86,14 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
         help="the extension's flavour: windows answers an unknown resource 500 unknown (default: linux)",
     )
     emulate.add_argument(
+        "--known-resource",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a custom resource to answer, repeatable (default: only those Azure AD knows everywhere; "
+        "others get 400 invalid_resource, as from the extension)",
+    )
+    emulate.add_argument(
         "--unsigned", action="store_true", help="mint unsigned tokens, alg none (default: RS256 with cryptography)"
     )
     emulate.add_argument(
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         flavor=args.os,
         sign=False if args.unsigned else None,
         allow_remote=args.allow_remote,
+        known_resources=args.known_resource,
     )
     emulator.add_faults(*faults)
     emulator.start()
