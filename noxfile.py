@@ -97,8 +97,18 @@ def floors(session: nox.Session) -> None:
     session.install("--resolution", "lowest-direct", *floors, URLLIB3_FLOOR)
     session.install("--reinstall", "--no-deps", built)
     # azure-identity's own tests of its oldest supported version, run against the drop-in
-    # too; the test fetches their sdist with pip, which a uv environment lacks.
+    # too; their sdist is fetched here (the test itself reaches only loopback), with pip,
+    # which a uv environment lacks.
     session.install("pip")
+    version = session.run(
+        "python", "-c", "import importlib.metadata as m; print(m.version('azure-identity'))", silent=True
+    )
+    cache = ROOT / ".cache" / "azure-identity-sdist"
+    if not list(cache.glob(f"azure_identity-{str(version).strip()}.tar.gz")):
+        session.log(f"downloading the sdist of azure-identity {str(version).strip()} from the package index")
+        session.run("python", "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    f"azure-identity=={str(version).strip()}", "-d", str(cache))  # fmt: skip
+    session.env["LEGACY_MSI_SDIST_CACHE"] = str(cache)
     _run_suite(session, e2e=("test_azure_identity_suite.py", "azure_identity_suite"))
 
 

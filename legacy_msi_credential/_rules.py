@@ -141,6 +141,9 @@ class Policy:
         browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
             (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
             legacy client sends.
+        known_resources: Answer only resources Azure AD knows (:func:`known_resource`), these
+            custom ones besides, as the extension relays Azure AD's refusal of the others;
+            ``None`` accepts any well-formed resource (the bridge: its source judges).
     """
 
     accept_get: bool = True
@@ -149,6 +152,7 @@ class Policy:
     tenant_id: str = "00000000-0000-0000-0000-000000000000"
     refuse_forwarded: bool = False
     browser_proof: bool = False
+    known_resources: Optional[frozenset[str]] = None
 
 
 def parameters(query: str, method: str, content_type: str, body: bytes) -> dict[str, list[str]]:
@@ -276,7 +280,7 @@ def decide(
         return Refusal(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
     if len(named) > 1:
         return Refusal(401, "invalid_request", "Only one of client_id, object_id and msi_res_id may be given.")
-    if not valid_resource(resource):
+    if not valid_resource(resource) or not known_resource(resource, policy.known_resources):
         if policy.windows:
             return Refusal(500, "unknown", WINDOWS_UNKNOWN)
         return Refusal(400, "invalid_resource", INVALID_RESOURCE.format(resource=resource, tenant=policy.tenant_id))
@@ -309,6 +313,62 @@ def valid_resource(resource: str) -> bool:
         pass
     parts = urlsplit(resource)
     return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme in ("api", "urn"))
+
+
+#: Resource URIs Azure AD knows in every tenant (public cloud, US Government, China), by host;
+#: a resource is one of them with no path (a trailing ``/`` aside).
+WELL_KNOWN_RESOURCE_HOSTS = frozenset(
+    (
+        "management.azure.com", "management.core.windows.net", "vault.azure.net", "managedhsm.azure.net",
+        "storage.azure.com", "database.windows.net", "ossrdbms-aad.database.windows.net",
+        "graph.microsoft.com", "graph.windows.net", "servicebus.azure.net", "eventhubs.azure.net",
+        "cosmos.azure.com", "api.loganalytics.io", "monitor.azure.com", "digitaltwins.azure.net",
+        "batch.core.windows.net", "datalake.azure.net", "cognitiveservices.azure.com", "appconfig.azure.com",
+        "attest.azure.net", "search.azure.com", "kusto.kusto.windows.net", "api.applicationinsights.io",
+        "management.usgovcloudapi.net", "management.core.usgovcloudapi.net", "vault.usgovcloudapi.net",
+        "database.usgovcloudapi.net", "graph.microsoft.us", "storage.azure.us",
+        "management.chinacloudapi.cn", "management.core.chinacloudapi.cn", "vault.azure.cn",
+        "database.chinacloudapi.cn", "microsoftgraph.chinacloudapi.cn", "storage.azure.cn",
+    )
+)  # fmt: skip
+#: Services whose resources are named by the instance: ``https://ACCOUNT.blob.core.windows.net``,
+#: ``https://NAME.vault.azure.net``; one label before these suffixes.
+WELL_KNOWN_RESOURCE_SUFFIXES = (
+    *(
+        f".{service}.{core}"
+        for core in ("core.windows.net", "core.usgovcloudapi.net", "core.chinacloudapi.cn")
+        for service in ("blob", "queue", "table", "file", "dfs", "web")
+    ),
+    ".vault.azure.net", ".managedhsm.azure.net", ".servicebus.windows.net",
+    ".documents.azure.com", ".database.windows.net", ".kusto.windows.net", ".azconfig.io",
+    ".cognitiveservices.azure.com", ".search.windows.net", ".azurecr.io", ".azuresynapse.net",
+    ".vault.usgovcloudapi.net", ".vault.azure.cn",
+)  # fmt: skip
+
+
+def known_resource(resource: str, custom: Optional[frozenset[str]]) -> bool:
+    """Whether Azure AD knows ``resource`` in any tenant: a well-known resource URI, an instance
+    of a well-known service, an application ID (a GUID), an ``api://`` URI, or one of ``custom``.
+    ``custom`` None: every resource is taken as known. A typo (``vault.azure.nte``,
+    ``/.defualt``) is not: Azure AD refuses it, and so does the emulator."""
+    if custom is None:
+        return True
+    if resource.rstrip("/") in {known.rstrip("/") for known in custom}:
+        return True
+    try:
+        uuid.UUID(resource)
+        return True
+    except ValueError:
+        pass
+    parts = urlsplit(resource)
+    if parts.scheme == "api":
+        return True
+    if parts.scheme != "https" or parts.path not in ("", "/") or parts.query or parts.port is not None:
+        return False
+    host = (parts.hostname or "").lower()
+    if host in WELL_KNOWN_RESOURCE_HOSTS:
+        return True
+    return any(host.endswith(suffix) and "." not in host[: -len(suffix)] for suffix in WELL_KNOWN_RESOURCE_SUFFIXES)
 
 
 def token_answer(

@@ -14,12 +14,13 @@ server, ``python tests/e2e/challenge_server.py`` prints its URL and CA file)::
 from __future__ import annotations
 
 import argparse
-import sys
 
 try:  # azure-mgmt-resource 26 moved the client
     from azure.mgmt.resource.resources import ResourceManagementClient
 except ImportError:  # pragma: no cover - older releases
     from azure.mgmt.resource import ResourceManagementClient
+
+from local_services import run_sample
 
 from legacy_msi_credential import LegacyMsiCredential
 
@@ -45,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import uuid
 
 from azure.storage.blob.aio import BlobServiceClient
-from local_services import add_storage_arguments, storage_account
+from local_services import add_storage_arguments, run_sample, storage_account
 
 from legacy_msi_credential.aio import LegacyMsiCredential
 
@@ -47,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

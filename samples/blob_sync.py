@@ -15,11 +15,10 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 
 from azure.storage.blob import BlobServiceClient
-from local_services import add_storage_arguments, storage_account
+from local_services import add_storage_arguments, run_sample, storage_account
 
 from legacy_msi_credential import LegacyMsiCredential
 
@@ -42,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

@@ -24,10 +24,10 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from azure.identity import ChainedTokenCredential, ManagedIdentityCredential
+from local_services import run_sample
 
 from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.cli import decode_claims
@@ -47,4 +47,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

@@ -24,8 +24,9 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import logging
-import sys
 import time
+
+from local_services import run_sample
 
 from legacy_msi_credential import DefaultAzureCredential
 from legacy_msi_credential.cli import decode_claims
@@ -44,4 +45,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

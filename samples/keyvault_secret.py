@@ -16,9 +16,9 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import argparse
-import sys
 
 from azure.keyvault.secrets import SecretClient
+from local_services import run_sample
 
 from legacy_msi_credential import LegacyMsiCredential
 
@@ -44,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

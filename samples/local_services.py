@@ -21,14 +21,15 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Azurite's well-known development account.
@@ -189,3 +190,19 @@ def storage_account(args: argparse.Namespace, service: str = "blob") -> Iterator
         return
     with Azurite.start() as azurite:
         yield getattr(azurite, f"{service}_url"), azurite.ca_file
+
+
+def run_sample(main: Callable[[], int], path: str) -> NoReturn:
+    """Run a sample's ``main``; no token to be had (no VM, no emulator) is one line that says
+    what to do, not a traceback from inside the credential."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        sys.exit(main())
+    except ClientAuthenticationError as error:
+        reason = error.message.strip().splitlines()[0]
+        name = f"samples/{Path(path).name}"
+        sys.exit(
+            f"{name}: no token: {reason} Run it on a VM with the legacy extension, or against the emulator "
+            f"as its docstring shows: legacy-msi emulate --port 0 -- python {name} ..."
+        )

@@ -24,7 +24,7 @@ import sys
 import uuid
 
 from azure.storage.blob import BlobServiceClient
-from local_services import add_storage_arguments, storage_account
+from local_services import add_storage_arguments, run_sample, storage_account
 
 from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.cli import decode_claims
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

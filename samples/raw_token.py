@@ -17,9 +17,9 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import argparse
-import sys
 
 import requests
+from local_services import run_sample
 
 from legacy_msi_credential import LegacyMsiCredential
 
@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

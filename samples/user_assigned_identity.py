@@ -15,7 +15,8 @@ The commands above run from the repository's root in its virtual environment
 from __future__ import annotations
 
 import argparse
-import sys
+
+from local_services import run_sample
 
 from legacy_msi_credential import LegacyMsiCredential
 from legacy_msi_credential.cli import decode_claims
@@ -40,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_sample(main, __file__)

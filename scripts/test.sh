@@ -3,6 +3,8 @@
 # pytest-xdist workers (most tests wait on loopback I/O: three times as many workers as CPUs, or
 # TEST_WORKERS), the 15 slowest named at the end so that drift is seen.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k emulator
+# First scripts/setup.sh, which says what it installs and downloads before it does, and
+# changes nothing outside the clone unless LEGACY_MSI_SETUP_SYSTEM=1 (Debian packages, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -155,10 +156,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # a worker: its controller did it
     try:
+        from hypothesis.errors import HypothesisSideeffectWarning
         from hypothesis.internal.charmap import charmap, intervals_from_codec
 
-        charmap()
-        intervals_from_codec("utf-8")
+        with warnings.catch_warnings():
+            # Hypothesis warns of storage touched while plugins load: here that is the point.
+            warnings.simplefilter("ignore", HypothesisSideeffectWarning)
+            charmap()
+            intervals_from_codec("utf-8")
     except Exception:  # only the head start is lost
         pass
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.server
 import io
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ import pytest
 from legacy_msi_credential.cli import main
 from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import cli, closed_port, run_cli
+from .conftest import cli, closed_port, run_cli, start_cli
 
 run = run_cli
 
@@ -72,14 +74,130 @@ def test_errors_are_one_line_without_traceback(emulator: Emulator) -> None:
     assert "nothing is listening" in refused.stderr
     assert "Traceback" not in refused.stderr
     bad = run("token", "--endpoint", "http://10.9.9.9/oauth2/token")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # the fix is a flag: a usage error, as argparse's own
     assert "not a loopback address" in bad.stderr
+    assert "Pass --allow-insecure-http if" in bad.stderr
 
 
 def test_debug_shows_the_traceback() -> None:
     result = run("--debug", "token", "--endpoint", f"http://127.0.0.1:{closed_port()}/oauth2/token")
     assert result.returncode == 1
     assert "Traceback" in result.stderr
+
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The message of a usage error of ``argv`` (exit status 2, as argparse's own), through the real parser."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said", "unsaid"),
+    [
+        (["token", "--retry-total", "101"], "--retry-total must be a whole number of retries", "retry_total"),
+        (["token", "--wait-for-endpoint", "-1"], "--wait-for-endpoint must be a number of", "wait_for_endpoint"),
+        (["token", "--endpoint", "http://10.9.9.9/oauth2/token"], "Pass --allow-insecure-http", "allow_insecure"),
+        (["emulate", "--host", "10.9.9.9", "--port", "0"], "unless --allow-remote", "allow_remote"),
+    ],
+)
+def test_errors_at_the_command_line_name_the_flag(
+    argv: list[str], said: str, unsaid: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = _usage_error(argv, capsys)
+    assert said in message
+    assert unsaid not in message
+    assert message.startswith(f"usage: legacy-msi {argv[0]}")  # the command's usage, not the top level's
+
+
+def test_a_flag_the_library_rejects_with_a_flag_s_fix_is_still_honoured(emulator: Emulator) -> None:
+    """--allow-insecure-http, named by the message above, exists and reaches the credential."""
+    plain = emulator.endpoint.replace("127.0.0.1", "localhost")
+    assert main(["token", "--endpoint", plain, "--allow-insecure-http", "-o", "raw"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", "--resource", "https://vault.azure.net"],
+        ["token", "--scope", "https://vault.azure.net/.default"],
+        ["token", "--scope", "https://vault.azure.net/.default", "https://vault.azure.net/user_impersonation"],
+        ["token", "https://vault.azure.net/.default https://vault.azure.net/.default"],
+        ["token", "https://vault.azure.net/.default", "https://vault.azure.net/.default"],
+    ],
+)
+def test_token_takes_the_resource_as_az_users_type_it(
+    argv: list[str], emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--endpoint", emulator.endpoint, "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["claims"]["aud"] == "https://vault.azure.net"
+    assert [request.params["resource"] for request in emulator.requests] == [["https://vault.azure.net"]]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", "--scope", "https://vault.azure.net/.default", "https://storage.azure.com/.default"],
+        ["token", "https://vault.azure.net/.default https://storage.azure.com/.default"],
+        ["doctor", "https://vault.azure.net", "--resource", "https://storage.azure.com"],
+    ],
+)
+def test_scopes_of_two_resources_are_a_usage_error_that_says_why(
+    argv: list[str], emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = _usage_error([*argv, "--endpoint", emulator.endpoint], capsys)
+    assert "one resource at a time; got 2 (https://vault.azure.net, https://storage.azure.com)" in message
+    assert emulator.requests == []  # refused before anything is asked, not by Azure AD's AADSTS50001
+
+
+SHADOW_MODULE = 'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n'
+
+
+@pytest.mark.parametrize("debug_first", [True, False, None])
+def test_a_missing_extra_is_one_line_naming_it_and_debug_is_accepted_after_the_command(
+    debug_first: bool | None, tmp_path: Path
+) -> None:
+    """`pip install .` then `legacy-msi serve`: aiohttp is missing (a package on PYTHONPATH that
+    fails to import, as a missing one does)."""
+    (tmp_path / "aiohttp").mkdir()
+    (tmp_path / "aiohttp" / "__init__.py").write_text(SHADOW_MODULE.format(name="aiohttp"))
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    debug = [] if debug_first is None else ["--debug"]
+    argv = [*debug, "serve", "--port", "0"] if debug_first else ["serve", "--port", "0", *debug]
+    result = run(*argv, env={"PYTHONPATH": path})
+    assert result.returncode == 1
+    assert 'pip install ".[serve]"' in result.stderr
+    if debug_first is None:
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("legacy-msi: error: legacy-msi serve runs on aiohttp")
+    else:
+        assert "Traceback" in result.stderr
+
+
+def test_a_missing_module_the_package_did_not_name_gets_its_extra() -> None:
+    from legacy_msi_credential.cli import missing_dependency
+
+    message = missing_dependency(ModuleNotFoundError("No module named 'azure.identity'", name="azure.identity"))
+    assert message == 'azure.identity is not installed: pip install ".[identity]" in a clone of legacy-msi-credential'
+    other = missing_dependency(ModuleNotFoundError("No module named 'yaml'", name="yaml"))
+    assert other.startswith("yaml is not installed; see the install section")
+
+
+def test_a_reader_that_goes_away_is_not_an_error(emulator: Emulator) -> None:
+    """`legacy-msi token | head`: quiet, with the status of a filter killed by SIGPIPE."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "legacy_msi_credential", "token", "--endpoint", emulator.endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # before the command writes anything: its writes meet a closed pipe
+    error = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141
+    assert error == b""
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,7 +260,8 @@ def test_doctor_healthy_with_imds_absent(emulator: Emulator, capsys: pytest.Capt
     assert "answers like the extension" in out
     assert "it is this package's emulator (legacy-msi emulate): its tokens are not real" in out
     assert "Verdict: healthy: LegacyMsiCredential gets tokens on this machine, from this package's emulator" in out
-    assert "the legacy managed identity extension" not in out.split("Verdict:", 1)[1]
+    assert "the legacy managed identity extension" not in out  # nowhere, the chain's step included
+    assert "LegacyMsiCredential answers: this package's emulator" in out
     assert "does not answer" in out  # IMDS, at the dead loopback address of the test environment
 
 
@@ -168,6 +287,12 @@ def test_doctor_reports_imds_when_it_answers(emulator: Emulator, capsys: pytest.
         imds.stop()
     out = capsys.readouterr().out
     assert "answers (HTTP 200)" in out
+    assert "README's recommended chain" not in out
+    from legacy_msi_credential.cli._doctor import DOCS_DEFAULT_CREDENTIAL
+
+    assert f"({DOCS_DEFAULT_CREDENTIAL})" in out
+    page = Path(__file__).resolve().parents[1] / DOCS_DEFAULT_CREDENTIAL
+    assert "immediately before `ManagedIdentityCredential`" in page.read_text()  # the promise, on a page that exists
     assert imds.requests[0].path == "/metadata/identity/oauth2/token"
 
 
@@ -270,11 +395,51 @@ def test_emulate_passes_the_command_exit_status_through() -> None:
     assert result.returncode == 7
 
 
+def test_sigterm_stops_the_command_first_then_the_emulator_and_its_settings_file(tmp_path: Path) -> None:
+    """CI time-outs and `docker stop` send SIGTERM to legacy-msi, not to its COMMAND."""
+    settings = tmp_path / "ManagedIdentity-Settings"
+    child = "import os, sys, time; print(os.getpid(), flush=True); time.sleep(60)"
+    process = start_cli("emulate", "--port", "0", "--write-settings", str(settings), "--", sys.executable, "-c", child)
+    assert process.stdout is not None
+    lines = iter(process.stdout.readline, "")
+    assert next(lines).startswith("Emulator listening on")
+    assert next(lines).startswith("Settings file written")
+    pid = int(next(lines))  # COMMAND runs: it printed its process id
+    process.send_signal(signal.SIGTERM)
+    status = process.wait(timeout=30)
+    if status != 128 + signal.SIGTERM:  # the old behaviour: COMMAND left running; stop it, then fail
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert status == 128 + signal.SIGTERM  # COMMAND's own end, passed through
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # COMMAND ended (and was reaped) before legacy-msi did
+    process.stdout.close()
+    assert process.stderr is not None
+    process.stderr.close()
+    assert not settings.exists()
+
+
+def test_emulate_takes_a_command_only_after_the_double_dash(capsys: pytest.CaptureFixture[str]) -> None:
+    message = _usage_error(["emulate", "8080"], capsys)
+    assert "a command to run goes after --" in message
+    assert "a port is given with --port" in message
+
+
+@pytest.mark.parametrize(("command", "status"), [("no-such-command-here", 127), (__file__, 126)])
+def test_emulate_reports_a_command_it_cannot_run_as_the_shell_does(
+    command: str, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulate", "--port", "0", "--", command]) == status
+    assert f"command not {'found' if status == 127 else 'executable'}: {command}" in capsys.readouterr().err
+
+
 def test_emulate_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["emulate", "--port", "0", "--fault", "teapot"]) == 1
     assert "unknown fault 'teapot'" in capsys.readouterr().err
-    assert main(["emulate", "--host", "0.0.0.0", "--port", "0"]) == 1
-    assert "loopback only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["emulate", "--host", "0.0.0.0", "--port", "0"])
+    assert caught.value.code == 2
+    assert "loopback only unless --allow-remote" in capsys.readouterr().err
 
 
 def test_doctor_on_a_machine_without_extension_or_imds(
@@ -449,3 +614,14 @@ def test_version_imports_none_of_the_libraries_it_names() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_emulate_answers_a_custom_resource_named_by_flag() -> None:
+    code = "from legacy_msi_credential import LegacyMsiCredential as C; C().get_token('https://my-app.contoso.com')"
+    named = run(
+        "emulate", "--port", "0", "--known-resource", "https://my-app.contoso.com", "--", sys.executable, "-c", code
+    )
+    assert named.returncode == 0, named.stderr
+    unnamed = run("emulate", "--port", "0", "--", sys.executable, "-c", code)
+    assert unnamed.returncode == 1
+    assert "invalid_resource" in unnamed.stderr

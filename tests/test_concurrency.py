@@ -84,7 +84,7 @@ def test_one_async_credential_serves_several_event_loops(emulator: Emulator) -> 
 
     def thread_main(index: int) -> None:
         try:
-            asyncio.run(work(f"https://resource-{index % 3}.example/.default"))
+            asyncio.run(work(f"https://resource-{index % 3}.vault.azure.net/.default"))
         except BaseException as exc:
             errors.append(exc)
 

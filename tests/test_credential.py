@@ -95,6 +95,7 @@ def test_unknown_identity_is_refused_by_the_vm(twin: SyncTwin) -> None:
     ],
 )
 def test_hostile_resources_cannot_inject_parameters(twin: SyncTwin, emulator: Emulator, resource: str) -> None:
+    emulator.known_resources = frozenset((resource,))  # answered: what arrives is under test, not the name
     credential = twin.make(endpoint=emulator.endpoint)
     twin.get_token(credential, resource)
     (request,) = emulator.requests

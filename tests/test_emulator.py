@@ -300,7 +300,7 @@ def test_100_parallel_clients(emulator: Emulator) -> None:
     def one(index: int) -> int:
         with requests.Session() as session:
             session.trust_env = False
-            return get(session, emulator, resource=f"https://r{index % 10}.example/").status_code
+            return get(session, emulator, resource=f"https://r{index % 10}.vault.azure.net/").status_code
 
     with ThreadPoolExecutor(100) as pool:
         statuses = list(pool.map(one, range(100)))
@@ -441,3 +441,58 @@ def test_every_fault_has_a_row_and_every_spelled_fault_parses_back() -> None:
             continue
         spec = row.spelled + ("=2" if row.takes == "number" else "")
         assert [fault.kind for fault in parse_fault_spec(spec)] == [kind], spec
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "https://management.azure.com/",
+        "https://management.core.windows.net/",
+        "https://vault.azure.net",
+        "https://storage.azure.com",
+        "https://database.windows.net/",
+        "https://graph.microsoft.com",
+        "https://management.usgovcloudapi.net/",
+        "https://vault.azure.cn",
+        "https://account.blob.core.windows.net",
+        "https://name.vault.azure.net/",
+        "0b07f429-9f4b-4714-9392-cc5e8e80c8b0",
+        "api://0b07f429-9f4b-4714-9392-cc5e8e80c8b0",
+    ],
+)
+def test_the_emulator_answers_the_resources_azure_ad_knows(resource: str) -> None:
+    with Emulator(port=0) as emulator:
+        assert get(requests.Session(), emulator, resource=resource).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "https://vault.azure.nte",
+        "https://vault.azure.net/.defualt",
+        "https://example.com/",
+        "https://a.b.blob.core.windows.net",
+        "http://vault.azure.net",
+        "https://vault.azure.net:444",
+    ],
+)
+@pytest.mark.parametrize(
+    ("flavor", "status", "error"), [("linux", 400, "invalid_resource"), ("windows", 500, "unknown")]
+)
+def test_the_emulator_refuses_a_resource_azure_ad_does_not_know_as_the_extension(
+    resource: str, flavor: str, status: int, error: str
+) -> None:
+    """A typo fails locally, not only in Azure: as the extension relays Azure AD's refusal."""
+    with Emulator(port=0, flavor=flavor) as emulator:
+        answer = get(requests.Session(), emulator, resource=resource)
+    assert (answer.status_code, answer.json()["error"]) == (status, error)
+    assert emulator.minted_tokens == []
+
+
+def test_custom_resources_are_answered_when_named() -> None:
+    custom = "https://my-app.contoso.com"
+    with Emulator(port=0, known_resources=[custom]) as emulator:
+        assert get(requests.Session(), emulator, resource=custom).status_code == 200
+        assert get(requests.Session(), emulator, resource="https://other.contoso.com").status_code == 400
+    with Emulator(port=0, known_resources=None) as anything:
+        assert get(requests.Session(), anything, resource="https://other.contoso.com").status_code == 200

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from .. import _claims
 from .._constants import ENV_IMDS_URL, IDENTITY_PARAMETERS
@@ -58,13 +59,53 @@ def add_identity_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_resource_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """The resource, as a positional argument or as ``az account get-access-token`` takes it
+    (``--resource R``, ``--scope S``); :func:`chosen_resource` makes one of them."""
     parser.add_argument(
-        "resource",
-        nargs="?",
-        default=DEFAULT_RESOURCE,
+        "resource_words",
+        nargs="*",
         metavar="SCOPE_OR_RESOURCE",
         help=f"{what} (default: {DEFAULT_RESOURCE})",
     )
+    parser.add_argument(
+        "--resource",
+        dest="resource_options",
+        action="append",
+        default=[],
+        metavar="RESOURCE",
+        help="the same, as az takes it (default: none)",
+    )
+    parser.add_argument(
+        "--scope",
+        dest="resource_options",
+        action="extend",
+        nargs="+",
+        metavar="SCOPE",
+        help="the same, as az takes it: one scope, or several of one resource (default: none)",
+    )
+
+
+def chosen_resource(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.resource`` from the words given in any of :func:`add_resource_argument`'s forms,
+    quoted together or not; a usage error unless they name one resource (what the endpoint issues)."""
+    words = [word for given in (*args.resource_words, *args.resource_options) for word in given.split()]
+    scopes = list(dict.fromkeys(words))  # the same scope twice is one
+    resources = list(dict.fromkeys(_resource_of(scope) for scope in scopes))
+    if len(resources) > 1:
+        parser.error(
+            f"the legacy endpoint issues a token for one resource at a time; got {len(resources)} "
+            f"({', '.join(resources)}): run once for each"
+        )
+    args.resource = scopes[0] if len(scopes) == 1 else (resources[0] + "/.default" if resources else DEFAULT_RESOURCE)
+
+
+def _resource_of(scope: str) -> str:
+    """The resource a scope belongs to: ``https://vault.azure.net/.default`` and
+    ``https://vault.azure.net/user_impersonation`` both to ``https://vault.azure.net``."""
+    parts = urlsplit(scope)
+    if parts.scheme and parts.netloc and parts.path.strip("/"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return scope.rstrip("/")
 
 
 @contextlib.contextmanager

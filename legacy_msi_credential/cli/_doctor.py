@@ -46,6 +46,9 @@ from ._common import (
     when,
 )
 
+#: Where the drop-in chain is explained, for users sent there (a page of the documentation site).
+DOCS_DEFAULT_CREDENTIAL = "docs/default-credential.md"
+
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 #: How long doctor waits for IMDS before concluding it is absent.
 _IMDS_PROBE_TIMEOUT = 1.0  # s
@@ -98,6 +101,8 @@ class Facts:
     listening: bool = False
     #: What answers: ``extension``, ``emulator`` or ``bridge``.
     kind: str = "extension"
+    #: What answers, in words (``_what_listens``).
+    listener: str = "the legacy managed identity extension"
     got_token: bool = False
     #: The verdict of the check that found the problem, if one did.
     problem: str = ""
@@ -166,11 +171,11 @@ def _endpoint(facts: Facts) -> list[Finding]:
         timeout=args.timeout,
     )
     if status == 400 and _json_field(body, "error") == "bad_request_102":
-        facts.kind, listener = _what_listens(choice.url, args.timeout)
+        facts.kind, facts.listener = _what_listens(choice.url, args.timeout)
         findings.append(
             Finding("ok", "it answers like the extension (a request without 'Metadata: true' gets 400 bad_request_102)")
         )
-        findings.append(Finding("info" if facts.kind == "extension" else "note", f"it is {listener}"))
+        findings.append(Finding("info" if facts.kind == "extension" else "note", f"it is {facts.listener}"))
     elif status is None:
         findings.append(Finding("warn", f"a request without 'Metadata: true' got no answer ({error})"))
     else:
@@ -231,7 +236,8 @@ def _imds(facts: Facts) -> list[Finding]:
         Finding(
             "info",
             f"IMDS at {imds} answers (HTTP {status}): azure-identity's ManagedIdentityCredential works "
-            "here too; see the README's recommended chain",
+            "here too; DefaultAzureCredential from this package tries the legacy endpoint, then IMDS "
+            f"({DOCS_DEFAULT_CREDENTIAL})",
         )
     ]
 
@@ -275,7 +281,15 @@ def _chain(facts: Facts) -> list[Finding]:
             os.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = saved
     facts.step = type(getattr(chain, "_successful_credential", None)).__name__
     skipped = " (IMDS not tried: --skip-imds)" if args.skip_imds else ""
-    return [Finding("ok", f"{facts.step} answers: {_STEP_KINDS.get(facts.step, 'a step of the chain')}{skipped}")]
+    return [Finding("ok", f"{facts.step} answers: {_step_kind(facts, 'a step of the chain')}{skipped}")]
+
+
+def _step_kind(facts: Facts, otherwise: str) -> str:
+    """What the chain's successful step is on this machine: for the legacy step, what the
+    endpoint check found answering (the extension, the emulator or a bridge)."""
+    if facts.step == "LegacyMsiCredential" and facts.listening:
+        return facts.listener
+    return _STEP_KINDS.get(facts.step or "", otherwise)
 
 
 #: The checks, in the order they run and print.
@@ -302,7 +316,7 @@ def verdict(facts: Facts) -> tuple[str, int]:
     if facts.step is not None:
         return (
             f"LegacyMsiCredential gets no token here, but DefaultAzureCredential from this package does, "
-            f"from {facts.step} ({_STEP_KINDS.get(facts.step, 'another step of the chain')}). Use it: "
+            f"from {facts.step} ({_step_kind(facts, 'another step of the chain')}). Use it: "
             "`from legacy_msi_credential import DefaultAzureCredential`",
             0,
         )

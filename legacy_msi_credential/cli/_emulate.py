@@ -94,6 +94,14 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
         help="the extension's flavour: windows answers an unknown resource 500 unknown (default: linux)",
     )
     emulate.add_argument(
+        "--known-resource",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a custom resource to answer, repeatable (default: only those Azure AD knows everywhere; "
+        "others get 400 invalid_resource, as from the extension)",
+    )
+    emulate.add_argument(
         "--unsigned", action="store_true", help="mint unsigned tokens, alg none (default: RS256 with cryptography)"
     )
     emulate.add_argument(
@@ -105,8 +113,47 @@ example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     emulate.set_defaults(run=run)
 
 
+#: Signals passed on to COMMAND: a service manager's or CI's stop (SIGTERM, ``docker stop``,
+#: a job's time-out) and a closed terminal. Ctrl+C reaches COMMAND from the terminal itself.
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: The shell's exit statuses for a command that is not there, or not executable.
+COMMAND_NOT_FOUND, COMMAND_NOT_EXECUTABLE = 127, 126
+
+
+def run_command(command: list[str], env: dict[str, str]) -> int:
+    """Run COMMAND to its end and return its exit status as a shell reports it (128 + N for
+    signal N). A stop signal sent to this process is passed on, so that COMMAND ends first
+    and the emulator and its settings file go after it."""
+    from . import CommandError
+
+    try:
+        process = subprocess.Popen(command, env=env)  # noqa: S603 - the user's own command
+    except FileNotFoundError:
+        raise CommandError(f"command not found: {command[0]}", COMMAND_NOT_FOUND) from None
+    except PermissionError:
+        raise CommandError(f"command not executable: {command[0]}", COMMAND_NOT_EXECUTABLE) from None
+    previous = {sig: signal.signal(sig, lambda signum, _: process.send_signal(signum)) for sig in FORWARDED_SIGNALS}
+    try:
+        status = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status if status >= 0 else 128 - status
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..emulator import Emulator, UserAssignedIdentity, parse_fault_spec
+    from . import UsageError
+
+    if args.command and args.command[0] != "--":
+        raise UsageError(
+            f"unexpected argument {args.command[0]!r}: a command to run goes after --, "
+            f"as in `legacy-msi emulate --port 0 -- {' '.join(args.command)}`; a port is given with --port"
+        )
 
     faults = [fault for spec in args.fault for fault in parse_fault_spec(spec)]
     stack = contextlib.ExitStack()
@@ -120,6 +167,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         flavor=args.os,
         sign=False if args.unsigned else None,
         allow_remote=args.allow_remote,
+        known_resources=args.known_resource,
     )
     emulator.add_faults(*faults)
     emulator.start()
@@ -128,11 +176,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"Emulator listening on {emulator.endpoint}\n")
         if written:
             out.write(f"Settings file written: {written}\n")
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        command = args.command[1:]
         if command:
-            env = dict(os.environ, **{ENV_ENDPOINT: emulator.endpoint})
             out.flush()
-            return subprocess.call(command, env=env)  # noqa: S603 - the user's own command
+            return run_command(command, dict(os.environ, **{ENV_ENDPOINT: emulator.endpoint}))
         out.write(f"export {ENV_ENDPOINT}={emulator.endpoint}\nPress Ctrl+C to stop.\n")
         out.flush()
         previous = {sig: signal.signal(sig, lambda *_: emulator.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -25,6 +25,11 @@ def add_parser(commands: Any) -> None:
     add_identity_options(token)
     token.add_argument("--endpoint", help="token URL (default: environment, settings file, then localhost:50342)")
     token.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="accept a plain http endpoint that is not loopback (default: refused; the extension is on localhost)",
+    )
+    token.add_argument(
         "--output", "-o", choices=("table", "json", "raw"), default="table", help="output form (default: table)"
     )
     token.add_argument(
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with LegacyMsiCredential(
         endpoint=args.endpoint,
         wait_for_endpoint=args.wait_for_endpoint,
+        allow_insecure_http=args.allow_insecure_http,
         **({} if args.retry_total is None else {"retry_total": args.retry_total}),
         **identity_kwargs(args),
     ) as credential:

@@ -127,6 +127,11 @@ class Emulator(Listening):
             for clients whose ``localhost`` resolves to ``::1`` first; left out, and said
             once, only where the host has no IPv6. A name is served on every address it
             resolves to, ``::`` on every address of both families.
+        known_resources: Custom resources (an application's URI) answered besides those Azure
+            AD knows everywhere (well-known URIs, instances such as
+            ``https://ACCOUNT.blob.core.windows.net``, GUIDs, ``api://``); any other resource is
+            refused as the extension relays Azure AD's refusal, so that a typo fails here and
+            not only in Azure. None answers every well-formed resource.
     """
 
     def __init__(
@@ -144,10 +149,13 @@ class Emulator(Listening):
         clock: Callable[[], float] = time.time,
         flavor: str = "linux",
         ipv6: Optional[bool] = None,
+        known_resources: Optional[Iterable[str]] = (),
     ) -> None:
         if flavor not in ("linux", "windows"):
             raise ValueError(f"flavor must be 'linux' or 'windows', not {flavor!r}")
         self.flavor = flavor
+        #: Resources answered besides the well-known ones (``_rules.known_resource``); None: any.
+        self.known_resources = None if known_resources is None else frozenset(known_resources)
         self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
         #: Seconds a client may take to send its request (``None``: no limit).
         #: Requests served at once (``None``: no limit); beyond it, 503 at once.
@@ -350,7 +358,11 @@ class Emulator(Listening):
     def _policy(self) -> Policy:
         """What the emulator accepts: the extension's protocol and IMDS's token path."""
         return Policy(
-            accept_get=self.accept_get, serves_imds=True, windows=self.flavor == "windows", tenant_id=self.tenant_id
+            accept_get=self.accept_get,
+            serves_imds=True,
+            windows=self.flavor == "windows",
+            tenant_id=self.tenant_id,
+            known_resources=self.known_resources,
         )
 
     def _health(self) -> dict[str, Any]:
