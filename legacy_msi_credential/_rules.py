@@ -156,10 +156,24 @@ class Policy:
 
 
 def parameters(query: str, method: str, content_type: str, body: bytes) -> dict[str, list[str]]:
-    """The request's parameters: the query's, and a form POST's body's, each with all its values."""
+    """The request's parameters: the query's, and a form POST's body's, each with all its values.
+
+    Raises:
+        Refusal: The request has a body that is not a form POST's (a GET's, a JSON document):
+            it is not read for parameters, so it is refused rather than ignored, since an
+            identity parameter in it would otherwise be lost and the request answered for the
+            system-assigned identity.
+    """
     pairs = parse_qsl(query, keep_blank_values=True)
     if method == "POST" and content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
         pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    elif body:
+        raise Refusal(
+            400,
+            "invalid_request",
+            "A request body is read only as a form POST (Content-Type: application/x-www-form-urlencoded); "
+            "send the parameters in the query string or as such a form.",
+        )
     found: dict[str, list[str]] = {}
     for name, value in pairs:
         found.setdefault(name, []).append(value)

@@ -266,6 +266,27 @@ def test_a_form_is_judged_whole_however_its_segments_arrive(bridge: Bridge, imds
     assert [request.params.get("client_id") for request in imds.requests] == [[ALICE.client_id]]  # then cached
 
 
+@pytest.mark.parametrize(
+    ("method", "content_type"),
+    [("GET", "application/x-www-form-urlencoded"), ("POST", "application/json"), ("POST", "text/plain")],
+)
+def test_a_body_that_is_not_a_form_is_refused_never_ignored(
+    bridge: Bridge, imds: Emulator, method: str, content_type: str
+) -> None:
+    """Parameters in a body the rules do not read (a GET's, a JSON document) would be lost and
+    the request answered for the system-assigned identity: a 400 instead."""
+    body = f"client_id={ALICE.client_id}".encode()
+    request = (
+        f"{method} /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer = raw(bridge.port, request + body)
+    assert status_of(answer) == 400, answer
+    assert b"form POST" in answer
+    assert b"access_token" not in answer
+    assert imds.request_count == 0
+
+
 def test_a_body_that_stops_short_is_never_judged(imds: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     """A form whose rest never comes (the client waits, or closes its side): the connection
     ends at its deadline, or at once, with no answer and no traceback in the logs."""

@@ -130,6 +130,24 @@ def test_a_form_is_read_whole_however_its_segments_arrive(uami_vm: Any) -> None:
     assert [request.param("client_id") for request in vm.requests] == [identity.client_id] * 2
 
 
+@pytest.mark.parametrize(
+    ("method", "content_type"), [("GET", "application/x-www-form-urlencoded"), ("POST", "application/json")]
+)
+def test_a_body_that_is_not_a_form_gets_no_token(uami_vm: Any, method: str, content_type: str) -> None:
+    """An identity parameter in a body the extension's rules do not read: a 400, never the
+    system-assigned identity's token for a request that named another."""
+    vm, identity = uami_vm
+    body = f"client_id={identity.client_id}".encode()
+    request = (
+        f"{method} /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    ((status, _, answer),) = raw(vm.port, request + body)
+    assert (status, answer["error"]) == (400, "invalid_request")
+    assert "form POST" in answer["error_description"]
+    assert vm.tokens_issued == 0
+
+
 def test_a_body_that_stops_short_gets_no_token(uami_vm: Any) -> None:
     """A form whose client closes its side before the rest is sent, by ``Content-Length`` and
     chunked: a 400, never an answer for what its first part names."""

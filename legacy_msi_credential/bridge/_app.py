@@ -465,7 +465,10 @@ class BridgeApp:
             return _json(refused.status, refused.body(), dict(refused.headers)), "-"
         if request.rel_url.path == HEALTH_PATH and request.method == "GET":
             return _json(200, self.health()), "-"
-        params = parameters(request.rel_url.raw_query_string, request.method, request.content_type, body)
+        try:
+            params = parameters(request.rel_url.raw_query_string, request.method, request.content_type, body)
+        except Refusal as refusal:
+            return _json(refusal.status, refusal.body(), dict(refusal.headers)), "-"
         decision = decide(
             request.method, request.path_qs, request.headers, params, peer_is_loopback=loopback, policy=self.policy
         )

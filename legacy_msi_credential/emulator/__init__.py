@@ -568,10 +568,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
+            params = parameters(url.query, self.command, self.headers.get("Content-Type", ""), body)
         except Refusal as refusal:
             self.answer_error(refusal.status, refusal.error, refusal.description)
             return
-        params = parameters(url.query, self.command, self.headers.get("Content-Type", ""), body)
         fault = emulator._record(
             RecordedRequest(
                 method=self.command,
