@@ -216,6 +216,8 @@ def test_every_planted_bug_still_applies_once_and_the_table_names_it() -> None:
         del sys.modules["mutants"]
     table = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     assert len(mutants.MUTANTS) >= 29
+    for page in (table, (ROOT / "README.md").read_text(encoding="utf-8")):  # the count they state is the count
+        assert re.findall(r"mutants\.py` plants (\d+)", page) == [str(len(mutants.MUTANTS))]
     for mutant in mutants.MUTANTS:
         source = (ROOT / mutant.module).read_text(encoding="utf-8")
         assert source.count(mutant.old) == 1, f"{mutant.name}: {mutant.old!r} is not in {mutant.module} exactly once"
