@@ -295,6 +295,55 @@ async def test_the_user_queueing_beyond_its_share_gets_busy_not_the_other() -> N
     assert gate.waiting == 0
 
 
+async def test_a_call_cancelled_while_it_waits_or_once_given_a_place_leaves_no_place_taken() -> None:
+    """A client that hangs up while its call waits for the gate: its turn leaves the queue,
+    and a place handed to it just before is handed on, not kept for ever."""
+    gate = Gate(1, 1000, wait=10)
+    release = asyncio.Event()
+
+    async def hold() -> str:
+        await release.wait()
+        return "held"
+
+    async def quick() -> str:
+        return "ran"
+
+    first = asyncio.ensure_future(gate.run(hold, "a"))
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(gate.run(quick, "b"))
+    await asyncio.sleep(0)
+    assert gate.waiting == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert gate.waiting == 0
+    given = asyncio.ensure_future(gate.run(quick, "c"))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == "held"  # its end handed the place to "c", which has not run yet
+    assert gate.waiting == 0
+    given.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await given
+    assert await asyncio.wait_for(gate.run(quick, "d"), 1) == "ran"  # the place came back
+
+
+async def test_calls_beyond_the_rate_wait_for_the_bucket_to_refill_then_start() -> None:
+    now = [0.0]
+    gate = Gate(100, 50, wait=5, clock=lambda: now[0])
+
+    async def quick() -> str:
+        return "ran"
+
+    assert await asyncio.gather(*(gate.run(quick, "a") for _ in range(50))) == ["ran"] * 50  # a second's worth
+    later = [asyncio.ensure_future(gate.run(quick, user)) for user in ("a", "b")]
+    await asyncio.sleep(0)
+    assert gate.waiting == 2  # no start left this instant
+    now[0] += 2 / 50  # two starts' worth of time
+    assert await asyncio.wait_for(asyncio.gather(*later), 1) == ["ran", "ran"]
+    assert gate.waiting == 0
+
+
 # --- two real users through the bridge --------------------------------------------------------
 
 
