@@ -1329,3 +1329,86 @@ def test_accept_failures_are_reported_once_an_interval_with_a_count_and_other_er
         ),
         ("asyncio", "ERROR", "Task exception was never retrieved"),
     ]
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_unfinished_heads_over_the_pending_budget_displace_the_largest_other_first() -> None:
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    limits = BridgeLimits(max_head=1024, max_pending=2048)
+    head = f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nX-Fill: {'a' * 880}".encode()
+    assert 2 * len(head) - 100 < limits.max_pending < 2 * len(head) - 100 + 300
+    with Bridge(port=0, source=source, limits=limits) as bridge:
+        clients = [socket.create_connection(("127.0.0.1", bridge.port), timeout=5) for _ in range(3)]
+        try:
+            clients[0].sendall(head)
+            _until(lambda: bridge.connections.pending == len(head))
+            clients[1].sendall(head[:-100])
+            _until(lambda: bridge.connections.pending == 2 * len(head) - 100)
+            clients[2].sendall(head[:300])  # past max_pending: the largest other goes, not the newest
+            assert clients[0].recv(1) == b""
+            assert bridge.connections.displaced == 1
+            assert bridge.connections.pending == len(head) - 100 + 300
+            for client in clients[1:]:
+                client.sendall(b"\r\nMetadata: true\r\nConnection: close\r\n\r\n")
+                assert status_of(client.recv(65536)) == 200
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_connection_past_the_limit_is_let_in_when_every_other_is_in_a_request() -> None:
+    """None can be displaced (each is being answered, and ends soon): the newcomer is
+    served rather than refused."""
+    stand_in = StandIn("mirror", hang=True)
+    source = TokenSource("imds", credential_factory=stand_in)
+    with Bridge(port=0, source=source, limits=BridgeLimits(max_connections=1)) as bridge:
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as asking:
+            asking.sendall(token_request())
+            _until(lambda: stand_in.calls == 1)
+            answer = raw(bridge.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert status_of(answer) == 200
+            assert bridge.connections.displaced == 0
+            stand_in.released.set()
+            assert status_of(asking.recv(65536)) == 200
+
+
+def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_resort_if_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A logger held off the loop still honours its handlers' levels; one with no handler
+    anywhere says what is a warning or worse on stderr, as logging does without a handler."""
+    from legacy_msi_credential.bridge._log import OffLoop
+
+    off_loop = OffLoop(capacity=8)
+    picky = logging.getLogger("legacy_msi_credential.tests.picky")
+    bare = logging.getLogger("legacy_msi_credential.tests.bare")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep(logging.ERROR)
+    picky.addHandler(keep)
+    picky.setLevel(logging.DEBUG)
+    picky.propagate = bare.propagate = False
+    try:
+        off_loop.release("legacy_msi_credential.tests.never-held")  # nothing held: nothing to undo
+        off_loop.hold(picky.name, bare.name)
+        picky.info("below the handler's level")
+        picky.error("at the handler's level")
+        bare.warning("to nobody")
+        assert off_loop.flush()
+        off_loop.release(picky.name, bare.name)
+    finally:
+        picky.removeHandler(keep)
+        picky.propagate = bare.propagate = True
+    assert seen == ["at the handler's level"]
+    assert capsys.readouterr().err == "to nobody\n"
+    assert not picky.filters and not bare.filters
