@@ -1367,15 +1367,17 @@ def test_a_connection_past_the_limit_is_let_in_when_every_other_is_in_a_request(
     served rather than refused."""
     stand_in = StandIn("mirror", hang=True)
     source = TokenSource("imds", credential_factory=stand_in)
-    with Bridge(port=0, source=source, limits=BridgeLimits(max_connections=1)) as bridge:
-        with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as asking:
-            asking.sendall(token_request())
-            _until(lambda: stand_in.calls == 1)
-            answer = raw(bridge.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            assert status_of(answer) == 200
-            assert bridge.connections.displaced == 0
-            stand_in.released.set()
-            assert status_of(asking.recv(65536)) == 200
+    with (
+        Bridge(port=0, source=source, limits=BridgeLimits(max_connections=1)) as bridge,
+        socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as asking,
+    ):
+        asking.sendall(token_request())
+        _until(lambda: stand_in.calls == 1)
+        answer = raw(bridge.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert status_of(answer) == 200
+        assert bridge.connections.displaced == 0
+        stand_in.released.set()
+        assert status_of(asking.recv(65536)) == 200
 
 
 def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_resort_if_none(
@@ -1411,4 +1413,5 @@ def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_reso
         picky.propagate = bare.propagate = True
     assert seen == ["at the handler's level"]
     assert capsys.readouterr().err == "to nobody\n"
-    assert not picky.filters and not bare.filters
+    assert not picky.filters
+    assert not bare.filters
