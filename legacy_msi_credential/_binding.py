@@ -218,7 +218,7 @@ def _listen(item: _Address, port: int, backlog: int) -> socket.socket:
             # Binding again at once after a restart, past connections in TIME_WAIT. On Linux
             # it never lets two sockets listen on one address and port.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no other socket may share the port
+        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # pragma: no cover - Windows: no other socket may share the port
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         if item.family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
             # "::" serves IPv4 clients too (on purpose, see the module's docstring); any other

@@ -7,6 +7,7 @@ emulator in its IMDS role, or a stand-in credential whose tokens carry chosen cl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -1362,3 +1363,211 @@ def test_every_header_a_relaying_proxy_adds_is_refused(bridge: Bridge, imds: Emu
         assert header.split(":")[0] in body_of(answer)["error_description"]
     assert imds.request_count == 0
     assert status_of(raw(bridge.port, token_request())) == 200  # and without one, served
+
+
+# --- life cycle: what a start that fails leaves, and the limits it cannot have ---------------------
+
+
+def _sockets_here() -> set[str]:
+    """The inodes of this process's open sockets."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd closed while listing
+            link = os.readlink(f"/proc/self/fd/{name}")
+            if link.startswith("socket:["):
+                found.add(link)
+    return found
+
+
+def test_a_start_that_fails_in_the_serving_loop_holds_nothing_and_can_be_tried_again() -> None:
+    """Limits that cannot hold (a head budget of 0) fail in the serving loop, after the
+    addresses were bound: the error is the caller's, and no socket, thread or held logger
+    stays behind."""
+    logger = logging.getLogger("legacy_msi_credential.bridge")
+    filters = list(logger.filters)
+    threads = {thread.name for thread in threading.enumerate()}
+    before = _sockets_here()
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    bridge = Bridge(port=0, source=source, limits=BridgeLimits(max_head=0))
+    with pytest.raises(ValueError, match=r"max_pending \([0-9]+\) must be at least max_head \(0\)"):
+        bridge.start()
+    assert not bridge.running
+    assert _sockets_here() <= before  # both listening sockets and the loop's own were closed
+    assert "legacy-msi-bridge" not in {thread.name for thread in threading.enumerate()} - threads
+    assert logger.filters == filters  # its records are its handlers' again
+    bridge.limits = BridgeLimits()
+    with bridge:
+        assert requests.get(bridge.endpoint + "?resource=" + ARM, headers={"Metadata": "true"}, timeout=5).ok
+
+
+def test_a_bridge_says_whether_it_runs_and_refuses_what_needs_it_running() -> None:
+    with pytest.raises(ValueError, match="port must be 0 to 65535, not 65536"):
+        Bridge(port=65536)
+    bridge = Bridge(port=0, source=TokenSource("imds", credential_factory=StandIn("mirror")))
+    assert not bridge.running
+    assert bridge.wait(0)  # not running: nothing to wait for
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = bridge.port
+    with pytest.raises(RuntimeError, match="not running"):
+        bridge.health()
+    with bridge:
+        assert bridge.running
+        assert not bridge.wait(0)
+        with pytest.raises(RuntimeError, match="already running"):
+            bridge.start()
+        assert bridge.health()["status"] == "ok"
+    assert not bridge.running
+    assert bridge.wait(0)
+    bridge.stop()  # a second stop is harmless
+
+
+def test_a_descriptor_limit_that_cannot_be_raised_caps_the_connections_and_says_how_to_lift_it() -> None:
+    """A unit with LimitNOFILE=64 (hard): the soft limit goes up to it, the connections
+    stay ``reserve`` below it, and the warning names the setting and the value that lifts it."""
+    code = (
+        "import logging, resource\n"
+        "from legacy_msi_credential.bridge import descriptor_cap\n"
+        "logging.basicConfig(format='%(levelname)s %(message)s')\n"
+        "print(descriptor_cap(1000, 16), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    result = subprocess.run(
+        ["prlimit", "--nofile=32:64", sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["48", "64", "64"]
+    assert "WARNING 48 connections at most, not 1000: 64 descriptors allowed (LimitNOFILE=1016 or more lifts it)" in (
+        result.stderr
+    )
+
+
+class _ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose ``time()`` is set by the test."""
+
+    now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_accept_failures_are_reported_once_an_interval_with_a_count_and_other_errors_as_asyncio_would(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from legacy_msi_credential.bridge import ACCEPT_REPORT_INTERVAL, _AcceptReports
+
+    caplog.set_level(logging.INFO)
+    report = _AcceptReports()
+    loop = _ClockLoop()
+    try:
+        out_of_descriptors = {
+            "message": "socket.accept() out of system resource",
+            "exception": OSError(24, "Too many open files"),
+        }
+        for _ in range(500):  # asyncio's retries in one interval: one line
+            report(loop, out_of_descriptors)
+        loop.now += ACCEPT_REPORT_INTERVAL
+        report(loop, out_of_descriptors)
+        report(loop, {"message": "Task exception was never retrieved"})
+    finally:
+        loop.close()
+    said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "legacy_msi_credential.bridge",
+            "WARNING",
+            "cannot accept connections: [Errno 24] Too many open files (0 more times since the last report); "
+            "raise LimitNOFILE=",
+        ),
+        (
+            "legacy_msi_credential.bridge",
+            "WARNING",
+            "cannot accept connections: [Errno 24] Too many open files (499 more times since the last report); "
+            "raise LimitNOFILE=",
+        ),
+        ("asyncio", "ERROR", "Task exception was never retrieved"),
+    ]
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_unfinished_heads_over_the_pending_budget_displace_the_largest_other_first() -> None:
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    limits = BridgeLimits(max_head=1024, max_pending=2048)
+    head = f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nX-Fill: {'a' * 880}".encode()
+    assert 2 * len(head) - 100 < limits.max_pending < 2 * len(head) - 100 + 300
+    with Bridge(port=0, source=source, limits=limits) as bridge:
+        clients = [socket.create_connection(("127.0.0.1", bridge.port), timeout=5) for _ in range(3)]
+        try:
+            clients[0].sendall(head)
+            _until(lambda: bridge.connections.pending == len(head))
+            clients[1].sendall(head[:-100])
+            _until(lambda: bridge.connections.pending == 2 * len(head) - 100)
+            clients[2].sendall(head[:300])  # past max_pending: the largest other goes, not the newest
+            assert clients[0].recv(1) == b""
+            assert bridge.connections.displaced == 1
+            assert bridge.connections.pending == len(head) - 100 + 300
+            for client in clients[1:]:
+                client.sendall(b"\r\nMetadata: true\r\nConnection: close\r\n\r\n")
+                assert status_of(client.recv(65536)) == 200
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_connection_past_the_limit_is_let_in_when_every_other_is_in_a_request() -> None:
+    """None can be displaced (each is being answered, and ends soon): the newcomer is
+    served rather than refused."""
+    stand_in = StandIn("mirror", hang=True)
+    source = TokenSource("imds", credential_factory=stand_in)
+    with (
+        Bridge(port=0, source=source, limits=BridgeLimits(max_connections=1)) as bridge,
+        socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as asking,
+    ):
+        asking.sendall(token_request())
+        _until(lambda: stand_in.calls == 1)
+        answer = raw(bridge.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert status_of(answer) == 200
+        assert bridge.connections.displaced == 0
+        stand_in.released.set()
+        assert status_of(asking.recv(65536)) == 200
+
+
+def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_resort_if_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A logger held off the loop still honours its handlers' levels; one with no handler
+    anywhere says what is a warning or worse on stderr, as logging does without a handler."""
+    from legacy_msi_credential.bridge._log import OffLoop
+
+    off_loop = OffLoop(capacity=8)
+    picky = logging.getLogger("legacy_msi_credential.tests.picky")
+    bare = logging.getLogger("legacy_msi_credential.tests.bare")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep(logging.ERROR)
+    picky.addHandler(keep)
+    picky.setLevel(logging.DEBUG)
+    picky.propagate = bare.propagate = False
+    try:
+        off_loop.release("legacy_msi_credential.tests.never-held")  # nothing held: nothing to undo
+        off_loop.hold(picky.name, bare.name)
+        picky.info("below the handler's level")
+        picky.error("at the handler's level")
+        bare.warning("to nobody")
+        assert off_loop.flush()
+        off_loop.release(picky.name, bare.name)
+    finally:
+        picky.removeHandler(keep)
+        picky.propagate = bare.propagate = True
+    assert seen == ["at the handler's level"]
+    assert capsys.readouterr().err == "to nobody\n"
+    assert not picky.filters
+    assert not bare.filters

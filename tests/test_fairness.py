@@ -156,6 +156,52 @@ def test_an_owner_that_cannot_be_known_is_none_never_an_error() -> None:
     assert _owner.socket_owner(("127.0.0.1", 70000), ("127.0.0.1", 1)) is None  # no such port
 
 
+def _ends(peer: Any, local: Any) -> tuple[Any, int, Any, int]:
+    return _owner._address(peer[0]), peer[1], _owner._address(local[0]), local[1]
+
+
+def test_a_socket_in_time_wait_is_nobodys_in_both_lookups() -> None:
+    """A client that closed first leaves its socket in TIME_WAIT, which the kernel reports as
+    uid 0: neither lookup may take that for root's (or this user's) socket."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname())
+        accepted, peer = server.accept()
+        local = accepted.getsockname()
+        client.close()  # the client's end closes first: it is the one left in TIME_WAIT
+        assert accepted.recv(1) == b""
+        accepted.close()
+        row = b" ".join(
+            _owner._proc_hex(*end)
+            for end in [(_owner._address(peer[0]), peer[1]), (_owner._address(local[0]), local[1])]
+        )
+
+        def in_time_wait() -> bool:
+            with open("/proc/self/net/tcp", "rb") as table:
+                return any(row in line and line.split()[3] == b"06" for line in table)
+
+        _wait_until(in_time_wait)
+        assert _owner._from_netlink(*_ends(peer, local)) == (True, None)
+        assert _owner._from_proc(*_ends(peer, local)) is None
+        assert _owner.socket_owner(peer, local) is None
+
+
+def test_an_ipv6_socket_that_reached_an_ipv4_listener_is_found_in_the_ipv6_table() -> None:
+    """The client's socket is IPv6 (``::ffff:127.0.0.1``), the server sees 127.0.0.1: where
+    netlink is unavailable the /proc fallback finds it in ``tcp6``, not ``tcp``."""
+    with socket.socket() as server, socket.socket(socket.AF_INET6) as client:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        client.connect(("::ffff:127.0.0.1", server.getsockname()[1]))
+        accepted, peer = server.accept()
+        with accepted:
+            assert peer[0] == "127.0.0.1"
+            assert _owner._from_proc(*_ends(peer, accepted.getsockname())) == os.geteuid()
+            assert _owner.socket_owner(peer, accepted.getsockname()) == os.geteuid()
+
+
 # --- the cache's shares -----------------------------------------------------------------------
 
 
@@ -246,6 +292,55 @@ async def test_the_user_queueing_beyond_its_share_gets_busy_not_the_other() -> N
     busy = [outcome for outcome in outcomes if isinstance(outcome, Busy)]
     assert len(busy) >= 3
     assert all(outcome.retry_after == 1 for outcome in busy)
+    assert gate.waiting == 0
+
+
+async def test_a_call_cancelled_while_it_waits_or_once_given_a_place_leaves_no_place_taken() -> None:
+    """A client that hangs up while its call waits for the gate: its turn leaves the queue,
+    and a place handed to it just before is handed on, not kept for ever."""
+    gate = Gate(1, 1000, wait=10)
+    release = asyncio.Event()
+
+    async def hold() -> str:
+        await release.wait()
+        return "held"
+
+    async def quick() -> str:
+        return "ran"
+
+    first = asyncio.ensure_future(gate.run(hold, "a"))
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(gate.run(quick, "b"))
+    await asyncio.sleep(0)
+    assert gate.waiting == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert gate.waiting == 0
+    given = asyncio.ensure_future(gate.run(quick, "c"))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == "held"  # its end handed the place to "c", which has not run yet
+    assert gate.waiting == 0
+    given.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await given
+    assert await asyncio.wait_for(gate.run(quick, "d"), 1) == "ran"  # the place came back
+
+
+async def test_calls_beyond_the_rate_wait_for_the_bucket_to_refill_then_start() -> None:
+    now = [0.0]
+    gate = Gate(100, 50, wait=5, clock=lambda: now[0])
+
+    async def quick() -> str:
+        return "ran"
+
+    assert await asyncio.gather(*(gate.run(quick, "a") for _ in range(50))) == ["ran"] * 50  # a second's worth
+    later = [asyncio.ensure_future(gate.run(quick, user)) for user in ("a", "b")]
+    await asyncio.sleep(0)
+    assert gate.waiting == 2  # no start left this instant
+    now[0] += 2 / 50  # two starts' worth of time
+    assert await asyncio.wait_for(asyncio.gather(*later), 1) == ["ran", "ran"]
     assert gate.waiting == 0
 
 

@@ -4,6 +4,7 @@ is still the file written (``_safe_file``, used by both servers and the CLI)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from legacy_msi_credential._safe_file import UnsafeFolderError, WriteError, write_file
+from legacy_msi_credential._safe_file import UnsafeFolderError, WriteError, _sync_folder, write_file
 from legacy_msi_credential.cli._common import settings_file
 from legacy_msi_credential.emulator import Emulator
 
@@ -170,3 +171,45 @@ def test_a_failed_write_says_where_and_leaves_nothing(tmp_path: Path) -> None:
         write_file(target, b"{}", mode=0o644, what="the thing")
     assert os.listdir(tmp_path) == ["a-folder"]
     assert os.listdir(target) == []
+
+
+def test_a_folder_that_does_not_exist_is_named_in_the_error(tmp_path: Path) -> None:
+    folder = tmp_path / "missing"
+    with pytest.raises(WriteError, match=f"cannot write the thing in {folder}: No such file or directory") as caught:
+        write_file(folder / "settings", b"{}", mode=0o644, what="the thing")
+    assert caught.value.errno == errno.ENOENT
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_that_is_a_file_is_named_in_the_error_and_left_as_it_was(tmp_path: Path) -> None:
+    """The folder's check passes (a file can be stat'ed), the temporary file cannot be made."""
+    parent = tmp_path / "a-file"
+    parent.write_bytes(b"untouched")
+    with pytest.raises(WriteError, match=f"cannot write the thing in {parent}: Not a directory") as caught:
+        write_file(parent / "settings", b"{}", mode=0o644, what="the thing")
+    assert caught.value.errno == errno.ENOTDIR
+    assert os.listdir(tmp_path) == ["a-file"]
+    assert parent.read_bytes() == b"untouched"
+
+
+def test_a_file_removed_by_someone_else_is_no_longer_ours_and_not_removed_again(tmp_path: Path) -> None:
+    path = tmp_path / "settings"
+    written = write_file(path, b"{}", mode=0o644)
+    assert written.is_ours()
+    os.unlink(path)
+    assert not written.is_ours()
+    assert not written.remove()
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs procfs, which cannot sync a folder")
+def test_a_folder_its_file_system_cannot_sync_or_that_cannot_be_opened_is_not_an_error() -> None:
+    """procfs answers EINVAL to fsync on a folder, as some network file systems do; the file
+    itself was synced, so the write stands, and the folder's descriptor is closed."""
+    before = _descriptors()
+    _sync_folder("/proc/self")
+    _sync_folder("/nonexistent-folder-of-legacy-msi-tests")
+    assert _descriptors() == before
