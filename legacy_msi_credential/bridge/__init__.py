@@ -349,6 +349,9 @@ class Bridge(Listening):
             self._stopped.set()
             _LOGGER.info("Bridge stopped")
             OFF_LOOP.release(*BRIDGE_LOGGERS)  # what is queued is written first
+            # ... and where another holder (the CLI) keeps the queue, room is made for the
+            # lines below first: a full queue would drop the very line that says lines were dropped.
+            OFF_LOOP.flush()
             dropped = OFF_LOOP.dropped - self._dropped_before
             if dropped:
                 _LOGGER.warning("%d log lines were dropped: their handlers did not keep up", dropped)
