@@ -50,6 +50,8 @@ def _run_suite(session: nox.Session, e2e: tuple[str, ...] = ()) -> None:
         else:
             shutil.copy(source, scratch / "tests" / "e2e" / name)
     shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    for folder in ("docs", "packaging"):  # what tests compare with the code: the pages, the unit
+        shutil.copytree(ROOT / folder, scratch / folder, ignore=shutil.ignore_patterns("_build", "__pycache__"))
     session.chdir(str(scratch))
     session.run(
         "python",
