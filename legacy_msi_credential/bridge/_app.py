@@ -443,6 +443,8 @@ class BridgeApp:
             return self._close(
                 request, Refusal(400, "invalid_request", "Transfer-Encoding in an HTTP/1.0 request.")
             ), "-"
+        if request.version >= (1, 1) and "Host" not in request.headers:  # RFC 9112 3.2, whatever the parser's version
+            return self._close(request, Refusal(400, "invalid_request", "An HTTP/1.1 request without Host.")), "-"
         repeated = next((name for name in _SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), None)
         if repeated is not None:  # which one counts is ambiguous: refused whatever the parser's version
             return self._close(request, Refusal(400, "invalid_request", f"More than one {repeated} header.")), "-"
