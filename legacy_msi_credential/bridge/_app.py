@@ -439,15 +439,15 @@ class BridgeApp:
     async def _answer(self, request: web.BaseRequest, connection: Optional[_Connection]) -> tuple[web.Response, str]:
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         loopback = peer_is_loopback(peer)
+        # Framing one aiohttp version refuses and another accepts: refused here, and counted as its
+        # parser's refusals are, so what a client meets and what the log says never depend on the version.
         if request.version < (1, 1) and "Transfer-Encoding" in request.headers:
-            return self._close(
-                request, Refusal(400, "invalid_request", "Transfer-Encoding in an HTTP/1.0 request.")
-            ), "-"
-        if request.version >= (1, 1) and "Host" not in request.headers:  # RFC 9112 3.2, whatever the parser's version
-            return self._close(request, Refusal(400, "invalid_request", "An HTTP/1.1 request without Host.")), "-"
+            return self._malformed(request, "Transfer-Encoding in an HTTP/1.0 request."), "-"
+        if request.version >= (1, 1) and "Host" not in request.headers:  # RFC 9112 3.2
+            return self._malformed(request, "An HTTP/1.1 request without Host."), "-"
         repeated = next((name for name in _SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), None)
-        if repeated is not None:  # which one counts is ambiguous: refused whatever the parser's version
-            return self._close(request, Refusal(400, "invalid_request", f"More than one {repeated} header.")), "-"
+        if repeated is not None:  # which one counts is ambiguous
+            return self._malformed(request, f"More than one {repeated} header."), "-"
         if len(request.raw_headers) > self.max_headers:
             refusal = Refusal(431, "invalid_request", f"More than {self.max_headers} request headers.")
             return self._close(request, refusal), "-"
@@ -494,6 +494,11 @@ class BridgeApp:
         except (ConnectionError, HttpProcessingError):
             return None
         return bytes(body)
+
+    def _malformed(self, request: web.BaseRequest, description: str) -> web.Response:
+        """A 400 for framing the bridge refuses itself, logged and counted as the parser's own refusals."""
+        self.malformed.report("answered 400 to a malformed request (%s)", description.rstrip("."))
+        return self._close(request, Refusal(400, "invalid_request", description))
 
     def _close(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
         """An answer after which the connection closes: what is left of the request is never read."""
