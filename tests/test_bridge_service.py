@@ -1554,7 +1554,12 @@ def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_reso
 
     keep = Keep(logging.ERROR)
     picky.addHandler(keep)
+    # Levels of their own, and no process-wide logging.disable: whether "to nobody" is
+    # written must not depend on what an earlier test left on a parent logger.
     picky.setLevel(logging.DEBUG)
+    bare.setLevel(logging.WARNING)
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
     picky.propagate = bare.propagate = False
     try:
         off_loop.release("legacy_msi_credential.tests.never-held")  # nothing held: nothing to undo
@@ -1567,6 +1572,7 @@ def test_records_reach_only_the_handlers_whose_level_they_meet_and_the_last_reso
     finally:
         picky.removeHandler(keep)
         picky.propagate = bare.propagate = True
+        logging.disable(disabled)
     assert seen == ["at the handler's level"]
     assert capsys.readouterr().err == "to nobody\n"
     assert not picky.filters
