@@ -550,3 +550,55 @@ def test_repr_names_the_endpoint_flavour_and_identities_never_a_token() -> None:
     assert shown.startswith(f"<Emulator {endpoint} flavor=windows ")
     assert token not in shown
     assert token.split(".")[1] not in shown
+
+
+PLUGIN_TESTS = """
+import pytest
+import requests
+
+CLIENT = "22222222-2222-2222-2222-222222222222"
+pytestmark = pytest.mark.legacy_msi(flavor="windows")
+
+
+def status(emulator, **params):
+    session = requests.Session()
+    session.trust_env = False
+    answer = session.get(emulator.endpoint, params={"resource": "https://vault.azure.net", **params},
+                         headers={"Metadata": "true"}, timeout=10)
+    return answer.status_code
+
+
+@pytest.mark.legacy_msi(user_assigned=[CLIENT], system_assigned=False)
+def test_user_assigned_only(legacy_msi_endpoint):
+    assert status(legacy_msi_endpoint, client_id=CLIENT) == 200
+    assert status(legacy_msi_endpoint) != 200
+    assert legacy_msi_endpoint.flavor == "linux"  # the closest marker wins
+    print("SHOWN", legacy_msi_endpoint)
+
+
+def test_module_marker_gives_windows(legacy_msi_emulator):
+    assert legacy_msi_emulator.flavor == "windows"
+    assert status(legacy_msi_emulator, resource="https://vault.azure.nte") == 500
+
+
+@pytest.mark.legacy_msi(flavour="windows")
+def test_misspelt(legacy_msi_emulator):
+    pass
+"""
+
+
+def test_the_fixtures_take_identities_and_the_windows_flavour_from_a_marker(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(PLUGIN_TESTS)
+    plugins_off = ("-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *plugins_off, "-s", "-q", "--strict-markers", "-rE", "test_app.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert "2 passed, 1 error" in result.stdout, result.stdout
+    assert "@pytest.mark.legacy_msi: unknown option 'flavour'; the options are: accept_get" in result.stdout
+    assert "ERROR test_app.py::test_misspelt" in result.stdout
+    assert "SHOWN <Emulator http://127.0.0.1:" in result.stdout
+    assert "flavor=linux system_assigned=False user_assigned=1 " in result.stdout
