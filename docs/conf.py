@@ -41,4 +41,6 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"legacy-msi-credential {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+#: Long lines in code blocks wrap rather than hide behind a scroll bar.
+html_css_files = ["code-blocks.css"]

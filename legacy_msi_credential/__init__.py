@@ -65,4 +65,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names and the module's own (dunder and private): not the typing and
+    # importlib names this module uses for its lazy imports.
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))

@@ -200,9 +200,9 @@ def run_sample(main: Callable[[], int], path: str) -> NoReturn:
     try:
         sys.exit(main())
     except ClientAuthenticationError as error:
-        reason = error.message.strip().splitlines()[0]
+        reason = error.message.strip().splitlines()[0].rstrip(". ")
         name = f"samples/{Path(path).name}"
         sys.exit(
-            f"{name}: no token: {reason} Run it on a VM with the legacy extension, or against the emulator "
+            f"{name}: no token: {reason}. Run it on a VM with the legacy extension, or against the emulator "
             f"as its docstring shows: legacy-msi emulate --port 0 -- python {name} ..."
         )

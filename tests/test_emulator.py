@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -496,3 +498,107 @@ def test_custom_resources_are_answered_when_named() -> None:
         assert get(requests.Session(), emulator, resource="https://other.contoso.com").status_code == 400
     with Emulator(port=0, known_resources=None) as anything:
         assert get(requests.Session(), anything, resource="https://other.contoso.com").status_code == 200
+
+
+UNSIGNED_SCRIPT = """
+import base64, json, sys
+sys.modules["cryptography"] = None  # as if the emulator extra were not installed
+import requests
+from legacy_msi_credential.emulator import Emulator
+
+for flavor in ("linux", "windows"):  # two emulators, one process: one warning
+    with Emulator(port=0, flavor=flavor) as vm:
+        answer = requests.get(vm.endpoint, params={"resource": "https://management.azure.com/"},
+                              headers={"Metadata": "true"}, timeout=10)
+        header = answer.json()["access_token"].split(".")[0]
+        print(json.loads(base64.urlsafe_b64decode(header + "=="))["alg"], repr(vm))
+with Emulator(port=0, sign=False):  # unsigned by choice: nothing to say
+    pass
+"""
+
+
+def test_unsigned_for_want_of_cryptography_is_said_once_with_its_fix() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UNSIGNED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["none", "none"]
+    assert "signed=False" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "alg: none" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "'cryptography' package is not installed" in warnings[0]
+    assert 'pip install ".[emulator]"' in warnings[0]
+
+
+def test_repr_names_the_endpoint_flavour_and_identities_never_a_token() -> None:
+    identities = [UserAssignedIdentity(client_id="11111111-1111-1111-1111-111111111111")] * 2
+    vm = Emulator(port=0, flavor="windows", user_assigned=identities, system_assigned=False)
+    assert repr(vm) == ("<Emulator not running flavor=windows system_assigned=False user_assigned=2 signed=True>")
+    with vm, requests.Session() as session:
+        session.trust_env = False
+        token = session.get(
+            vm.endpoint,
+            params={"resource": ARM, "client_id": "11111111-1111-1111-1111-111111111111"},
+            headers={"Metadata": "true"},
+            timeout=5,
+        ).json()["access_token"]
+        shown, endpoint = repr(vm), vm.endpoint
+    assert shown.startswith(f"<Emulator {endpoint} flavor=windows ")
+    assert token not in shown
+    assert token.split(".")[1] not in shown
+
+
+PLUGIN_TESTS = """
+import pytest
+import requests
+
+CLIENT = "22222222-2222-2222-2222-222222222222"
+pytestmark = pytest.mark.legacy_msi(flavor="windows")
+
+
+def status(emulator, **params):
+    session = requests.Session()
+    session.trust_env = False
+    answer = session.get(emulator.endpoint, params={"resource": "https://vault.azure.net", **params},
+                         headers={"Metadata": "true"}, timeout=10)
+    return answer.status_code
+
+
+@pytest.mark.legacy_msi(user_assigned=[CLIENT], system_assigned=False)
+def test_user_assigned_only(legacy_msi_endpoint):
+    assert status(legacy_msi_endpoint, client_id=CLIENT) == 200
+    assert status(legacy_msi_endpoint) != 200
+    assert legacy_msi_endpoint.flavor == "linux"  # the closest marker wins
+    print("SHOWN", legacy_msi_endpoint)
+
+
+def test_module_marker_gives_windows(legacy_msi_emulator):
+    assert legacy_msi_emulator.flavor == "windows"
+    assert status(legacy_msi_emulator, resource="https://vault.azure.nte") == 500
+
+
+@pytest.mark.legacy_msi(flavour="windows")
+def test_misspelt(legacy_msi_emulator):
+    pass
+"""
+
+
+def test_the_fixtures_take_identities_and_the_windows_flavour_from_a_marker(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(PLUGIN_TESTS)
+    plugins_off = ("-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *plugins_off, "-s", "-q", "--strict-markers", "-rE", "test_app.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert "2 passed, 1 error" in result.stdout, result.stdout
+    assert "@pytest.mark.legacy_msi: unknown option 'flavour'; the options are: accept_get" in result.stdout
+    assert "ERROR test_app.py::test_misspelt" in result.stdout
+    assert "SHOWN <Emulator http://127.0.0.1:" in result.stdout
+    assert "flavor=linux system_assigned=False user_assigned=1 " in result.stdout

@@ -17,3 +17,8 @@ def __getattr__(name: str) -> Any:
 
         return DefaultAzureCredential
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own, not those it imports for its own use.
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))

@@ -22,6 +22,13 @@ from ._common import DEFAULT_RESOURCE, chosen_resource, decode_claims
 
 __all__ = ["DEFAULT_RESOURCE", "build_parser", "decode_claims", "main"]
 
+
+def __dir__() -> list[str]:
+    # The public names and the module's own: not the standard library modules it imports,
+    # nor the helpers its commands share (``CommandError``, ``in_flags``, ...).
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))
+
+
 #: The commands, in the order ``--help`` lists them.
 _COMMANDS = (_token, _doctor, _emulate, _serve, _versions)
 

@@ -52,6 +52,15 @@ _MAX_BODY = 1024 * 1024
 _BACKLOG = 256
 #: What a request with no scripted fault plays: the normal answer.
 _NO_FAULT = Fault.ok()
+#: Said once per process when tokens go out unsigned for want of ``cryptography``: a
+#: client that checks signatures refuses them, and the cause is far from the symptom.
+_UNSIGNED_WARNING = (
+    "the emulator mints unsigned tokens (alg: none): the 'cryptography' package is not installed. "
+    'To sign them (RS256), pip install ".[emulator]" in a clone of legacy-msi-credential; to choose '
+    "unsigned tokens and not be told, pass sign=False (legacy-msi emulate --unsigned)"
+)
+_unsigned_said: set[str] = set()
+_unsigned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,12 @@ class Emulator(Listening):
                 "signed tokens need the 'cryptography' package: pip install \".[emulator]\" in a clone of "
                 "legacy-msi-credential"
             )
+        if sign is None and self._signer is None:
+            with _unsigned_lock:
+                first = not _unsigned_said
+                _unsigned_said.add(_UNSIGNED_WARNING)
+            if first:
+                _LOGGER.warning(_UNSIGNED_WARNING)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._faults: deque[Fault] = deque()
@@ -272,6 +287,15 @@ class Emulator(Listening):
         tb: Optional[TracebackType],
     ) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        # What a test's failure message needs to tell emulators apart; no token, no key.
+        where = self.endpoint if self.running else "not running"
+        identities = "any" if self.user_assigned is None else str(len(self.user_assigned))
+        return (
+            f"<Emulator {where} flavor={self.flavor} system_assigned={self.system_assigned} "
+            f"user_assigned={identities} signed={self._signer is not None}>"
+        )
 
     @property
     def running(self) -> bool:

@@ -161,7 +161,7 @@ def test_the_published_benchmark_figures_are_those_of_the_benchmark_code() -> No
     measured = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text(encoding="utf-8"))
     assert measured["benchmark_code_modified"] is False, "measured with uncommitted benchmark code"
     assert measured["benchmark_code_sha256"] == run.code_digest(ROOT), (
-        f"{run.BENCHMARK_CODE} changed since the figures were measured: run benchmarks/run.py and commit"
+        f"{run.BENCHMARK_CODE} changed since the figures were measured: run benchmarks/run.py --publish and commit"
     )
     figures = [run.Figure(**figure) for figure in measured["figures"]]
     readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
@@ -189,6 +189,49 @@ def test_the_benchmark_digest_changes_with_any_byte_of_the_benchmark_code(tmp_pa
     (tmp_path / second).write_bytes(b[1:])
     seen.add(run.code_digest(tmp_path))
     assert len(seen) == len(run.BENCHMARK_CODE) + 2
+
+
+def _sample_figures(run: Any) -> list[Any]:
+    """Figures shaped as a run's: a long name beside a value, a figure without a unit."""
+    return [
+        run.Figure("chain", "ms", {run.OURS: 0.59, "identity (MSI_ENDPOINT workaround)": 4805.0}, "under 5 ms", True),
+        run.Figure("steady state", "", {"requests": 6.0, "tokens": 6.0}, "requests = 6", True),
+        run.Figure("64 threads", "requests", {run.OURS: 1.0, "identity (IMDS)": 64.0}, "exactly 1", True),
+    ]
+
+
+def test_the_documented_benchmark_command_changes_no_tracked_file(tmp_path: Path, capsys: Any) -> None:
+    """``benchmarks/run.py`` without ``--publish`` writes its results elsewhere; its report
+    separates every name from its value and shows no empty unit."""
+    run = _benchmarks()
+    published = [ROOT / "benchmarks" / "README.md", ROOT / "benchmarks" / "results" / "latest.json"]
+    before = [path.read_bytes() for path in published]
+    figures = _sample_figures(run)
+    assert run.main(["--output", str(tmp_path)], run=lambda quick: figures) == 0
+    assert [path.read_bytes() for path in published] == before
+    saved = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
+    assert [figure["name"] for figure in saved["figures"]] == ["chain", "steady state", "64 threads"]
+    out = capsys.readouterr().out
+    assert re.search(r"identity \(MSI_ENDPOINT workaround\)\s+4805\b", out), out
+    assert "[]" not in out
+    assert f"results: {tmp_path / 'latest.json'} (not published: --publish)" in out
+
+
+def test_publishing_rewrites_the_table_from_the_run(tmp_path: Path) -> None:
+    run = _benchmarks()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{run.RESULTS_START}\nold\n{run.RESULTS_END}\nafter\n", encoding="utf-8")
+    measured = {"date": "2026-01-01", "benchmark_code_sha256": "0" * 64, "commit": "1" * 40}
+    measured |= {"machine": "m", "python": "p", "libraries": "l", "benchmark_code_modified": False}
+    figures = _sample_figures(run)
+    run.publish(figures, measured, readme=readme)
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("before\n")
+    assert text.endswith("\nafter\n")
+    assert "old" not in text
+    assert run.markdown(figures, measured) in text
+    assert "| steady state | requests: 6; tokens: 6 |" in text  # no empty unit, no stray space
+    assert "| 64 threads | 1 request |  | 64 requests |" in text
 
 
 def test_the_guide_names_every_refused_keyword_and_no_other() -> None:
@@ -283,3 +326,20 @@ def test_each_module_imports_only_those_the_architecture_page_lists_above_it() -
     listed_packages = {name.split(".")[0] for name in layers}
     unlisted = [name for name in modules if name.split(".")[0] not in listed_packages and name not in position]
     assert sorted(unlisted) == ["", "__main__", "_version", "pytest_plugin"], unlisted
+
+
+def test_the_sites_code_blocks_wrap_long_lines() -> None:
+    """Furo scrolls a long code line, behind a scroll bar some browsers hide: the site's CSS,
+    registered in conf.py, wraps them instead (seen in the built HTML with Chromium)."""
+    conf = ast.parse((ROOT / "docs" / "conf.py").read_text(encoding="utf-8"))
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in conf.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        if node.targets[0].id in ("html_static_path", "html_css_files")
+    }
+    (static,) = values["html_static_path"]
+    css = "".join((ROOT / "docs" / static / name).read_text(encoding="utf-8") for name in values["html_css_files"])
+    rule = re.search(r"\.highlight pre[^{]*\{([^}]*)\}", css)
+    assert rule, "no rule for .highlight pre"
+    assert "white-space: pre-wrap" in rule.group(1)

@@ -245,3 +245,32 @@ def test_the_policies_link_only_files_that_exist_and_invent_no_address() -> None
     assert "project_urls" not in config["metadata"], "no public home yet: no Project-URL"
     index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
     assert "\nsupport\n" in index, "the support page is in the site's table of contents"
+
+
+# --- the install page --------------------------------------------------------------------------
+
+
+def test_the_install_page_names_every_extra_and_what_it_adds_and_every_python() -> None:
+    """docs/install.md installs each extra setup.cfg declares, once, saying the packages it
+    adds; and lists the Pythons the classifiers claim."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(ROOT / "setup.cfg")
+    extras = {
+        name: sorted(
+            re.match(r"[A-Za-z0-9_.-]+", line).group(0).lower()
+            for line in value.split("\n")
+            if line and not line.startswith("%")
+        )  # type: ignore[union-attr]
+        for name, value in config["options.extras_require"].items()
+    }
+    page = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    shown = dict(re.findall(r'^\.venv/bin/pip install "\.\[(\w+)\]"\s+# \+ (.+)$', page, flags=re.M))
+    assert set(shown) == set(extras), "an install line for each extra of setup.cfg, and no other"
+    names = {"sphinx": "Sphinx", "myst-parser": "MyST", "furo": "Furo"}
+    for extra, packages in extras.items():
+        if extra in ("test", "dev"):
+            continue  # many packages: the line says what uses them
+        for package in packages:
+            assert names.get(package, package) in shown[extra].split(":")[0], f"{extra}: name {package}"
+    classifiers = re.findall(r"Programming Language :: Python :: (3\.\d+)", config["metadata"]["classifiers"])
+    assert ", ".join(classifiers[:-1]) + f" or {classifiers[-1]}" in page.replace("\n", " ")

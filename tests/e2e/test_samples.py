@@ -181,3 +181,49 @@ def test_a_sample_without_an_endpoint_says_what_to_do_in_one_line(
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith(f"samples/{name}: no token: "), result.stderr
     assert f"legacy-msi emulate --port 0 -- python samples/{name}" in line
+    assert ". Run it on a VM with the legacy extension" in line  # the reason ends its sentence
+    assert ".. Run" not in line
+
+
+#: The order the emulator page shows the samples in: the quick start first.
+SHOWN_ORDER = [
+    "quickstart.py",
+    "blob_sync.py",
+    "blob_async.py",
+    "keyvault_secret.py",
+    "arm_list_resource_groups.py",
+    "user_assigned_identity.py",
+    "chain_fallback.py",
+    "default_credential.py",
+    "raw_token.py",
+]
+SAMPLES_START = "<!-- samples: generated from the samples' docstrings, checked by tests/e2e/test_samples.py -->"
+SAMPLES_END = "<!-- samples: end -->"
+
+
+def samples_section() -> str:
+    """The emulator page's list of samples, each with the commands its docstring gives: the
+    docstring's first line, then each paragraph that introduces a literal block (``::``) and
+    the block, as a shell block."""
+    import ast
+    import textwrap
+
+    parts = [SAMPLES_START, ""]
+    for name in SHOWN_ORDER:
+        docstring = ast.get_docstring(ast.parse((SAMPLES / name).read_text(encoding="utf-8"))) or ""
+        paragraphs = docstring.split("\n\n")
+        parts += [f"**[`{name}`](../samples/{name})**: {paragraphs[0].strip()}", ""]
+        for lead, block in zip(paragraphs, paragraphs[1:]):
+            if lead.endswith("::") and block.startswith("    "):
+                text = " ".join(lead[:-1].split()).replace("``", "`")
+                parts += [text, "", "```sh", textwrap.dedent(block).strip(), "```", ""]
+    parts.append(SAMPLES_END)
+    return "\n".join(parts)
+
+
+def test_the_emulator_page_shows_each_samples_commands_as_its_docstring_gives_them() -> None:
+    assert sorted(SHOWN_ORDER) == ALL_SAMPLES, "a new sample goes in SHOWN_ORDER"
+    page = (SAMPLES.parent / "docs" / "emulator.md").read_text(encoding="utf-8")
+    expected = samples_section()
+    assert expected.count("```sh") >= 2 * len(SHOWN_ORDER)  # each: on a VM, and here
+    assert expected in page, f"docs/emulator.md's samples section should read:\n{expected}"
