@@ -12,7 +12,7 @@ from typing import Any, Optional
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline
-from azure.core.pipeline.transport import AsyncHttpTransport, AsyncioRequestsTransport
+from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
 
 from .._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
@@ -20,7 +20,7 @@ from .._cache import CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
 from .._policies import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer, TokenResult
-from ._guard import can_guard
+from ._guard import can_guard, requests_based
 from ._pipeline import build_async_pipeline, default_async_transport
 
 #: Per event loop: its pipeline, its locks per resource, the transport's request options.
@@ -50,7 +50,7 @@ class LegacyMsiCredential(CredentialBase):
 
     def _transport_options(self, transport: AsyncHttpTransport[Any, Any]) -> dict[str, Any]:
         """Timeouts in the form the transport reads them."""
-        if isinstance(transport, AsyncioRequestsTransport):
+        if requests_based(transport, "AsyncioRequestsTransport"):
             # It hands ``connection_timeout`` to requests as is and knows no ``read_timeout``.
             options = self._request_options
             return {"connection_timeout": (options["connection_timeout"], options["read_timeout"])}
