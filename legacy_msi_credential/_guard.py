@@ -133,6 +133,19 @@ class GuardedAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         _guard_pools(self.poolmanager, require_loopback=self.require_loopback)
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """requests' proxy manager for ``proxy``, its connections guarded as the direct ones are.
+
+        Without this, a request through a proxy (``proxies=``, or the environment's for an
+        endpoint that is not loopback) would go through urllib3's own pool classes: no
+        watchdog, so a proxy that trickles would hold the caller past ``response_timeout``.
+        """
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made:
+            _guard_pools(manager, require_loopback=self.require_loopback)
+        return manager
+
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         attempt = named(request.headers.pop(HEADER, None))
         if self.require_loopback and str(request.url).lower().startswith("http://"):
