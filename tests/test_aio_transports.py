@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     async def main():
         credential = LegacyMsiCredential(endpoint=sys.argv[1])
         token = await credential.get_token("https://storage.azure.com/.default")
-        pipeline = credential._for_loop()[0]
+        pipeline = credential._for_loop().pipeline
         print(type(pipeline._transport).__name__, bool(token.token))
         await credential.close()
 
@@ -69,7 +69,7 @@ ON_AIOHTTP_ONLY = textwrap.dedent(
     async def main():
         async with LegacyMsiCredential(endpoint=sys.argv[1]) as credential:
             token = await credential.get_token("https://storage.azure.com/.default")
-            print(type(credential._for_loop()[0]._transport).__name__, bool(token.token))
+            print(type(credential._for_loop().pipeline._transport).__name__, bool(token.token))
 
     asyncio.run(main())
     print("use:", loaded(*REQUESTS_SIDE))
