@@ -352,41 +352,6 @@ class CredentialBase(abc.ABC):
 
 
 #: The docstrings of both twins' ``get_token`` and ``get_token_info`` (one text, two signatures).
-GET_TOKEN_DOC = """Get a token for one scope, from the cache when it is fresh.
-
-        Args:
-            *scopes: Exactly one scope, such as ``https://management.azure.com/.default``.
-            claims: Claims from a claims challenge: the cached token was rejected, so a new
-                one is requested.
-            tenant_id: Ignored: a managed identity belongs to one tenant.
-            enable_cae: Ignored: the legacy endpoint has no continuous access evaluation.
-            **kwargs: Ignored.
-
-        Returns:
-            The token, with its expiry in Unix seconds.
-
-        Raises:
-            ValueError: Not exactly one usable scope.
-            CredentialUnavailableError: The legacy endpoint is not there.
-            TokenRequestError: The endpoint refused, or answered without a usable token.
-        """
-
-GET_TOKEN_INFO_DOC = """Get a token and its refresh time for one scope, from the cache when it is fresh.
-
-        Args:
-            *scopes: Exactly one scope.
-            options: ``claims`` forces a new token; ``tenant_id`` and ``enable_cae`` are ignored.
-
-        Returns:
-            The token with ``expires_on``, ``refresh_on`` and ``token_type``.
-
-        Raises:
-            ValueError: Not exactly one usable scope.
-            CredentialUnavailableError: The legacy endpoint is not there.
-            TokenRequestError: The endpoint refused, or answered without a usable token.
-        """
-
-
 def _rebuild(cls: type[CredentialBase], arguments: dict[str, Any]) -> CredentialBase:
     """Make a credential from a pickled configuration."""
     return cls(**arguments)

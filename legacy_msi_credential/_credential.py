@@ -10,7 +10,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
-from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
+from ._base import CredentialBase
 from ._cache import CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
 from ._pipeline import build_pipeline
@@ -76,21 +76,49 @@ class LegacyMsiCredential(CredentialBase):
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
+        """Get a token for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope, such as ``https://management.azure.com/.default``.
+            claims: Claims from a claims challenge: the cached token was rejected, so a new
+                one is requested.
+            tenant_id: Ignored: a managed identity belongs to one tenant.
+            enable_cae: Ignored: the legacy endpoint has no continuous access evaluation.
+            **kwargs: Ignored.
+
+        Returns:
+            The token, with its expiry in Unix seconds.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
         row = self._fast(scopes, claims)
         if row is not None:
             return row[2]
         return self._entry(scopes, claims).access_token
 
-    get_token.__doc__ = GET_TOKEN_DOC
-
     def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
+        """Get a token and its refresh time for one scope, from the cache when it is fresh.
+
+        Args:
+            *scopes: Exactly one scope.
+            options: ``claims`` forces a new token; ``tenant_id`` and ``enable_cae`` are ignored.
+
+        Returns:
+            The token with ``expires_on``, ``refresh_on`` and ``token_type``.
+
+        Raises:
+            ValueError: Not exactly one usable scope.
+            CredentialUnavailableError: The legacy endpoint is not there.
+            TokenRequestError: The endpoint refused, or answered without a usable token.
+        """
         claims = self._claims_from(options)
         row = self._fast(scopes, claims)
         if row is not None:
             return row[3]
         return self._entry(scopes, claims).info
-
-    get_token_info.__doc__ = GET_TOKEN_INFO_DOC
 
     def close(self) -> None:
         """Close the transport's connections.

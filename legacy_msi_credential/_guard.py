@@ -14,131 +14,55 @@ it differently or resolve a name to anywhere:
 
 Both live in :class:`GuardedAdapter`, a ``requests`` adapter mounted on the session of
 azure-core's ``RequestsTransport`` (sync) and ``AsyncioRequestsTransport`` (async twin
-without aiohttp). The retry policy opens an :class:`Attempt` per request and names it in
-a private header, which the adapter removes before anything is sent: this carries the
-attempt across the worker threads of the async requests transport.
+without aiohttp), on its direct connections and on those it makes through a proxy alike.
+The attempt and its watchdog are :mod:`legacy_msi_credential._attempt`'s; the retry policy
+names the attempt in a private header, which the adapter removes before anything is sent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import itertools
-import logging
 import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection
 from urllib3.util.retry import Retry
 
+from ._attempt import HEADER, Attempt, named, shutdown
 from ._errors import refused_peer
 from ._loopback import peer_is_loopback
+from ._redact import install_log_filter, token_request
 
-#: The private header naming an attempt; removed by the adapter before sending.
-ATTEMPT_HEADER = "x-legacy-msi-credential-attempt"
-
-_ATTEMPTS: dict[str, Attempt] = {}
-_ATTEMPT_IDS = itertools.count(1)
+#: The attempt the connection used by this thread serves (set by the adapter around a send).
 _CURRENT = threading.local()
-#: Set while this package's retry policy sends a token request and reads its answer. A
-#: context variable, so that the async twin's tasks see it; the worker threads of the async
-#: requests transport are covered by the adapter's thread-local instead.
-_IN_TOKEN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("legacy_msi_token_request", default=False)
 
 
-@contextlib.contextmanager
-def token_request() -> Iterator[None]:
-    """Mark the code inside as sending a token request: libraries' warnings about it are withheld."""
-    install_log_filter()
-    reset = _IN_TOKEN_REQUEST.set(True)
-    try:
-        yield
-    finally:
-        _IN_TOKEN_REQUEST.reset(reset)
-
-
-class Attempt:
-    """One request's deadline and the sockets it uses.
-
-    Args:
-        seconds: Time allowed from now to the last byte of the answer.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.fired = False
-        self._finished = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        # Started with the first socket: a refused connection (the common case in a chain
-        # on a machine without the extension) costs no thread.
-        self._timer: Optional[threading.Timer] = None
-        self.key = f"{next(_ATTEMPT_IDS)}"  # next() and a dict item assignment are atomic: no lock
-        _ATTEMPTS[self.key] = self
-
-    def watch(self, sock: Optional[socket.socket]) -> None:
-        """Shut ``sock`` down at the deadline (at once, if it has passed)."""
-        if sock is None:
-            return
-        with self._lock:
-            if self._finished:
-                return
-            if not self.fired:
-                self._sockets.append(sock)
-                if self._timer is None:
-                    self._timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._fire)
-                    self._timer.daemon = True
-                    self._timer.start()
-                return
-        _shutdown(sock)
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.fired = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _shutdown(sock)
-
-    def expire(self) -> None:
-        """The caller gave up on this attempt (the async twin's deadline): shut its sockets down now,
-        so that a worker thread still reading from them ends too."""
-        self._fire()
-
-    def finish(self) -> None:
-        """The answer is in (or abandoned): stop watching; no socket is shut down after this."""
-        with self._lock:
-            self._finished = True
-            self._sockets = []
-            timer = self._timer
-        if timer is not None:
-            timer.cancel()
-        _ATTEMPTS.pop(self.key, None)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Guarded:
-    """What both guarded connection classes do on connect and on each response."""
+class _Guarded(HTTPConnection):
+    """What every guarded connection class adds to its urllib3 class: on connect, the peer
+    check; on each response, the socket put under the attempt's watch."""
 
     #: Set per adapter: refuse plain-http peers that are not loopback.
     require_loopback = True
     #: Whether this connection class speaks TLS.
     tls = False
 
+    def connect(self) -> None:
+        super().connect()
+        self._guard_socket(connected=True)
+
+    # No parameters, as http.client's and urllib3 2's: urllib3 1.26 first calls
+    # ``getresponse(buffering=True)`` and falls back to ``getresponse()`` on TypeError, which
+    # must then be raised before anything is read or closed.
+    def getresponse(self) -> Any:
+        self._guard_socket(connected=False)  # a kept-alive connection is watched by this attempt too
+        return _closing_on_error(self, super().getresponse)
+
     def _guard_socket(self, *, connected: bool) -> None:
-        """On connect, check the peer; on every response, put the socket under the attempt's watch."""
         sock: Optional[socket.socket] = self.__dict__.get("sock")
         if sock is None:
             return
@@ -148,7 +72,7 @@ class _Guarded:
             except OSError:
                 peer = None
             if not peer_is_loopback(peer):
-                _shutdown(sock)
+                shutdown(sock)
                 with contextlib.suppress(OSError):
                     sock.close()
                 self.__dict__["sock"] = None
@@ -171,35 +95,25 @@ def _closing_on_error(connection: Any, getresponse: Any) -> Any:
         if sock is not None and sock.fileno() >= 0:
             # A half-read response still holds the socket through its file object, so
             # close() alone would leave the descriptor open: take it and close it here.
-            _shutdown(sock)
+            shutdown(sock)
             with contextlib.suppress(OSError):
                 socket.close(sock.detach())
         raise
 
 
-class _GuardedHTTPConnection(_Guarded, HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        self._guard_socket(connected=True)
+def _guard_pools(manager: Any, *, require_loopback: bool) -> None:
+    """Make ``manager``'s pools open guarded connections: subclasses of its own pool and
+    connection classes, so that a proxy manager's (a tunnel, SOCKS) keep their own ways.
 
-    # No parameters, as http.client's and urllib3 2's: urllib3 1.26 first calls
-    # ``getresponse(buffering=True)`` and falls back to ``getresponse()`` on TypeError, which
-    # must then be raised before anything is read or closed.
-    def getresponse(self) -> Any:
-        self._guard_socket(connected=False)  # a kept-alive connection is watched by this attempt too
-        return _closing_on_error(self, super().getresponse)
-
-
-class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
-    tls = True
-
-    def connect(self) -> None:
-        super().connect()
-        self._guard_socket(connected=True)
-
-    def getresponse(self) -> Any:  # no parameters: see _GuardedHTTPConnection.getresponse
-        self._guard_socket(connected=False)
-        return _closing_on_error(self, super().getresponse)
+    The classes carry the setting, so that the pools urllib3 makes use it.
+    """
+    pools: Mapping[str, Any] = manager.pool_classes_by_scheme
+    guarded = {}
+    for scheme, pool in pools.items():
+        setting = {"require_loopback": require_loopback, "tls": scheme == "https"}
+        connection = type(f"Guarded{pool.ConnectionCls.__name__}", (_Guarded, pool.ConnectionCls), setting)
+        guarded[scheme] = type(f"Guarded{pool.__name__}", (pool,), {"ConnectionCls": connection})
+    manager.pool_classes_by_scheme = guarded
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -212,32 +126,37 @@ class GuardedAdapter(HTTPAdapter):
 
     def __init__(self, *, require_loopback: bool) -> None:
         self.require_loopback = require_loopback
-        # The classes carry the setting, so that the pools urllib3 makes use it.
-        setting = {"require_loopback": require_loopback}
-        http_connection = type("GuardedHTTPConnection", (_GuardedHTTPConnection,), setting)
-        https_connection = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), setting)
-        self._pool_classes = {
-            "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_connection}),
-            "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_connection}),
-        }
         # No retries, no redirects inside requests: the credential's own policy decides.
         super().__init__(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(self._pool_classes)
+        _guard_pools(self.poolmanager, require_loopback=self.require_loopback)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """requests' proxy manager for ``proxy``, its connections guarded as the direct ones are.
+
+        Without this, a request through a proxy (``proxies=``, or the environment's for an
+        endpoint that is not loopback) would go through urllib3's own pool classes: no
+        watchdog, so a proxy that trickles would hold the caller past ``response_timeout``.
+        """
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made:
+            _guard_pools(manager, require_loopback=self.require_loopback)
+        return manager
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        key = request.headers.pop(ATTEMPT_HEADER, None)
-        attempt = _ATTEMPTS.get(key) if isinstance(key, str) else None
+        attempt = named(request.headers.pop(HEADER, None))
         if self.require_loopback and str(request.url).lower().startswith("http://"):
             kwargs["proxies"] = {}  # a proxy would be the peer of a plain-http request: never used
-        previous = getattr(_CURRENT, "attempt", None), getattr(_CURRENT, "guarded", False)
-        _CURRENT.attempt, _CURRENT.guarded = attempt, True
+        previous = getattr(_CURRENT, "attempt", None)
+        _CURRENT.attempt = attempt
         try:
-            return super().send(request, *args, **kwargs)
+            with token_request():  # this thread may be a worker the policy's context does not reach
+                return super().send(request, *args, **kwargs)
         finally:
-            _CURRENT.attempt, _CURRENT.guarded = previous
+            _CURRENT.attempt = previous
 
 
 def forget_connections(transport: Any) -> None:
@@ -292,48 +211,3 @@ def guard_transport(transport: Any, *, require_loopback: bool) -> bool:
     else:
         guard_session(transport.session, require_loopback=require_loopback)
     return True
-
-
-class _WithheldDetailsFilter(logging.Filter):
-    """Withholds what libraries quote of a token request's answer in their warnings.
-
-    urllib3 logs a WARNING "Failed to parse headers" with the unparsed bytes, and azure-core
-    1.31 (not 1.41) a WARNING "Unable to stream download: ..." whose exception (urllib3 1.26's
-    ``InvalidChunkLength``) quotes the body: a hostile endpoint can put anything there, a
-    token included. Records logged outside this package's token requests pass unchanged.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True  # the DEBUG lines name only the request and the status
-        if not (getattr(_CURRENT, "guarded", False) or _IN_TOKEN_REQUEST.get()):
-            return True
-        record.msg = "%s %s during a token request (details withheld: they may quote the server's bytes)"
-        record.args = (record.name.split(".", 1)[0], record.levelname)
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-_FILTER = _WithheldDetailsFilter()
-#: The loggers whose warnings may quote an answer (a filter applies only to records logged
-#: on its own logger, not to those of its children).
-_QUOTING_LOGGERS = (
-    "urllib3.connection",
-    "urllib3.connectionpool",
-    "urllib3.response",
-    "urllib3.util.retry",
-    "azure.core.pipeline.transport._requests_basic",
-    "azure.core.pipeline.transport._requests_asyncio",
-    "azure.core.pipeline.transport._aiohttp",
-)
-_FILTER_INSTALLED = False
-
-
-def install_log_filter() -> None:
-    """Put the withholding filter on every logger that may quote a token request's answer (once)."""
-    global _FILTER_INSTALLED
-    if not _FILTER_INSTALLED:
-        for name in _QUOTING_LOGGERS:
-            logging.getLogger(name).addFilter(_FILTER)
-        _FILTER_INSTALLED = True

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from azure.core.pipeline import Pipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
-from ._guard import guard_transport, new_guarded_session, token_request
-from ._policies import ANSWER_KEY, RetryHelper, pipeline_policies, unguardable_transport
-from ._protocol import Answer
+from ._guard import guard_transport, new_guarded_session
+from ._policies import AttemptLimits, AttemptRun, pipeline_policies, unguardable_transport
+from ._redact import token_request
 from ._retry import RetrySettings
 
 
@@ -23,29 +22,28 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
     response's context under :data:`ANSWER_KEY`. Sleeps go through ``transport.sleep``
     (as azure-core's own retry policy does), so a transport may simulate time.
 
-    Each attempt has a deadline from the moment it is sent to the last byte of its answer
-    (``response_timeout``); on a guarded transport an :class:`Attempt` enforces it by
-    shutting the socket down. Anything but azure-core's transport errors and this
+    Each attempt (:class:`AttemptRun`) has a deadline from the moment it is sent to the last
+    byte of its answer (``response_timeout``); on a guarded transport its watchdog enforces
+    it by shutting the socket down. Anything but azure-core's transport errors and this
     package's own errors is turned into "what answered is not the extension".
     """
 
-    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float, guarded: bool) -> None:
+    def __init__(self, limits: AttemptLimits) -> None:
         super().__init__()
-        self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
-        self._guarded = guarded
+        self._limits = limits
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         with token_request():  # what the libraries underneath warn about it is withheld
             return self._send(request)
 
     def _send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        controller = self._helper.controller(request)
+        controller = self._limits.controller(request)
         transport: Any = request.context.transport
         while True:
-            run = self._helper.attempt(request, controller, guarded=self._guarded)
+            run = AttemptRun(self._limits, request, controller)
             try:
                 response = self.next.send(request)
-                response.context[ANSWER_KEY] = self._read(request, response, run.deadline)
+                self._read(run, response)
                 run.succeeded(response)
             except Exception as exc:
                 run.failed(exc)
@@ -55,17 +53,17 @@ class RetryPolicy(HTTPPolicy[Any, Any]):
                 return run.result()
             transport.sleep(run.delay)
 
-    def _read(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float) -> Answer:
+    @staticmethod
+    def _read(run: AttemptRun, response: PipelineResponse[Any, Any]) -> None:
         http_response = response.http_response
         # Closing a response that was not read to its end closes its connection (urllib3
         # does not pool it), so an abandoned answer's leftovers are never read as the next one.
         try:
-            collector = self._helper.collector(request, response, deadline)
+            run.reading(response)
             for chunk in http_response.iter_bytes():
-                collector.feed(chunk, time.monotonic())
+                run.feed(chunk)
         finally:
             http_response.close()
-        return self._helper.answer(collector)
 
 
 def build_pipeline(
@@ -99,5 +97,5 @@ def build_pipeline(
     guarded = guard_transport(transport, require_loopback=require_loopback)
     if require_loopback and not guarded:
         raise ValueError(unguardable_transport(transport))
-    retry = RetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=guarded)
+    retry = RetryPolicy(AttemptLimits(settings, body_limit, body_deadline, watched=guarded))
     return Pipeline(transport, policies=pipeline_policies(retry, require_loopback=require_loopback, **kwargs))

@@ -401,25 +401,21 @@ class Answer:
 
 
 class BodyCollector:
-    """Collects a streamed answer, refusing one too large or too slow to be a token.
+    """Collects a streamed answer, refusing one too large to be a token.
+
+    Its time is the attempt's to bound (``_policies.AttemptRun.feed``).
 
     Args:
         url: The endpoint, for messages.
         status: The answer's status.
         content_type: The answer's ``Content-Type``.
-        deadline: Monotonic time by which the whole body must have arrived.
-        seconds: The time allowed for the attempt (``response_timeout``), for messages.
         limit: Most bytes accepted.
     """
 
-    def __init__(
-        self, url: str, *, status: int, content_type: str, deadline: float, seconds: float, limit: int
-    ) -> None:
+    def __init__(self, url: str, *, status: int, content_type: str, limit: int) -> None:
         self._url = url
-        self._seconds = seconds
         self._status = status
         self._content_type = content_type
-        self._deadline = deadline
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
@@ -448,8 +444,8 @@ class BodyCollector:
                 status_code=self._status,
             )
 
-    def feed(self, chunk: bytes, now: float) -> None:
-        """Take one chunk; ``now`` is monotonic time."""
+    def feed(self, chunk: bytes) -> None:
+        """Take one chunk."""
         self._size += len(chunk)
         if self._size > self._limit:
             raise unavailable(
@@ -457,13 +453,7 @@ class BodyCollector:
                 "so this is not the legacy endpoint",
                 status_code=self._status,
             )
-        if now > self._deadline:
-            raise self.too_slow()
         self._chunks.append(chunk)
-
-    def too_slow(self) -> CredentialUnavailableError:
-        """The error for an answer that did not arrive by the deadline (one wording: :func:`too_slow`)."""
-        return too_slow(self._url, self._seconds)
 
     @property
     def cut_short(self) -> Optional[str]:

@@ -1,27 +1,11 @@
-"""Text from a server made fit for a message, a log line or a terminal. Standard library only."""
+"""Text from a server made fit for a message, a log line or a terminal. Standard library only.
+
+What counts as a secret is decided in :mod:`legacy_msi_credential._redact`.
+"""
 
 from __future__ import annotations
 
-import re
-
-_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*")
-#: A run of token characters long enough to be a secret: a JWT, an opaque token, a key.
-_SECRET_LIKE = re.compile(r"[A-Za-z0-9_\-.~+/=%]{20,}")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _redact_run(match: re.Match[str]) -> str:
-    run = match.group(0)
-    has_digit = any(c.isdigit() for c in run)
-    has_letter = any(c.isalpha() for c in run)
-    if not (has_digit and has_letter) or _GUID.fullmatch(run.strip("/.")) or "/subscriptions/" in run.lower():
-        return run  # words, paths, identifiers, ARM resource IDs: worth showing
-    return "<redacted>"
-
-
-def redact(text: str) -> str:
-    """Remove anything shaped like a token from ``text``: JWTs and long runs mixing letters and digits."""
-    return _SECRET_LIKE.sub(_redact_run, _JWT_LIKE.sub("<redacted>", text))
+from ._redact import redact
 
 
 def printable(text: str) -> str:

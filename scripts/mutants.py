@@ -244,10 +244,10 @@ MUTANTS = [
         "azure-core's other retry keywords are refused by name, and the guide names each",
         (*TEXT_TESTS, "tests/e2e/test_docs.py"),
     ),
-    # --- redaction (_text) --------------------------------------------------------------------
+    # --- redaction (_redact) ------------------------------------------------------------------
     Mutant(
         "text: a short token left in messages",
-        "legacy_msi_credential/_text.py",
+        "legacy_msi_credential/_redact.py",
         "{20,}",
         "{40,}",
         "no token in a message, whatever its shape",
@@ -255,7 +255,7 @@ MUTANTS = [
     ),
     Mutant(
         "text: only a JWT's header redacted",
-        "legacy_msi_credential/_text.py",
+        "legacy_msi_credential/_redact.py",
         r'_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)*")',
         r'_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_\-]*")',
         "no part of a token in a message",
@@ -321,7 +321,7 @@ MUTANTS = [
     Mutant(
         "attempt: an answer the watchdog cut short is accepted",
         "legacy_msi_credential/_policies.py",
-        "            raise self._helper.too_slow(self._request)  # the watchdog cut the answer short\n",
+        "            raise self.too_slow()  # the watchdog cut the answer short\n",
         "            pass\n",
         "every call is bounded in time: response_timeout covers the whole answer",
         ("tests/test_hostile.py", "tests/test_credential.py"),

@@ -252,7 +252,7 @@ def test_the_async_twin_is_never_wedged_either(emulator: Emulator) -> None:
             credential = AsyncLegacyMsiCredential(endpoint=emulator.endpoint)
 
             def held(credential: AsyncLegacyMsiCredential = credential) -> bool:
-                lock = credential._for_loop()[1].get(resource)
+                lock = credential._for_loop().locks.get(resource)
                 return lock is not None and lock.locked()
 
             previous = sys.gettrace()

@@ -311,6 +311,34 @@ def test_each_slow_phase_is_bounded(kind: str, phase: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_slow_proxy_is_bounded_as_a_slow_endpoint_is(kind: str) -> None:
+    """Through ``proxies=`` (an endpoint allowed plain http, so the proxy is used), the
+    connection to the proxy is watched as a direct one is: a proxy trickling its status
+    line cannot hold a call past ``response_timeout``."""
+    unreachable = socket.socket()  # bound, never listening: the endpoint is reached through the proxy only
+    unreachable.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{unreachable.getsockname()[1]}/oauth2/token"
+    try:
+        with HostileServer(lambda _: _trickle(b"HTTP/1.1 200 OK\r\n" * 12, 0.1)) as proxy:
+            outcome = attempt(
+                kind,
+                endpoint,
+                allow_insecure_http=True,
+                proxies={"http": f"http://127.0.0.1:{proxy.port}"},
+                response_timeout=0.5,
+                retry_backoff_factor=0.01,
+            )
+            heads = [connection.head for connection in proxy.connections]
+    finally:
+        unreachable.close()
+    assert len(heads) == 1  # an answer too slow is not asked for again
+    assert heads[0].startswith(f"GET {endpoint}?".encode())  # the absolute form: sent to a proxy
+    assert isinstance(outcome.error, CredentialUnavailableError), repr(outcome.error)
+    assert "within 0.5 s" in str(outcome.error)
+    assert outcome.seconds < 8, f"held for {outcome.seconds:.1f} s"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_slow_connect_is_bounded(kind: str) -> None:
     """A listener whose accept queue is full: connecting hangs until connection_timeout."""
     listener = socket.socket()

@@ -118,7 +118,7 @@ def test_warnings_that_may_quote_an_answer_are_withheld_only_during_a_token_requ
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """azure-core 1.31 (not 1.41) logs "Unable to stream download: <error quoting the body>"."""
-    from legacy_msi_credential._guard import token_request
+    from legacy_msi_credential._redact import token_request
 
     logger = logging.getLogger("azure.core.pipeline.transport._requests_basic")
     with caplog.at_level(logging.WARNING, logger=logger.name):

@@ -7,24 +7,31 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import AsyncPipeline
-from azure.core.pipeline.transport import AsyncHttpTransport, AsyncioRequestsTransport
+from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
 
-from .._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
+from .._base import CredentialBase
 from .._cache import CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
 from .._policies import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer, TokenResult
-from ._guard import can_guard
+from ._guard import can_guard, requests_based
 from ._pipeline import build_async_pipeline, default_async_transport
 
-#: Per event loop: its pipeline, its locks per resource, the transport's request options.
-_LoopState = tuple[AsyncPipeline[Any, Any], dict[str, asyncio.Lock], dict[str, Any]]
+
+class _LoopState(NamedTuple):
+    """What a credential keeps per event loop."""
+
+    pipeline: AsyncPipeline[Any, Any]
+    #: One lock per resource.
+    locks: dict[str, asyncio.Lock]
+    #: The transport's request options.
+    options: dict[str, Any]
 
 
 class LegacyMsiCredential(CredentialBase):
@@ -50,7 +57,7 @@ class LegacyMsiCredential(CredentialBase):
 
     def _transport_options(self, transport: AsyncHttpTransport[Any, Any]) -> dict[str, Any]:
         """Timeouts in the form the transport reads them."""
-        if isinstance(transport, AsyncioRequestsTransport):
+        if requests_based(transport, "AsyncioRequestsTransport"):
             # It hands ``connection_timeout`` to requests as is and knows no ``read_timeout``.
             options = self._request_options
             return {"connection_timeout": (options["connection_timeout"], options["read_timeout"])}
@@ -81,7 +88,7 @@ class LegacyMsiCredential(CredentialBase):
                         body_deadline=self._response_deadline,
                         **self._pipeline_kwargs,
                     )
-                    state = (pipeline, {}, self._transport_options(transport))
+                    state = _LoopState(pipeline, {}, self._transport_options(transport))
                     self._loops[loop] = state
                     self._close_with_loop(loop, pipeline)
         return state
@@ -100,7 +107,7 @@ class LegacyMsiCredential(CredentialBase):
                 yield
             finally:
                 state = loops.get(loop)
-                if state is not None and state[0] is pipeline:
+                if state is not None and state.pipeline is pipeline:
                     del loops[loop]
                     sentinels.pop(loop, None)
                 await pipeline.__aexit__()
@@ -125,21 +132,23 @@ class LegacyMsiCredential(CredentialBase):
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
+        """Get a token for one scope, from the cache when it is fresh: the awaitable
+        :meth:`legacy_msi_credential.LegacyMsiCredential.get_token`, with its arguments, result
+        and errors."""
         row = self._fast(scopes, claims)
         if row is not None:
             return row[2]
         return (await self._entry(scopes, claims)).access_token
 
-    get_token.__doc__ = GET_TOKEN_DOC
-
     async def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
+        """Get a token and its refresh time for one scope, from the cache when it is fresh: the
+        awaitable :meth:`legacy_msi_credential.LegacyMsiCredential.get_token_info`, with its
+        arguments, result and errors."""
         claims = self._claims_from(options)
         row = self._fast(scopes, claims)
         if row is not None:
             return row[3]
         return (await self._entry(scopes, claims)).info
-
-    get_token_info.__doc__ = GET_TOKEN_INFO_DOC
 
     async def close(self) -> None:
         """Close the calling event loop's connections.
@@ -152,7 +161,7 @@ class LegacyMsiCredential(CredentialBase):
         state = self._loops.pop(loop, None)
         sentinel = self._sentinels.pop(loop, None)
         if state is not None:
-            await state[0].__aexit__()
+            await state.pipeline.__aexit__()
         if sentinel is not None:
             await sentinel.aclose()
 
@@ -165,7 +174,7 @@ class LegacyMsiCredential(CredentialBase):
     # --- the slow path -----------------------------------------------------------------
 
     def _lock(self, resource: str) -> asyncio.Lock:
-        locks = self._for_loop()[1]
+        locks = self._for_loop().locks
         lock = locks.get(resource)
         if lock is None:
             lock = locks.setdefault(resource, asyncio.Lock())
@@ -212,7 +221,7 @@ class LegacyMsiCredential(CredentialBase):
 
     async def _exchange(self, request: HttpRequest) -> Answer:
         """Send one request through the pipeline (retries and reading the answer included)."""
-        pipeline, _, options = self._for_loop()
-        response = await pipeline.run(request, stream=True, **options)
+        state = self._for_loop()
+        response = await state.pipeline.run(request, stream=True, **state.options)
         answer: Answer = response.context[ANSWER_KEY]
         return answer

@@ -2,19 +2,29 @@
 
 aiohttp's connector checks each new connection's peer (:mod:`legacy_msi_credential._loopback`)
 before a byte of the request is written; the requests-based transports are guarded by
-:mod:`legacy_msi_credential._guard`.
+:mod:`legacy_msi_credential._guard`, imported only for a transport that is one of them, so
+that the aiohttp path never loads requests or urllib3.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
-from azure.core.pipeline.transport import RequestsTransport
-
 from .._errors import refused_peer
-from .._guard import guard_transport
 from .._loopback import peer_is_loopback
+
+
+def requests_based(transport: Any, kind: str = "RequestsTransport") -> bool:
+    """Whether ``transport`` is azure-core's ``kind`` (``RequestsTransport``, of which
+    ``AsyncioRequestsTransport`` is one), asked without importing requests: no such
+    transport exists before requests has been imported."""
+    if "requests" not in sys.modules:
+        return False
+    import azure.core.pipeline.transport as transports
+
+    return isinstance(transport, getattr(transports, kind))
 
 
 @functools.cache
@@ -55,8 +65,10 @@ def guard_async_transport(transport: Any, *, require_loopback: bool, trust_env: 
         Whether its connections are checked, and whether its attempts are also watched
         by an :class:`Attempt` (the requests-based transport).
     """
-    if guard_transport(transport, require_loopback=require_loopback):
-        return True, True
+    if requests_based(transport):
+        from .._guard import guard_transport
+
+        return guard_transport(transport, require_loopback=require_loopback), True
     try:
         from azure.core.pipeline.transport import AioHttpTransport
     except ImportError:  # pragma: no cover - aiohttp missing
@@ -72,7 +84,7 @@ def guard_async_transport(transport: Any, *, require_loopback: bool, trust_env: 
 
 def can_guard(transport: Any) -> bool:
     """Whether this package can check the connections of a transport passed in."""
-    if isinstance(transport, RequestsTransport):
+    if requests_based(transport):
         return True
     try:
         from azure.core.pipeline.transport import AioHttpTransport
@@ -82,3 +94,12 @@ def can_guard(transport: Any) -> bool:
         return False
     session = getattr(transport, "session", None)
     return session is None or isinstance(getattr(session, "connector", None), _guarded_connector_class())
+
+
+def forget_connections(transport: Any) -> None:
+    """After an attempt abandoned at its deadline, close the pooled connections of a requests
+    transport (:func:`legacy_msi_credential._guard.forget_connections`); aiohttp's need nothing."""
+    if requests_based(transport):
+        from .._guard import forget_connections as forget
+
+        forget(transport)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -11,46 +10,41 @@ from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AsyncHttpTransport
 
-from .._guard import forget_connections, new_guarded_session, token_request
-from .._policies import ANSWER_KEY, RetryHelper, pipeline_policies, unguardable_transport
-from .._protocol import Answer
+from .._policies import AttemptLimits, AttemptRun, pipeline_policies, unguardable_transport
+from .._redact import token_request
 from .._retry import RetrySettings
-from ._guard import guard_async_transport, guarded_aiohttp_session
+from ._guard import forget_connections, guard_async_transport, guarded_aiohttp_session
 
 
 class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
     """The async twin of :class:`legacy_msi_credential._pipeline.RetryPolicy`: same decisions, awaited I/O.
 
     The deadline of an attempt covers sending, the status line, the headers and the body:
-    ``asyncio.wait_for`` ends the attempt, and on the requests transport an
-    :class:`Attempt` also shuts the socket down so that its worker thread ends too.
+    ``asyncio.wait_for`` ends the attempt, and on the requests transport the attempt's
+    watchdog also shuts the socket down so that its worker thread ends too.
     """
 
-    def __init__(self, settings: RetrySettings, *, body_limit: int, body_deadline: float, guarded: bool) -> None:
+    def __init__(self, limits: AttemptLimits) -> None:
         super().__init__()
-        self._helper = RetryHelper(settings, body_limit=body_limit, body_deadline=body_deadline)
-        self._guarded = guarded
+        self._limits = limits
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         with token_request():  # what the libraries underneath warn about it is withheld
             return await self._send(request)
 
     async def _send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        controller = self._helper.controller(request)
+        controller = self._limits.controller(request)
         transport: Any = request.context.transport
         while True:
-            run = self._helper.attempt(request, controller, guarded=self._guarded)
+            run = AttemptRun(self._limits, request, controller)
             try:
-                run.succeeded(
-                    await asyncio.wait_for(self._attempt(request, run.deadline), timeout=self._helper.seconds)
-                )
+                run.succeeded(await asyncio.wait_for(self._attempt(run, request), timeout=self._limits.seconds))
             except asyncio.TimeoutError:
-                if run.attempt is not None:
-                    run.attempt.expire()
+                run.attempt.expire()
                 forget_connections(transport)
-                raise self._helper.too_slow(request) from None
+                raise run.too_slow() from None
             except Exception as exc:
-                if run.cut_short:
+                if run.attempt.fired:
                     forget_connections(transport)
                 run.failed(exc)
             finally:
@@ -59,26 +53,20 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
                 return run.result()
             await transport.sleep(run.delay)
 
-    async def _attempt(self, request: PipelineRequest[Any], deadline: float) -> PipelineResponse[Any, Any]:
+    async def _attempt(self, run: AttemptRun, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         response = await self.next.send(request)
-        response.context[ANSWER_KEY] = await self._read(request, response, deadline)
-        return response
-
-    async def _read(
-        self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any], deadline: float
-    ) -> Answer:
         http_response = response.http_response
         # Closing a response that was not read to its end closes its connection, so an
         # abandoned answer's leftovers are never read as the next one.
         try:
-            collector = self._helper.collector(request, response, deadline)
+            run.reading(response)
         except AzureError:
             await http_response.close()
             raise
         chunks = http_response.iter_bytes()
         try:
             async for chunk in chunks:
-                collector.feed(chunk, time.monotonic())
+                run.feed(chunk)
         finally:
             aclose = getattr(chunks, "aclose", None)
             try:
@@ -86,7 +74,7 @@ class AsyncRetryPolicy(AsyncHTTPPolicy[Any, Any]):
                     await aclose()
             finally:
                 await http_response.close()
-        return self._helper.answer(collector)
+        return response
 
 
 def default_async_transport(*, trust_env: bool, require_loopback: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
@@ -98,6 +86,8 @@ def default_async_transport(*, trust_env: bool, require_loopback: bool, **kwargs
         import aiohttp  # noqa: F401
     except ImportError:
         from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+        from .._guard import new_guarded_session
 
         fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(
             session=new_guarded_session(require_loopback=require_loopback), use_env_settings=trust_env, **kwargs
@@ -130,5 +120,5 @@ def build_async_pipeline(
     guarded, watched = guard_async_transport(transport, require_loopback=require_loopback, trust_env=trust_env)
     if require_loopback and not guarded:
         raise ValueError(unguardable_transport(transport))
-    retry = AsyncRetryPolicy(settings, body_limit=body_limit, body_deadline=body_deadline, guarded=watched)
+    retry = AsyncRetryPolicy(AttemptLimits(settings, body_limit, body_deadline, watched=watched))
     return AsyncPipeline(transport, policies=pipeline_policies(retry, require_loopback=require_loopback, **kwargs))

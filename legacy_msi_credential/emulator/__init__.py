@@ -166,8 +166,6 @@ class Emulator(Listening):
         #: Resources answered besides the well-known ones (``_rules.known_resource``); None: any.
         self.known_resources = None if known_resources is None else frozenset(known_resources)
         self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
-        #: Seconds a client may take to send its request (``None``: no limit).
-        #: Requests served at once (``None``: no limit); beyond it, 503 at once.
         #: Largest request body read.
         self._max_body = _MAX_BODY
         self._servers: list[_Server] = []
@@ -492,24 +490,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         _LOGGER.debug("%s %s", self.client_address[0], format % args)
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
     def __getattr__(self, name: str) -> Any:
-        # Any other method (HEAD, OPTIONS, made-up ones) is answered like the rest of the
-        # protocol, in JSON with an Allow header, not with the standard library's HTML 501.
+        # The standard library looks up ``do_<METHOD>``: every method (GET and POST, and HEAD,
+        # OPTIONS or made-up ones) is handled alike, by the protocol's rules, and is answered
+        # in JSON with an Allow header where it is refused, not with the library's HTML 501.
         if name.startswith("do_"):
             return self._handle
         raise AttributeError(name)
