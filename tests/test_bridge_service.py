@@ -597,7 +597,7 @@ def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
 _HELD_AFTER = """
 import asyncio, base64, json, sys, time, tracemalloc
 from azure.core.credentials import AccessToken
-from legacy_msi_credential._rules import TokenAsk
+from legacy_msi_credential._server._legacy import TokenAsk
 from legacy_msi_credential.bridge import SourceLimits, TokenSource
 
 class Credential:  # asynchronous, as azure-identity's credentials behind the bridge are

@@ -270,7 +270,7 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
     still-valid token never waits for it; a failed refresh keeps serving the valid token."""
     from azure.core.credentials import AccessToken
 
-    from legacy_msi_credential._rules import TokenAsk
+    from legacy_msi_credential._server._legacy import TokenAsk
     from legacy_msi_credential.bridge import TokenSource
 
     def token(number: int) -> str:  # a managed identity's token, told apart by its number

@@ -20,14 +20,8 @@ from legacy_msi_credential._protocol import (
     parse_response,
     wants_post,
 )
-from legacy_msi_credential._rules import (
-    ACCEPTED_PARAMETERS,
-    IDENTITY_NAMES,
-    Policy,
-    Refusal,
-    TokenAsk,
-    decide,
-)
+from legacy_msi_credential._server._legacy import ACCEPTED_PARAMETERS, IDENTITY_NAMES, Policy, TokenAsk, decide
+from legacy_msi_credential._server._rules import Refusal, Request
 from legacy_msi_credential._text import clean_text, redact
 
 NOW = 1_700_000_000.0
@@ -297,7 +291,7 @@ def test_a_late_body_is_worded_as_the_attempts_deadline() -> None:
         collector.feed(b"{}", now=2.0)
 
 
-# --- the servers' side: which parameters a request may carry (_rules) -----------------------
+# --- the servers' side: which parameters a request may carry (_server._legacy) -----------------------
 
 _ARM = "https://management.azure.com/"
 _NEAR_MISSES = st.sampled_from(ACCEPTED_PARAMETERS).flatmap(
@@ -308,7 +302,7 @@ _NEAR_MISSES = st.sampled_from(ACCEPTED_PARAMETERS).flatmap(
 
 
 def _decide(params: dict[str, list[str]], path: str = "/oauth2/token") -> Any:
-    return decide("GET", path, {"Metadata": "true"}, params, peer_is_loopback=True, policy=Policy(serves_imds=True))
+    return decide(Request("GET", path, (("Metadata", "true"),), True, params), Policy(serves_imds=True))
 
 
 @settings(max_examples=400)

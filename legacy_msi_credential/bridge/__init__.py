@@ -4,7 +4,7 @@ What it is for: software written against the extension (Node ms-rest-azure, msre
 Java and Go SDKs of that era, scripts that curl ``localhost:50342``) keeps working on a VM
 that has IMDS but no extension, or on a developer's machine signed in with ``az``. It is
 a service, not a test tool: it shares the protocol's rules with the emulator
-(:mod:`legacy_msi_credential._rules`) and nothing else.
+(:mod:`legacy_msi_credential._server`) and nothing else.
 
 * Tokens come from azure-identity (the ``serve`` extra): ``imds`` (default,
   ``ManagedIdentityCredential`` with the requested identity passed on), ``cli``
@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from .._binding import Listeners, bind_listeners
 from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_host
-from .._rules import Listening, Policy
+from .._server._legacy import Listening, Policy
 
 try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory

@@ -28,7 +28,8 @@ from .._claims import decode_claims, lacks_identity, not_app_only
 from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, SERVE_HINT
 from .._flight import Busy, Flights, Gate, SingleFlight, Ticket
 from .._protocol import TokenResult
-from .._rules import Refusal, TokenAsk
+from .._server._legacy import TokenAsk
+from .._server._rules import Refusal
 from .._text import clean_text
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
