@@ -49,6 +49,7 @@ from .._constants import HEALTH_PATH
 from .._loopback import peer_is_loopback
 from .._owner import socket_owner
 from .._server._legacy import LEGACY, Policy, TokenAsk, parameters
+from .._server._limits import ServerLimits
 from .._server._rules import (
     ADMIT,
     BODY,
@@ -70,9 +71,6 @@ _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 _ACCESS = logging.getLogger("legacy_msi_credential.bridge.access")
 #: Malformed requests (each a 400 the client sees) and connections that failed: one line each, rate-limited.
 _PARSER_LOGGER = logging.getLogger("legacy_msi_credential.bridge.http")
-
-#: aiohttp's own limit on a request line or a header field (its default), lowered to the head's budget.
-_PARSER_LINE = 8190  # bytes
 
 #: What the ``Server`` header and the health path say this is.
 SERVER_NAME = "legacy-msi-bridge"
@@ -399,8 +397,7 @@ class BridgeApp:
         policy: What the protocol's rules accept.
         protocol: The protocol's table (the legacy extension's by default).
         clock: Unix time, for ``expires_in``.
-        max_body: Bytes of request body accepted (413 beyond).
-        max_headers: Request headers accepted (431 beyond).
+        limits: The bounds (``max_body``, ``max_headers``: 413 and 431 beyond; ``stopping_retry_after``).
         connections: The open connections (to end each one's deadline once its request is in).
         stopping: Set when the bridge stops: waiting clients get ``503``.
     """
@@ -411,8 +408,7 @@ class BridgeApp:
         policy: Policy,
         *,
         clock: Callable[[], float],
-        max_body: int,
-        max_headers: int,
+        limits: ServerLimits,
         connections: Connections,
         stopping: asyncio.Event,
         protocol: RuleTable[Policy, TokenAsk] = LEGACY,
@@ -421,8 +417,7 @@ class BridgeApp:
         self.policy = policy
         self.protocol = protocol
         self.clock = clock
-        self.max_body = max_body
-        self.max_headers = max_headers
+        self.limits = limits
         self.connections = connections
         self.stopping = stopping
         #: Per connection (its transport), the uid owning the client's socket: looked up once.
@@ -461,10 +456,10 @@ class BridgeApp:
             version=(request.version.major, request.version.minor),
             content_length=request.content_length,
         )
-        refused = first_refusal(FRAMING, facts, self)
+        refused = first_refusal(FRAMING, facts, self.limits)
         if refused is None:
             facts = replace(facts, body=await self._read_body(request))
-            refused = first_refusal(BODY, facts, self)
+            refused = first_refusal(BODY, facts, self.limits)
         if refused is not None:
             return self._refused(refused), "-"
         if connection is not None:
@@ -492,9 +487,10 @@ class BridgeApp:
         part of its form would lose the parameters still on their way: a ``client_id`` arriving
         in a second segment would get the system-assigned identity's token."""
         body = bytearray()
+        limit = self.limits.max_body
         try:
-            while len(body) <= self.max_body:
-                chunk = await request.content.read(self.max_body + 1 - len(body))
+            while len(body) <= limit:
+                chunk = await request.content.read(limit + 1 - len(body))
                 if not chunk:
                     break
                 body += chunk
@@ -531,7 +527,12 @@ class BridgeApp:
         if not fetch.done():
             fetch.cancel()
             return self._refused(
-                Refusal(503, "service_unavailable", "The bridge is stopping; ask again.", {"Retry-After": "5"})
+                Refusal(
+                    503,
+                    "service_unavailable",
+                    "The bridge is stopping; ask again.",
+                    {"Retry-After": str(self.limits.stopping_retry_after)},
+                )
             )
         try:
             result = fetch.result()
@@ -597,16 +598,17 @@ class _Handler(RequestHandler):
         self._app.malformed.report("a connection failed (%s)", kind)
 
 
-def handler_factory(app: BridgeApp, connections: Connections, *, keepalive: float) -> Callable[[], asyncio.Protocol]:
+def handler_factory(app: BridgeApp, connections: Connections, limits: ServerLimits) -> Callable[[], asyncio.Protocol]:
     """The protocol factory for ``loop.create_server``: the bridge's handler, wrapped in a deadline."""
+    line = min(limits.parser_line, connections.max_head)  # one line never outgrows the head's budget
     options: dict[str, Any] = {
         "logger": _PARSER_LOGGER,
         "access_log": None,
-        "keepalive_timeout": keepalive,
-        "max_headers": app.max_headers * 2,
-        "max_field_size": min(_PARSER_LINE, connections.max_head),  # one line never outgrows the head's budget
-        "max_line_size": min(_PARSER_LINE, connections.max_head),
-        "lingering_time": 0.5,
+        "keepalive_timeout": limits.client_timeout,
+        "max_headers": limits.max_headers * 2,
+        "max_field_size": line,
+        "max_line_size": line,
+        "lingering_time": limits.lingering,
     }
     server = web.Server(app, **options)
 
