@@ -287,7 +287,7 @@ MUTANTS = [
     ),
     Mutant(
         "flight: no single flight",
-        "legacy_msi_credential/_flight.py",
+        "legacy_msi_credential/_server/_flights.py",
         "        running = self._running.get(key)\n",
         "        running = None\n",
         "one source request per identity and resource, however many clients ask",

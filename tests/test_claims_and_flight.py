@@ -11,8 +11,9 @@ import pytest
 
 from legacy_msi_credential._cache import TokenCache
 from legacy_msi_credential._claims import decode_claims, identity_mismatch, lacks_identity, not_app_only
-from legacy_msi_credential._flight import Busy, Flights, Gate, SingleFlight
-from legacy_msi_credential._protocol import TokenResult
+from legacy_msi_credential._flight import SingleFlight
+from legacy_msi_credential._server._flights import Busy, Flights, Gate
+from legacy_msi_credential._token import TokenResult
 
 
 def jwt(claims: Any) -> str:

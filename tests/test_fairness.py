@@ -22,10 +22,10 @@ import pytest
 import requests
 from azure.core.credentials import AccessToken
 
-from legacy_msi_credential import _owner
 from legacy_msi_credential._cache import Action, TokenCache
-from legacy_msi_credential._flight import Busy, Gate
-from legacy_msi_credential._protocol import TokenResult
+from legacy_msi_credential._server import _owner
+from legacy_msi_credential._server._flights import Busy, Gate
+from legacy_msi_credential._token import TokenResult
 from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 
 from .test_bridge_service import ARM, StandIn, jwt

@@ -186,3 +186,20 @@ def test_a_new_protocol_is_a_table_and_an_answer() -> None:
     assert isinstance(ask, TokenAsk)
     assert other.answer(ask, "t", 5, 1, "") == {"access_token": "t", "expires_on": "5"}
     assert LEGACY.answer(TokenAsk(ARM), "t", 5, 1, "") == token_answer(TokenAsk(ARM), "t", 5, 1)
+
+
+def test_the_server_core_loads_no_third_party_module() -> None:
+    """``_server`` stands on the standard library alone: a server on it pays for no azure-core."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import legacy_msi_credential._server._binding, legacy_msi_credential._server._flights\n"
+        "import legacy_msi_credential._server._legacy, legacy_msi_credential._server._limits\n"
+        "import legacy_msi_credential._server._owner\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules if name.split('.')[0] in "
+        "('azure', 'aiohttp', 'requests', 'urllib3', 'multidict', 'yarl')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "[]"

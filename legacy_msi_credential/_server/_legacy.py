@@ -22,9 +22,9 @@ from typing import Optional, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from .._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
-from .._safe_file import WrittenFile, write_file
 from .._text import clean_text
 from ._rules import ADMIT, Refusal, Request, Rule, RuleTable, first_refusal
+from ._safe_file import WrittenFile, write_file
 
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)

@@ -34,9 +34,9 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from .._binding import Listeners, bind_listeners
 from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_host
+from .._server._binding import Listeners, bind_listeners
 from .._server._legacy import Listening, Policy
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
 

@@ -47,9 +47,9 @@ from aiohttp.web_protocol import RequestHandler
 from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._loopback import peer_is_loopback
-from .._owner import socket_owner
 from .._server._legacy import LEGACY, Policy, TokenAsk, parameters
 from .._server._limits import ServerLimits
+from .._server._owner import socket_owner
 from .._server._rules import (
     ADMIT,
     BODY,

@@ -7,7 +7,7 @@ source are capped below IMDS's per-VM limits. A token is handed on only when it 
 the identity asked for (:mod:`legacy_msi_credential._claims`).
 
 The cache and the gate are shared fairly between local users (the uid owning each client's
-socket, :mod:`legacy_msi_credential._owner`): one user asking for many identities evicts its
+socket, :mod:`legacy_msi_credential._server._owner`): one user asking for many identities evicts its
 own tokens first and waits in its own queue, so it neither evicts nor delays another's.
 """
 
@@ -26,12 +26,13 @@ from typing import Any, Callable, Optional
 from .._cache import CacheEntry, TokenCache
 from .._claims import decode_claims, lacks_identity, not_app_only
 from .._constants import BRIDGE_SOURCES, SERVE_HINT
-from .._flight import Busy, Flights, Gate, SingleFlight, Ticket
-from .._protocol import TokenResult
+from .._flight import SingleFlight, Ticket
+from .._server._flights import Busy, Flights, Gate
 from .._server._legacy import TokenAsk
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
 from .._server._rules import Refusal
 from .._text import clean_text
+from .._token import TokenResult
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 

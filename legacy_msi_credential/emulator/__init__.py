@@ -33,9 +33,9 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from .._binding import bind_listeners
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
+from .._server._binding import bind_listeners
 from .._server._legacy import Listening, Policy, decide, name_the_identity, parameters
 from .._server._rules import JSON_CONTENT_TYPE, Answer, Refusal, Request, json_answer, refusal_answer
 from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
@@ -83,7 +83,7 @@ class RecordedRequest:
 
 class _Server(http.server.ThreadingHTTPServer):
     """The standard library's threading server, on a socket bound and listening already
-    (:func:`~legacy_msi_credential._binding.bind_listeners`)."""
+    (:func:`~legacy_msi_credential._server._binding.bind_listeners`)."""
 
     daemon_threads = True
     block_on_close = False
