@@ -354,7 +354,7 @@ MUTANTS = [
         "bridge: a form judged on what has arrived",
         "legacy_msi_credential/bridge/_app.py",
         "            facts = replace(facts, body=await self._read_body(request))\n",
-        "            facts = replace(facts, body=await request.content.read(self.max_body + 1))\n",
+        "            facts = replace(facts, body=await request.content.read(self.limits.max_body + 1))\n",
         "a request is judged on its whole body, never on its first segment",
         BRIDGE_TESTS,
     ),
