@@ -179,7 +179,7 @@ _MEMORY = """
 import base64, json, resource, sys, time
 import requests
 from azure.core.credentials import AccessToken
-from legacy_msi_credential.bridge import Bridge, SourceLimits, TokenSource
+from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 
 def claims(value):
     part = base64.urlsafe_b64encode(json.dumps({"oid": value, "aio": "x" * 1500}).encode()).decode().rstrip("=")
@@ -198,7 +198,7 @@ class Credential:
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
 
-source = TokenSource("imds", credential_factory=Source(), limits=SourceLimits(rate=1e9))
+source = TokenSource("imds", credential_factory=Source(), limits=ServerLimits(source_rate=1e9))
 with Bridge(port=0, source=source) as bridge, requests.Session() as session:
     session.get(bridge.endpoint, params={"resource": "https://vault.azure.net", "object_id": "warm"},
                 headers={"Metadata": "true"}).raise_for_status()
@@ -293,9 +293,9 @@ def two_users(seconds: float, clients: int = 32) -> dict[str, Any]:
 
     import requests
 
-    from legacy_msi_credential.bridge import SourceLimits, TokenSource
+    from legacy_msi_credential.bridge import ServerLimits, TokenSource
 
-    source = TokenSource("imds", credential_factory=_SlowSource(), limits=SourceLimits(max_tokens=_TWO_USERS_CACHE))
+    source = TokenSource("imds", credential_factory=_SlowSource(), limits=ServerLimits(max_tokens=_TWO_USERS_CACHE))
     cached: list[float] = []
     uncached: list[float] = []
     statuses: list[int] = []
@@ -433,7 +433,9 @@ def _more_descriptors(count: int) -> None:
 
 def heads(count: int) -> dict[str, float]:
     """Resident MiB of a bridge before, while and after ``count`` connections hold maximal heads."""
-    from legacy_msi_credential.bridge import MAX_HEAD
+    from legacy_msi_credential._server._limits import DEFAULT_LIMITS
+
+    MAX_HEAD = DEFAULT_LIMITS.max_head
 
     _more_descriptors(count + 256)
     line = b"X-Fill: " + b"a" * 1000 + b"\r\n"
@@ -570,7 +572,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if held["after"] >= 96 or held["cached"] > 1000:
         missed.append("memory")
 
-    from legacy_msi_credential.bridge import MAX_HEAD, MAX_PENDING, MEMORY_MAX
+    from legacy_msi_credential._server._limits import DEFAULT_LIMITS
+
+    MAX_HEAD, MAX_PENDING, MEMORY_MAX = DEFAULT_LIMITS.max_head, DEFAULT_LIMITS.max_pending, DEFAULT_LIMITS.memory_max
 
     limit = MEMORY_MAX / 2**20
     held_heads = heads(1024)

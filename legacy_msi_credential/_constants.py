@@ -112,5 +112,3 @@ MAX_EPOCH_SECONDS = 253402300799  # s
 EMULATOR_LIFETIME = 3599  # s
 #: Where ``legacy-msi serve`` gets its tokens: IMDS, the Azure CLI, azure-identity's chain.
 BRIDGE_SOURCES = ("imds", "cli", "default")
-#: Seconds a bridge source may take to answer before the client gets ``500 unknown``.
-BRIDGE_SOURCE_TIMEOUT = 20.0  # s

@@ -16,6 +16,7 @@ from azure.core.rest import HttpRequest
 from ._constants import EXPIRY_MARGIN, IDENTITY_PARAMETERS, MAX_EPOCH_SECONDS
 from ._errors import CredentialUnavailableError, TokenRequestError, unavailable
 from ._text import clean_text
+from ._token import TokenResult as TokenResult  # where the twins read it; its home is _token
 
 
 class _Hint(NamedTuple):
@@ -137,25 +138,6 @@ class Identity:
         if self.parameter is None or self.value is None:
             return []
         return [(self.parameter, self.value)]
-
-
-@dataclass(frozen=True)
-class TokenResult:
-    """A token read from a successful answer. Its ``repr`` never shows the token.
-
-    Attributes:
-        token: The access token.
-        expires_on: Expiry, in Unix seconds by this machine's clock.
-        token_type: ``Bearer`` unless the endpoint said otherwise.
-        resource: The resource the endpoint said the token is for, if it said.
-    """
-
-    token: str = field(repr=False)
-    expires_on: int
-    token_type: str = "Bearer"
-    resource: Optional[str] = None
-    #: The ``client_id`` a user-assigned answer names, if it named one.
-    client_id: Optional[str] = None
 
 
 def build_request(url: str, resource: str, identity: Identity, *, method: str = "GET") -> HttpRequest:

@@ -48,18 +48,18 @@ TEXT_TESTS = ("tests/test_small_parts.py", "tests/test_hostile.py")
 CHAIN_TESTS = ("tests/test_default_chain.py",)
 
 MUTANTS = [
-    # --- the protocol's rules (_rules): what the bridge and the emulator refuse ---------------
+    # --- the protocol's rules (_server): what the bridge and the emulator refuse ---------------
     Mutant(
         "rules: a client not on loopback is served",
-        "legacy_msi_credential/_rules.py",
-        "    if not peer_is_loopback:\n",
+        "legacy_msi_credential/_server/_rules.py",
+        "    if not request.peer_is_loopback:\n",
         "    if False:\n",
         "only loopback clients, even with --allow-remote",
         BRIDGE_TESTS,
     ),
     Mutant(
         "rules: Sec-Fetch-Site passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_rules.py",
         'lowered.startswith("sec-fetch-")',
         'lowered.startswith("sec-fetch-mode")',
         "requests carrying any Sec-Fetch-* header are refused",
@@ -67,7 +67,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: any Host passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_rules.py",
         "    return match is not None and is_loopback_host(match.group(1))\n",
         "    return match is not None\n",
         "Host must name localhost, 127.0.0.1 or [::1] (DNS rebinding)",
@@ -75,15 +75,15 @@ MUTANTS = [
     ),
     Mutant(
         "rules: any Metadata value passes",
-        "legacy_msi_credential/_rules.py",
-        '    if headers.get("Metadata") != "true":\n',
-        '    if headers.get("Metadata") is None:\n',
+        "legacy_msi_credential/_server/_legacy.py",
+        '    if request.header("Metadata") != "true":\n',
+        '    if request.header("Metadata") is None:\n',
         "Metadata: true, else 400 bad_request_102",
         BRIDGE_TESTS,
     ),
     Mutant(
         "rules: a parameter given twice passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_legacy.py",
         "if len(values) > 1)",
         "if len(values) > 2)",
         "a repeated parameter is refused, never read one way here and another there",
@@ -91,7 +91,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: a parameter not ending in id passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_legacy.py",
         "if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)",
         'if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS and name.endswith("id"))',
         "a parameter that is not an accepted one, exactly, is a 400, never the system-assigned identity",
@@ -99,7 +99,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: X-Forwarded-For passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_rules.py",
         "        if lowered in RELAY_HEADERS or lowered.startswith(RELAY_HEADER_PREFIXES):",
         "        if lowered in RELAY_HEADERS:",
         "X-Forwarded-For and every other relaying header are refused",
@@ -107,7 +107,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: Via passes",
-        "legacy_msi_credential/_rules.py",
+        "legacy_msi_credential/_server/_rules.py",
         '        "via",\n',
         "",
         "a request relayed by a proxy is refused, whichever header says so",
@@ -116,9 +116,8 @@ MUTANTS = [
     Mutant(
         "bridge: the health path answered before the rule",
         "legacy_msi_credential/bridge/_app.py",
-        "        refused = admit(request.headers, peer_is_loopback=loopback, policy=self.policy)",
-        "        refused = None if request.rel_url.path == HEALTH_PATH else admit("
-        "request.headers, peer_is_loopback=loopback, policy=self.policy)",
+        "        refused = first_refusal(ADMIT, facts, self.policy)  # every path, first",
+        "        refused = None if request.rel_url.path == HEALTH_PATH else first_refusal(ADMIT, facts, self.policy)",
         "the health path obeys the Host, browser and relay rules of the token path",
         BRIDGE_TESTS,
     ),
@@ -288,7 +287,7 @@ MUTANTS = [
     ),
     Mutant(
         "flight: no single flight",
-        "legacy_msi_credential/_flight.py",
+        "legacy_msi_credential/_server/_flights.py",
         "        running = self._running.get(key)\n",
         "        running = None\n",
         "one source request per identity and resource, however many clients ask",
@@ -354,8 +353,8 @@ MUTANTS = [
     Mutant(
         "bridge: a form judged on what has arrived",
         "legacy_msi_credential/bridge/_app.py",
-        "        body = await self._read_body(request)\n",
-        "        body = await request.content.read(self.max_body + 1)\n",
+        "            facts = replace(facts, body=await self._read_body(request))\n",
+        "            facts = replace(facts, body=await request.content.read(self.limits.max_body + 1))\n",
         "a request is judged on its whole body, never on its first segment",
         BRIDGE_TESTS,
     ),

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import pytest
 
-from legacy_msi_credential._binding import AddressInUseError
 from legacy_msi_credential._constants import HEALTH_PATH
+from legacy_msi_credential._server._binding import AddressInUseError
 from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator
 

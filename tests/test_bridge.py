@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from legacy_msi_credential import LegacyMsiCredential
-from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
+from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import Clock, closed_port, start_cli
@@ -223,7 +223,7 @@ def test_too_many_headers_are_refused(bridge: Bridge) -> None:
 
 
 def test_a_slow_client_is_cut_off(imds: Emulator) -> None:
-    with Bridge(port=0, limits=BridgeLimits(client_timeout=1.0)) as bridge:
+    with Bridge(port=0, limits=ServerLimits(client_timeout=1.0)) as bridge:
         sock = socket.create_connection(("127.0.0.1", bridge.port), timeout=30)
         with sock:
             sock.sendall(b"GET /oauth2/token?resource=x HTTP/1.1\r\n")  # and never the rest

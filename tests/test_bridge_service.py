@@ -30,7 +30,7 @@ import pytest
 import requests
 from azure.core.credentials import AccessToken
 
-from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
+from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
@@ -118,7 +118,7 @@ def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
 
 @pytest.fixture
 def bridge(imds: Emulator) -> Iterator[Bridge]:
-    with Bridge(port=0, source="imds", limits=BridgeLimits(client_timeout=2.0)) as running:
+    with Bridge(port=0, source="imds", limits=ServerLimits(client_timeout=2.0)) as running:
         yield running
 
 
@@ -293,7 +293,7 @@ def test_a_body_that_stops_short_is_never_judged(imds: Emulator, caplog: pytest.
     ends at its deadline, or at once, with no answer and no traceback in the logs."""
     caplog.set_level(logging.DEBUG)
     form = f"resource={ARM}&client_id={ALICE.client_id}"
-    with Bridge(port=0, limits=BridgeLimits(client_timeout=0.5)) as bridge:
+    with Bridge(port=0, limits=ServerLimits(client_timeout=0.5)) as bridge:
         for half_close in (False, True):
             for first, _ in split_form_posts(form, form.index("&")):
                 with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as sock:
@@ -327,7 +327,7 @@ def test_oversized_bodies_and_header_floods_are_refused_unread(bridge: Bridge, i
 
 
 def test_the_deadline_is_for_the_whole_request_not_each_read(imds: Emulator) -> None:
-    with Bridge(port=0, limits=BridgeLimits(client_timeout=0.5)) as bridge:
+    with Bridge(port=0, limits=ServerLimits(client_timeout=0.5)) as bridge:
         sock = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)
         started = time.monotonic()
         closed_after = None
@@ -349,7 +349,7 @@ def test_the_deadline_is_for_the_whole_request_not_each_read(imds: Emulator) -> 
 
 
 def test_held_connections_do_not_starve_a_client_that_asks(imds: Emulator) -> None:
-    limits = BridgeLimits(client_timeout=30.0, max_connections=64)
+    limits = ServerLimits(client_timeout=30.0, max_connections=64)
     with Bridge(port=0, limits=limits) as bridge:
         requests.get(bridge.endpoint, params={"resource": ARM}, headers={"Metadata": "true"}, timeout=10)
         holders = []
@@ -374,7 +374,7 @@ def test_held_connections_do_not_starve_a_client_that_asks(imds: Emulator) -> No
 _CHILD_BRIDGE = """
 import dataclasses, json, resource, sys, time
 from azure.core.credentials import AccessToken
-from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
+from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 
 nofile, limits = int(sys.argv[1]), json.loads(sys.argv[2])
 if nofile:
@@ -387,8 +387,8 @@ class Source:
         return AccessToken("e30.e30.", int(time.time()) + 3600)
 
 source = TokenSource("imds", credential_factory=Source())
-known = {field.name for field in dataclasses.fields(BridgeLimits)}  # so that older code can be tried too
-with Bridge(port=0, source=source, limits=BridgeLimits(**{k: v for k, v in limits.items() if k in known})) as bridge:
+known = {field.name for field in dataclasses.fields(ServerLimits)}  # so that older code can be tried too
+with Bridge(port=0, source=source, limits=ServerLimits(**{k: v for k, v in limits.items() if k in known})) as bridge:
     print(bridge.port, flush=True)
     sys.stdin.read()  # until the test closes it
     counters = bridge.connections
@@ -562,8 +562,10 @@ def test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections(tmp_pat
 
 
 def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
-    """The limits are written once, in ``bridge``; the unit and docs/bridge.md carry the numbers."""
+    """The limits are written once, in ``ServerLimits``; the unit and docs/bridge.md carry the numbers."""
     from legacy_msi_credential import bridge as module
+    from legacy_msi_credential._server._limits import DEFAULT_LIMITS as limits
+    from legacy_msi_credential._server._limits import limits_table
 
     root = Path(__file__).resolve().parents[1]
     unit = dict(
@@ -571,22 +573,20 @@ def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
         for line in (root / "packaging" / "legacy-msi-serve.service").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
-    assert (
-        int(unit["LimitNOFILE"])
-        == module.UNIT_LIMITS["LimitNOFILE"]
-        == module.MAX_CONNECTIONS + module.DESCRIPTOR_RESERVE
-    )
-    assert unit["MemoryMax"] == f"{module.UNIT_LIMITS['MemoryMax'] // 2**20}M"
-    assert module.ACCEPT_BATCH * 4 <= module.DESCRIPTOR_RESERVE // 2  # two listeners, accepting for two passes
-    assert module.MAX_HEAD < module.MAX_PENDING < module.MEMORY_MAX // 8
+    assert limits.unit_limits() == module.UNIT_LIMITS
+    assert int(unit["LimitNOFILE"]) == module.UNIT_LIMITS["LimitNOFILE"]
+    assert module.UNIT_LIMITS["LimitNOFILE"] == limits.max_connections + limits.descriptor_reserve
+    assert unit["MemoryMax"] == f"{limits.memory_max // 2**20}M"
+    assert limits.accept_batch * 4 <= limits.descriptor_reserve // 2  # two listeners, accepting for two passes
+    assert limits.max_head < limits.max_pending < limits.memory_max // 8
+    assert limits.parser_line <= limits.max_head
     docs = (root / "docs" / "bridge.md").read_text()
+    generated = docs.split("<!-- limits-table:", 1)[1].split("-->\n", 1)[1].split("<!-- /limits-table -->", 1)[0]
+    assert generated == limits_table(), "docs/bridge.md's table of limits is not ServerLimits' (limits_table())"
     for figure in (
-        f"{module.MAX_CONNECTIONS:,}",
-        f"{module.MAX_HEAD // 1024} KiB",
-        f"{module.MAX_PENDING // 2**20} MiB",
+        f"{limits.max_connections:,}",
         f"LimitNOFILE={module.UNIT_LIMITS['LimitNOFILE']}",
-        f"MemoryMax={module.MEMORY_MAX // 2**20}M",
-        f"{module.MAX_BODY // 1024} KiB",
+        f"MemoryMax={limits.memory_max // 2**20}M",
     ):
         assert figure in docs, figure
 
@@ -597,8 +597,8 @@ def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
 _HELD_AFTER = """
 import asyncio, base64, json, sys, time, tracemalloc
 from azure.core.credentials import AccessToken
-from legacy_msi_credential._rules import TokenAsk
-from legacy_msi_credential.bridge import SourceLimits, TokenSource
+from legacy_msi_credential._server._legacy import TokenAsk
+from legacy_msi_credential.bridge import ServerLimits, TokenSource
 
 class Credential:  # asynchronous, as azure-identity's credentials behind the bridge are
     def __init__(self, value):
@@ -607,7 +607,7 @@ class Credential:  # asynchronous, as azure-identity's credentials behind the br
         claims = base64.urlsafe_b64encode(json.dumps({"oid": self.value, "aio": "x" * 1500}).encode()).decode()
         return AccessToken("e30." + claims.rstrip("=") + ".", int(time.time()) + 3600)
 
-source = TokenSource("imds", credential_factory=lambda k, p, v: Credential(v), limits=SourceLimits(rate=1e9))
+source = TokenSource("imds", credential_factory=lambda k, p, v: Credential(v), limits=ServerLimits(source_rate=1e9))
 
 async def ask(count):
     for number in range(count):
@@ -635,7 +635,7 @@ def test_ten_thousand_identities_leave_a_bounded_cache() -> None:
 
 def test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after() -> None:
     stand_in = StandIn("mirror", hang=True)  # the two places stay taken until the others were answered
-    limits = SourceLimits(concurrency=2, rate=100, queue_wait=0.1)
+    limits = ServerLimits(source_concurrency=2, source_rate=100, source_queue_wait=0.1)
     with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in, limits=limits)) as bridge:
         answers: list[requests.Response] = []
 
@@ -763,7 +763,7 @@ def test_a_users_token_never_answers_a_managed_identity_request(kind: str) -> No
             value = getattr(ALICE, "msi_res_id" if parameter == "mi_res_id" else parameter)
             ask_for += [{parameter: value}, {parameter: value.upper()}]
     stand_in = StandIn("mirror")
-    source = TokenSource(kind, credential_factory=stand_in, limits=SourceLimits(rate=1e9))  # no pacing here
+    source = TokenSource(kind, credential_factory=stand_in, limits=ServerLimits(source_rate=1e9))  # no pacing here
     with Bridge(port=0, source=source) as bridge:
         for user in [*USER_TOKENS, None]:
             if user is None:
@@ -882,7 +882,7 @@ def test_the_port_in_use_is_named(imds: Emulator) -> None:
 def test_stop_answers_what_is_in_flight_with_503_when_the_source_hangs() -> None:
     stand_in = StandIn(hang=True)
     bridge = Bridge(
-        port=0, source=TokenSource("imds", credential_factory=stand_in), limits=BridgeLimits(stop_grace=0.5)
+        port=0, source=TokenSource("imds", credential_factory=stand_in), limits=ServerLimits(stop_grace=0.5)
     )
     bridge.start()
     answers: list[requests.Response] = []
@@ -1388,14 +1388,14 @@ def test_a_start_that_fails_in_the_serving_loop_holds_nothing_and_can_be_tried_a
     threads = {thread.name for thread in threading.enumerate()}
     before = _sockets_here()
     source = TokenSource("imds", credential_factory=StandIn("mirror"))
-    bridge = Bridge(port=0, source=source, limits=BridgeLimits(max_head=0))
+    bridge = Bridge(port=0, source=source, limits=ServerLimits(max_head=0))
     with pytest.raises(ValueError, match=r"max_pending \([0-9]+\) must be at least max_head \(0\)"):
         bridge.start()
     assert not bridge.running
     assert _sockets_here() <= before  # both listening sockets and the loop's own were closed
     assert "legacy-msi-bridge" not in {thread.name for thread in threading.enumerate()} - threads
     assert logger.filters == filters  # its records are its handlers' again
-    bridge.limits = BridgeLimits()
+    bridge.limits = ServerLimits()
     with bridge:
         assert requests.get(bridge.endpoint + "?resource=" + ARM, headers={"Metadata": "true"}, timeout=5).ok
 
@@ -1452,10 +1452,11 @@ class _ClockLoop(asyncio.SelectorEventLoop):
 def test_accept_failures_are_reported_once_an_interval_with_a_count_and_other_errors_as_asyncio_would(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from legacy_msi_credential.bridge import ACCEPT_REPORT_INTERVAL, _AcceptReports
+    from legacy_msi_credential.bridge import _AcceptReports
 
+    interval = 10.0
     caplog.set_level(logging.INFO)
-    report = _AcceptReports()
+    report = _AcceptReports(interval)
     loop = _ClockLoop()
     try:
         out_of_descriptors = {
@@ -1464,7 +1465,7 @@ def test_accept_failures_are_reported_once_an_interval_with_a_count_and_other_er
         }
         for _ in range(500):  # asyncio's retries in one interval: one line
             report(loop, out_of_descriptors)
-        loop.now += ACCEPT_REPORT_INTERVAL
+        loop.now += interval
         report(loop, out_of_descriptors)
         report(loop, {"message": "Task exception was never retrieved"})
     finally:
@@ -1496,7 +1497,7 @@ def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def test_unfinished_heads_over_the_pending_budget_displace_the_largest_other_first() -> None:
     source = TokenSource("imds", credential_factory=StandIn("mirror"))
-    limits = BridgeLimits(max_head=1024, max_pending=2048)
+    limits = ServerLimits(max_head=1024, max_pending=2048)
     head = f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nX-Fill: {'a' * 880}".encode()
     assert 2 * len(head) - 100 < limits.max_pending < 2 * len(head) - 100 + 300
     with Bridge(port=0, source=source, limits=limits) as bridge:
@@ -1524,7 +1525,7 @@ def test_a_connection_past_the_limit_is_let_in_when_every_other_is_in_a_request(
     stand_in = StandIn("mirror", hang=True)
     source = TokenSource("imds", credential_factory=stand_in)
     with (
-        Bridge(port=0, source=source, limits=BridgeLimits(max_connections=1)) as bridge,
+        Bridge(port=0, source=source, limits=ServerLimits(max_connections=1)) as bridge,
         socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as asking,
     ):
         asking.sendall(token_request())

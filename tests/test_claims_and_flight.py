@@ -11,8 +11,9 @@ import pytest
 
 from legacy_msi_credential._cache import TokenCache
 from legacy_msi_credential._claims import decode_claims, identity_mismatch, lacks_identity, not_app_only
-from legacy_msi_credential._flight import Busy, Flights, Gate, SingleFlight
-from legacy_msi_credential._protocol import TokenResult
+from legacy_msi_credential._flight import SingleFlight
+from legacy_msi_credential._server._flights import Busy, Flights, Gate
+from legacy_msi_credential._token import TokenResult
 
 
 def jwt(claims: Any) -> str:
@@ -270,7 +271,7 @@ async def test_the_bridges_source_serves_a_valid_token_while_its_refresh_runs_an
     still-valid token never waits for it; a failed refresh keeps serving the valid token."""
     from azure.core.credentials import AccessToken
 
-    from legacy_msi_credential._rules import TokenAsk
+    from legacy_msi_credential._server._legacy import TokenAsk
     from legacy_msi_credential.bridge import TokenSource
 
     def token(number: int) -> str:  # a managed identity's token, told apart by its number

@@ -22,11 +22,11 @@ import pytest
 import requests
 from azure.core.credentials import AccessToken
 
-from legacy_msi_credential import _owner
 from legacy_msi_credential._cache import Action, TokenCache
-from legacy_msi_credential._flight import Busy, Gate
-from legacy_msi_credential._protocol import TokenResult
-from legacy_msi_credential.bridge import Bridge, SourceLimits, TokenSource
+from legacy_msi_credential._server import _owner
+from legacy_msi_credential._server._flights import Busy, Gate
+from legacy_msi_credential._token import TokenResult
+from legacy_msi_credential.bridge import Bridge, ServerLimits, TokenSource
 
 from .test_bridge_service import ARM, StandIn, jwt
 
@@ -353,7 +353,7 @@ def _identity(number: int) -> str:
 
 def test_another_users_churn_neither_evicts_nor_fetches_again_the_victims_token() -> None:
     stand_in = StandIn("mirror")
-    source = TokenSource("imds", credential_factory=stand_in, limits=SourceLimits(rate=1e6, max_tokens=10))
+    source = TokenSource("imds", credential_factory=stand_in, limits=ServerLimits(source_rate=1e6, max_tokens=10))
     with Bridge(port=0, source=source) as bridge:
         params = {"resource": ARM, "object_id": "0a1b2c3d-0000-4000-8000-00000000f1c7"}
         first = requests.get(bridge.endpoint, params=params, headers={"Metadata": "true"}, timeout=30)
@@ -390,7 +390,7 @@ class _Recording:
 
 def test_a_victims_uncached_request_waits_behind_one_of_another_users_not_its_queue() -> None:
     recording = _Recording()
-    limits = SourceLimits(concurrency=1, rate=1e6, queue_wait=20)
+    limits = ServerLimits(source_concurrency=1, source_rate=1e6, source_queue_wait=20)
     source = TokenSource("imds", credential_factory=recording, limits=limits)
     victim_id = "0a1b2c3d-0000-4000-8000-00000000f1c7"
     with Bridge(port=0, source=source) as bridge:

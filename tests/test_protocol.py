@@ -22,14 +22,8 @@ from legacy_msi_credential._protocol import (
     wants_post,
 )
 from legacy_msi_credential._redact import redact
-from legacy_msi_credential._rules import (
-    ACCEPTED_PARAMETERS,
-    IDENTITY_NAMES,
-    Policy,
-    Refusal,
-    TokenAsk,
-    decide,
-)
+from legacy_msi_credential._server._legacy import ACCEPTED_PARAMETERS, IDENTITY_NAMES, Policy, TokenAsk, decide
+from legacy_msi_credential._server._rules import Refusal, Request
 from legacy_msi_credential._text import clean_text
 
 NOW = 1_700_000_000.0
@@ -305,7 +299,7 @@ def test_an_attempt_is_overdue_by_its_own_clock_only_after_its_deadline() -> Non
     assert not attempt.fired  # overdue is asked; only the watchdog fires
 
 
-# --- the servers' side: which parameters a request may carry (_rules) -----------------------
+# --- the servers' side: which parameters a request may carry (_server._legacy) -----------------------
 
 _ARM = "https://management.azure.com/"
 _NEAR_MISSES = st.sampled_from(ACCEPTED_PARAMETERS).flatmap(
@@ -316,7 +310,7 @@ _NEAR_MISSES = st.sampled_from(ACCEPTED_PARAMETERS).flatmap(
 
 
 def _decide(params: dict[str, list[str]], path: str = "/oauth2/token") -> Any:
-    return decide("GET", path, {"Metadata": "true"}, params, peer_is_loopback=True, policy=Policy(serves_imds=True))
+    return decide(Request("GET", path, (("Metadata", "true"),), True, params), Policy(serves_imds=True))
 
 
 @settings(max_examples=400)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from legacy_msi_credential._safe_file import UnsafeFolderError, WriteError, _sync_folder, write_file
+from legacy_msi_credential._server._safe_file import UnsafeFolderError, WriteError, _sync_folder, write_file
 from legacy_msi_credential.cli._common import settings_file
 from legacy_msi_credential.emulator import Emulator
 

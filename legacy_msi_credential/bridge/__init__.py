@@ -4,7 +4,7 @@ What it is for: software written against the extension (Node ms-rest-azure, msre
 Java and Go SDKs of that era, scripts that curl ``localhost:50342``) keeps working on a VM
 that has IMDS but no extension, or on a developer's machine signed in with ``az``. It is
 a service, not a test tool: it shares the protocol's rules with the emulator
-(:mod:`legacy_msi_credential._rules`) and nothing else.
+(:mod:`legacy_msi_credential._server`) and nothing else.
 
 * Tokens come from azure-identity (the ``serve`` extra): ``imds`` (default,
   ``ManagedIdentityCredential`` with the requested identity passed on), ``cli``
@@ -31,14 +31,14 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Optional
 
-from .._binding import Listeners, bind_listeners
 from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_host
-from .._rules import Listening, Policy
+from .._server._binding import Listeners, bind_listeners
+from .._server._legacy import Listening, Policy
+from .._server._limits import DEFAULT_LIMITS, ServerLimits
 
 try:
     from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
@@ -46,78 +46,26 @@ except ImportError as missing:  # pragma: no cover - aiohttp is in the serve ext
     raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
 from ._log import BRIDGE_LOGGERS, OFF_LOOP
 from ._notify import Notifier
-from ._source import SOURCE_TIMEOUT, SOURCES, SourceLimits, TokenSource
+from ._source import SOURCES, TokenSource
 
 __all__ = [
     "SERVER_NAME",
     "SOURCES",
-    "SOURCE_TIMEOUT",
+    "UNIT_LIMITS",
     "Bridge",
-    "BridgeLimits",
     "Notifier",
-    "SourceLimits",
+    "ServerLimits",
     "TokenSource",
 ]
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 
-#: Seconds a client has to deliver a whole request (head and body) once it starts.
-CLIENT_TIMEOUT = 10.0  # s
-#: Connections kept at once (fewer if the descriptor limit cannot make room for them); beyond,
-#: the one that has sent nothing for longest is closed (see ``Connections``).
-MAX_CONNECTIONS = 1024
-#: A token request is a few hundred bytes.
-MAX_BODY = 64 * 1024  # bytes
-#: Request headers accepted (431 beyond).
-MAX_HEADERS = 100
-#: Bytes of one request head (request line and headers; ``431`` beyond). A token request's is
-#: under 1 KiB; aiohttp's line and field limits (8,190 bytes) fit inside it.
-MAX_HEAD = 32 * 1024  # bytes
-#: Bytes of incomplete request heads held by all connections together: past it, the connection
-#: holding the most is closed. Each byte held costs the parser about two (measured in
-#: ``benchmarks/bridge.py``), so this and ``MAX_CONNECTIONS`` idle connections stay well
-#: inside ``MEMORY_MAX``.
-MAX_PENDING = 8 * 1024 * 1024  # bytes
-#: Seconds to answer what is in flight on stop before ``503``.
-STOP_GRACE = 5.0  # s
-#: Descriptors kept free of connections: standard streams, listening sockets, the event loop's,
-#: log and notification sockets, connections to the token source, and the connections accepted
-#: in one pass of the loop before the ones they displace are closed.
-DESCRIPTOR_RESERVE = 256
-#: Connections asyncio accepts at a time from each listening socket: part of what
-#: ``DESCRIPTOR_RESERVE`` must hold, since those it displaces close a pass of the loop later.
-ACCEPT_BATCH = 16
-#: Connections the kernel keeps waiting to be accepted on each listening socket, so that a
-#: burst of connections waits there instead of having its handshakes dropped.
-ACCEPT_QUEUE = 1024
-
-#: Seconds between two reports of ``accept()`` failing for want of descriptors.
-ACCEPT_REPORT_INTERVAL = 10.0  # s
-#: Memory the systemd unit allows (``MemoryMax=``): about 40 MiB at rest, and at most about
-#: 70 MiB with every connection kept holding heads (``benchmarks/bridge.py``).
-MEMORY_MAX = 128 * 1024 * 1024  # bytes
-
-#: The systemd unit's limits, written here once: ``packaging/legacy-msi-serve.service``
-#: carries these numbers and ``tests/test_bridge_service.py`` compares them. Descriptors
-#: for every connection and the reserve; memory.
-UNIT_LIMITS = {"LimitNOFILE": MAX_CONNECTIONS + DESCRIPTOR_RESERVE, "MemoryMax": MEMORY_MAX}
+#: The systemd unit's limits: ``packaging/legacy-msi-serve.service`` carries these numbers
+#: and ``tests/test_bridge_service.py`` compares them.
+UNIT_LIMITS = DEFAULT_LIMITS.unit_limits()
 
 
-@dataclass(frozen=True)
-class BridgeLimits:
-    """The bounds of the bridge's server; the defaults are the documented ones."""
-
-    client_timeout: float = CLIENT_TIMEOUT
-    max_connections: int = MAX_CONNECTIONS
-    max_body: int = MAX_BODY
-    max_headers: int = MAX_HEADERS
-    max_head: int = MAX_HEAD
-    max_pending: int = MAX_PENDING
-    stop_grace: float = STOP_GRACE
-    descriptor_reserve: int = DESCRIPTOR_RESERVE
-
-
-def descriptor_cap(wanted: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
+def descriptor_cap(wanted: int, reserve: int = DEFAULT_LIMITS.descriptor_reserve) -> int:
     """Raise the soft descriptor limit to the hard one; the connections it leaves room for.
 
     At ``accept()`` past the descriptor limit, asyncio stops accepting for a second and logs
@@ -150,28 +98,29 @@ def descriptor_cap(wanted: int, reserve: int = DESCRIPTOR_RESERVE) -> int:
     return max(room, 1)
 
 
-def _deepen_queue(server: asyncio.AbstractServer) -> None:
-    """The kernel's queue of connections to accept, ``ACCEPT_QUEUE`` long.
+def _deepen_queue(server: asyncio.AbstractServer, length: int) -> None:
+    """The kernel's queue of connections to accept, ``length`` (``accept_queue``) long.
 
     asyncio takes one number for the queue's length and for how many it accepts in one pass
-    (``ACCEPT_BATCH``); listening again on the same socket sets the queue alone.
+    (``accept_batch``); listening again on the same socket sets the queue alone.
     """
     assert isinstance(server, asyncio.Server)  # what loop.create_server makes
     for listening in server.sockets:
         with listening.dup() as same:
-            same.listen(ACCEPT_QUEUE)
+            same.listen(length)
 
 
 class _AcceptReports:
     """The serving loop's exception handler: ``accept()`` out of descriptors is reported once
-    every ``ACCEPT_REPORT_INTERVAL`` seconds with a count, not once an attempt.
+    every ``interval`` seconds (``accept_report_interval``) with a count, not once an attempt.
 
     asyncio reports each failed ``accept()``, and tries up to its batch again each second on
     each listening socket: thousands of log lines a second. The reserve of descriptors is
     the defence; this keeps a limit set too low from flooding the journal.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = DEFAULT_LIMITS.accept_report_interval) -> None:
+        self._interval = interval
         self._last = float("-inf")
         self._missed = 0
 
@@ -180,7 +129,7 @@ class _AcceptReports:
             loop.default_exception_handler(context)
             return
         now = loop.time()
-        if now - self._last < ACCEPT_REPORT_INTERVAL:
+        if now - self._last < self._interval:
             self._missed += 1
             return
         _LOGGER.warning(
@@ -218,7 +167,7 @@ class Bridge(Listening):
         *,
         source: Any = "imds",
         allow_remote: bool = False,
-        limits: BridgeLimits = BridgeLimits(),
+        limits: ServerLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         notifier: Optional[Notifier] = None,
     ) -> None:
@@ -231,7 +180,7 @@ class Bridge(Listening):
         self._allow_remote = allow_remote
         self.limits = limits
         self.clock = clock
-        self.source = source if isinstance(source, TokenSource) else TokenSource(source, clock=clock)
+        self.source = source if isinstance(source, TokenSource) else TokenSource(source, limits=limits, clock=clock)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -260,7 +209,7 @@ class Bridge(Listening):
             self._requested_port,
             ipv6_loopback=self._host == "127.0.0.1",
             allow_remote=self._allow_remote,
-            backlog=ACCEPT_QUEUE,
+            backlog=self.limits.accept_queue,
             server="Bridge",
         )
         OFF_LOOP.hold(*BRIDGE_LOGGERS)
@@ -294,23 +243,17 @@ class Bridge(Listening):
         )
         policy = Policy(accept_get=True, serves_imds=False, refuse_forwarded=True, browser_proof=True)
         self._app = BridgeApp(
-            self.source,
-            policy,
-            clock=self.clock,
-            max_body=limits.max_body,
-            max_headers=limits.max_headers,
-            connections=self._connections,
-            stopping=self._stopping,
+            self.source, policy, clock=self.clock, limits=limits, connections=self._connections, stopping=self._stopping
         )
-        self._factory = handler_factory(self._app, self._connections, keepalive=limits.client_timeout)
+        self._factory = handler_factory(self._app, self._connections, limits)
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_AcceptReports())
+        loop.set_exception_handler(_AcceptReports(limits.accept_report_interval))
         servers: list[asyncio.AbstractServer] = []
         try:
             for sock in listeners.sockets:  # bound already, every one on the same port
-                # asyncio accepts up to ``backlog`` connections a pass: ACCEPT_BATCH; the
-                # kernel's queue is made ACCEPT_QUEUE long again below.
-                servers.append(await loop.create_server(self._factory, sock=sock, backlog=ACCEPT_BATCH))
+                # asyncio accepts up to ``backlog`` connections a pass: accept_batch; the
+                # kernel's queue is made accept_queue long again below.
+                servers.append(await loop.create_server(self._factory, sock=sock, backlog=limits.accept_batch))
         except BaseException:
             for server in servers:
                 server.close()
@@ -318,7 +261,7 @@ class Bridge(Listening):
         self._servers = servers
         self._port = listeners.port
         for listening in self._servers:
-            _deepen_queue(listening)
+            _deepen_queue(listening, limits.accept_queue)
         interval = self.notifier.ping_interval
         if interval:
             self._pinging = asyncio.ensure_future(self._ping(interval))
@@ -364,17 +307,20 @@ class Bridge(Listening):
             self._pinging.cancel()
         for server in self._servers:
             server.close()  # no new connections
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self._connections.busy() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        limits = self.limits
+        await self._while_busy(grace)
         self._stopping.set()  # the clients still waiting for the source get 503 now
-        deadline = loop.time() + 1.0
-        while self._connections.busy() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        await self._factory.server.shutdown(0.5)  # type: ignore[attr-defined]
+        await self._while_busy(limits.stop_drain)
+        await self._factory.server.shutdown(limits.stop_close)  # type: ignore[attr-defined]
         self._connections.close_all()
         self.source.close()
+
+    async def _while_busy(self, seconds: float) -> None:
+        """Wait while a request is being answered, ``seconds`` at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._connections.busy() and loop.time() < deadline:
+            await asyncio.sleep(self.limits.stop_poll)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until :meth:`stop` has run (from a signal handler, say); whether it has."""

@@ -1,14 +1,15 @@
 """The bridge's server: aiohttp's strict HTTP/1.1 parser, with deadlines and limits of its own.
 
-The shell knows sockets and framing; what a request means is :mod:`legacy_msi_credential._rules`,
+The shell knows sockets and framing; what a request means is a table of rules
+(:mod:`legacy_msi_credential._server._rules`; the protocol's is ``_server._legacy.LEGACY``),
 and where its token comes from is :class:`~legacy_msi_credential.bridge._source.TokenSource`.
 
 * **Framing** is aiohttp's parser (llhttp, strict from aiohttp 3.9.4): ``Content-Length:
   +N``, ``Content-Length`` with ``Transfer-Encoding``, an unknown transfer coding, bare line
   feeds and folded headers are a ``400`` and a closed connection (RFC 9112 section 6).
-  Refused here too, whatever the parser's version: ``Transfer-Encoding`` in an HTTP/1.0
-  request, and a repeated ``Host``, ``Content-Length``, ``Transfer-Encoding``,
-  ``Content-Type`` or ``Metadata``.
+  Refused here too, whatever the parser's version (``_server._rules.FRAMING``):
+  ``Transfer-Encoding`` in an HTTP/1.0 request, and a repeated ``Host``, ``Content-Length``,
+  ``Transfer-Encoding``, ``Content-Type`` or ``Metadata``.
 * **A whole-request deadline.** From its first byte (or the end of the previous answer) a
   connection has ``client_timeout`` seconds to deliver a request's head and body; then it
   is closed, however it trickles.
@@ -21,7 +22,7 @@ and where its token comes from is :class:`~legacy_msi_credential.bridge._source.
   it, the one holding the most goes. aiohttp's own line and field limits fit inside
   ``max_head``.
 * **One rule before dispatch.** Every path (token, health, unknown) is answered only when
-  :func:`~legacy_msi_credential._rules.admit` allows: loopback peer, not relayed, not a browser.
+  :data:`~legacy_msi_credential._server._rules.ADMIT` allows: loopback peer, not relayed, not a browser.
 * **Says what it is, and nothing else.** Every answer, aiohttp's own parser errors included
   (:class:`_Handler`), is JSON in the protocol's error shape with ``Server:
   legacy-msi-bridge``: no aiohttp version. A malformed request is one log line at most,
@@ -31,11 +32,11 @@ and where its token comes from is :class:`~legacy_msi_credential.bridge._source.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
 from collections import OrderedDict
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 
@@ -46,8 +47,22 @@ from aiohttp.web_protocol import RequestHandler
 from .._claims import decode_claims
 from .._constants import HEALTH_PATH
 from .._loopback import peer_is_loopback
-from .._owner import socket_owner
-from .._rules import Policy, Refusal, TokenAsk, admit, decide, parameters, token_answer
+from .._server._legacy import LEGACY, Policy, TokenAsk, parameters
+from .._server._limits import ServerLimits
+from .._server._owner import socket_owner
+from .._server._rules import (
+    ADMIT,
+    BODY,
+    FRAMING,
+    JSON_CONTENT_TYPE,
+    Answer,
+    Refusal,
+    Request,
+    RuleTable,
+    first_refusal,
+    json_answer,
+    refusal_answer,
+)
 from .._text import clean_text
 from ._log import OFF_LOOP
 from ._source import TokenSource
@@ -56,12 +71,6 @@ _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 _ACCESS = logging.getLogger("legacy_msi_credential.bridge.access")
 #: Malformed requests (each a 400 the client sees) and connections that failed: one line each, rate-limited.
 _PARSER_LOGGER = logging.getLogger("legacy_msi_credential.bridge.http")
-
-#: Headers a request may carry once at most (RFC 9110 and 9112: repeated, they are ambiguous).
-_SINGLE_HEADERS = ("Host", "Content-Length", "Transfer-Encoding", "Content-Type", "Metadata")
-
-#: aiohttp's own limit on a request line or a header field (its default), lowered to the head's budget.
-_PARSER_LINE = 8190  # bytes
 
 #: What the ``Server`` header and the health path say this is.
 SERVER_NAME = "legacy-msi-bridge"
@@ -229,13 +238,13 @@ class Connections:
 
 def _refusal_bytes(refusal: Refusal) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection, for refusals made before aiohttp has a request."""
-    body = json.dumps(refusal.body()).encode("utf-8")
-    reason = HTTPStatus(refusal.status).phrase
+    answer = refusal_answer(refusal)
+    reason = HTTPStatus(answer.status).phrase
     return (
-        f"HTTP/1.1 {refusal.status} {reason}\r\nServer: {SERVER_NAME}\r\n"
-        f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        f"HTTP/1.1 {answer.status} {reason}\r\nServer: {SERVER_NAME}\r\n"
+        f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(answer.body)}\r\n"
         "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
-    ).encode("ascii") + body
+    ).encode("ascii") + answer.body
 
 
 _HEAD_TOO_LARGE = _refusal_bytes(Refusal(431, "invalid_request", "The request head is too large."))
@@ -368,14 +377,15 @@ class _Connection(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-def _json(status: int, document: Any, headers: Optional[dict[str, str]] = None) -> web.Response:
-    response = web.Response(
-        status=status, body=json.dumps(document).encode("utf-8"), content_type="application/json", charset="utf-8"
-    )
+def _response(answer: Answer) -> web.Response:
+    """An answer as the bridge sends it: JSON, ``Server: legacy-msi-bridge``, never cached."""
+    response = web.Response(status=answer.status, body=answer.body, content_type="application/json", charset="utf-8")
     response.headers["Server"] = SERVER_NAME
     response.headers["Cache-Control"] = "no-store"
-    for name, value in (headers or {}).items():
+    for name, value in answer.headers.items():
         response.headers[name] = value
+    if answer.close:
+        response.force_close()
     return response
 
 
@@ -385,9 +395,9 @@ class BridgeApp:
     Args:
         source: Where tokens come from.
         policy: What the protocol's rules accept.
+        protocol: The protocol's table (the legacy extension's by default).
         clock: Unix time, for ``expires_in``.
-        max_body: Bytes of request body accepted (413 beyond).
-        max_headers: Request headers accepted (431 beyond).
+        limits: The bounds (``max_body``, ``max_headers``: 413 and 431 beyond; ``stopping_retry_after``).
         connections: The open connections (to end each one's deadline once its request is in).
         stopping: Set when the bridge stops: waiting clients get ``503``.
     """
@@ -398,16 +408,16 @@ class BridgeApp:
         policy: Policy,
         *,
         clock: Callable[[], float],
-        max_body: int,
-        max_headers: int,
+        limits: ServerLimits,
         connections: Connections,
         stopping: asyncio.Event,
+        protocol: RuleTable[Policy, TokenAsk] = LEGACY,
     ) -> None:
         self.source = source
         self.policy = policy
+        self.protocol = protocol
         self.clock = clock
-        self.max_body = max_body
-        self.max_headers = max_headers
+        self.limits = limits
         self.connections = connections
         self.stopping = stopping
         #: Per connection (its transport), the uid owning the client's socket: looked up once.
@@ -438,44 +448,36 @@ class BridgeApp:
 
     async def _answer(self, request: web.BaseRequest, connection: Optional[_Connection]) -> tuple[web.Response, str]:
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-        loopback = peer_is_loopback(peer)
-        # Framing one aiohttp version refuses and another accepts: refused here, and counted as its
-        # parser's refusals are, so what a client meets and what the log says never depend on the version.
-        if request.version < (1, 1) and "Transfer-Encoding" in request.headers:
-            return self._malformed(request, "Transfer-Encoding in an HTTP/1.0 request."), "-"
-        if request.version >= (1, 1) and "Host" not in request.headers:  # RFC 9112 3.2
-            return self._malformed(request, "An HTTP/1.1 request without Host."), "-"
-        repeated = next((name for name in _SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), None)
-        if repeated is not None:  # which one counts is ambiguous
-            return self._malformed(request, f"More than one {repeated} header."), "-"
-        if len(request.raw_headers) > self.max_headers:
-            refusal = Refusal(431, "invalid_request", f"More than {self.max_headers} request headers.")
-            return self._close(request, refusal), "-"
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            refusal = Refusal(413, "invalid_request", "The request body is too large.")
-            return self._close(request, refusal), "-"
-        body = await self._read_body(request)
-        if body is None:
-            return self._close(request, Refusal(400, "invalid_request", "The request body ended early.")), "-"
-        if len(body) > self.max_body:
-            return self._close(request, Refusal(413, "invalid_request", "The request body is too large.")), "-"
+        facts = Request(
+            request.method,
+            request.path_qs,
+            tuple(request.headers.items()),
+            peer_is_loopback(peer),
+            version=(request.version.major, request.version.minor),
+            content_length=request.content_length,
+        )
+        refused = first_refusal(FRAMING, facts, self.limits)
+        if refused is None:
+            facts = replace(facts, body=await self._read_body(request))
+            refused = first_refusal(BODY, facts, self.limits)
+        if refused is not None:
+            return self._refused(refused), "-"
         if connection is not None:
             connection.disarm()  # the request is in: what remains is the source's time
-        refused = admit(request.headers, peer_is_loopback=loopback, policy=self.policy)  # every path, first
+        refused = first_refusal(ADMIT, facts, self.policy)  # every path, first
         if refused is not None:
-            return _json(refused.status, refused.body(), dict(refused.headers)), "-"
+            return self._refused(refused), "-"
         if request.rel_url.path == HEALTH_PATH and request.method == "GET":
-            return _json(200, self.health()), "-"
+            return _response(json_answer(200, self.health())), "-"
         try:
-            params = parameters(request.rel_url.raw_query_string, request.method, request.content_type, body)
+            params = parameters(
+                request.rel_url.raw_query_string, request.method, request.content_type, facts.body or b""
+            )
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body(), dict(refusal.headers)), "-"
-        decision = decide(
-            request.method, request.path_qs, request.headers, params, peer_is_loopback=loopback, policy=self.policy
-        )
+            return self._refused(refusal), "-"
+        decision = self.protocol.decide(replace(facts, params=params), self.policy)
         if isinstance(decision, Refusal):
-            return _json(decision.status, decision.body(), dict(decision.headers)), "-"
+            return self._refused(decision), "-"
         return await self._token(decision, await self._owner(request)), decision.identity_kind
 
     async def _read_body(self, request: web.BaseRequest) -> Optional[bytes]:
@@ -485,9 +487,10 @@ class BridgeApp:
         part of its form would lose the parameters still on their way: a ``client_id`` arriving
         in a second segment would get the system-assigned identity's token."""
         body = bytearray()
+        limit = self.limits.max_body
         try:
-            while len(body) <= self.max_body:
-                chunk = await request.content.read(self.max_body + 1 - len(body))
+            while len(body) <= limit:
+                chunk = await request.content.read(limit + 1 - len(body))
                 if not chunk:
                     break
                 body += chunk
@@ -495,16 +498,11 @@ class BridgeApp:
             return None
         return bytes(body)
 
-    def _malformed(self, request: web.BaseRequest, description: str) -> web.Response:
-        """A 400 for framing the bridge refuses itself, logged and counted as the parser's own refusals."""
-        self.malformed.report("answered 400 to a malformed request (%s)", description.rstrip("."))
-        return self._close(request, Refusal(400, "invalid_request", description))
-
-    def _close(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
-        """An answer after which the connection closes: what is left of the request is never read."""
-        response = _json(refusal.status, refusal.body(), dict(refusal.headers))
-        response.force_close()
-        return response
+    def _refused(self, refusal: Refusal) -> web.Response:
+        """A refusal's answer; framing the bridge refuses itself is logged and counted as the parser's own refusals."""
+        if refusal.malformed:
+            self.malformed.report("answered 400 to a malformed request (%s)", refusal.description.rstrip("."))
+        return _response(refusal_answer(refusal))
 
     async def _owner(self, request: web.BaseRequest) -> Optional[int]:
         """The local uid on the other end of this request's connection (None: unknown), looked up once
@@ -528,16 +526,22 @@ class BridgeApp:
             stop.cancel()
         if not fetch.done():
             fetch.cancel()
-            refusal = Refusal(503, "service_unavailable", "The bridge is stopping; ask again.", {"Retry-After": "5"})
-            return _json(refusal.status, refusal.body(), dict(refusal.headers))
+            return self._refused(
+                Refusal(
+                    503,
+                    "service_unavailable",
+                    "The bridge is stopping; ask again.",
+                    {"Retry-After": str(self.limits.stopping_retry_after)},
+                )
+            )
         try:
             result = fetch.result()
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body(), dict(refusal.headers))
+            return self._refused(refusal)
         claims = decode_claims(result.token) or {}
         client_id = str(claims.get("appid") or claims.get("azp") or (ask.value if ask.parameter == "client_id" else ""))
-        answer = token_answer(ask, result.token, result.expires_on, int(self.clock()), client_id=client_id)
-        return _json(200, answer)
+        answer = self.protocol.answer(ask, result.token, result.expires_on, int(self.clock()), client_id)
+        return _response(json_answer(200, answer))
 
     def health(self) -> dict[str, Any]:
         """What the health path answers: what this is, its source and its counters."""
@@ -580,15 +584,13 @@ class _Handler(RequestHandler):
         kind = type(exc).__name__ if exc is not None else "timeout" if status == 504 else "error"
         if status >= 500:
             self._app.malformed.report("answered %d: the bridge failed (%s)", status, kind)
-            refusal = Refusal(status, "unknown", f"The bridge could not answer ({kind}).")
+            refusal = Refusal(status, "unknown", f"The bridge could not answer ({kind}).", close=True)
         else:
             self._app.malformed.report("answered %d to a malformed request (%s)", status, kind)
-            refusal = Refusal(status, "invalid_request", f"The request is not valid HTTP/1.1 ({kind}).")
+            refusal = Refusal(status, "invalid_request", f"The request is not valid HTTP/1.1 ({kind}).", close=True)
         if request.writer.output_size > 0:  # part of an answer is out: the connection can only close
             raise ConnectionError("an answer was sent already")
-        response = _json(refusal.status, refusal.body())
-        response.force_close()
-        return response
+        return _response(refusal_answer(refusal))
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
@@ -596,16 +598,17 @@ class _Handler(RequestHandler):
         self._app.malformed.report("a connection failed (%s)", kind)
 
 
-def handler_factory(app: BridgeApp, connections: Connections, *, keepalive: float) -> Callable[[], asyncio.Protocol]:
+def handler_factory(app: BridgeApp, connections: Connections, limits: ServerLimits) -> Callable[[], asyncio.Protocol]:
     """The protocol factory for ``loop.create_server``: the bridge's handler, wrapped in a deadline."""
+    line = min(limits.parser_line, connections.max_head)  # one line never outgrows the head's budget
     options: dict[str, Any] = {
         "logger": _PARSER_LOGGER,
         "access_log": None,
-        "keepalive_timeout": keepalive,
-        "max_headers": app.max_headers * 2,
-        "max_field_size": min(_PARSER_LINE, connections.max_head),  # one line never outgrows the head's budget
-        "max_line_size": min(_PARSER_LINE, connections.max_head),
-        "lingering_time": 0.5,
+        "keepalive_timeout": limits.client_timeout,
+        "max_headers": limits.max_headers * 2,
+        "max_field_size": line,
+        "max_line_size": line,
+        "lingering_time": limits.lingering,
     }
     server = web.Server(app, **options)
 

@@ -7,7 +7,7 @@ source are capped below IMDS's per-VM limits. A token is handed on only when it 
 the identity asked for (:mod:`legacy_msi_credential._claims`).
 
 The cache and the gate are shared fairly between local users (the uid owning each client's
-socket, :mod:`legacy_msi_credential._owner`): one user asking for many identities evicts its
+socket, :mod:`legacy_msi_credential._server._owner`): one user asking for many identities evicts its
 own tokens first and waits in its own queue, so it neither evicts nor delays another's.
 """
 
@@ -20,46 +20,27 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from .._cache import CacheEntry, TokenCache
 from .._claims import decode_claims, lacks_identity, not_app_only
-from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, SERVE_HINT
-from .._flight import Busy, Flights, Gate, SingleFlight, Ticket
-from .._protocol import TokenResult
-from .._rules import Refusal, TokenAsk
+from .._constants import BRIDGE_SOURCES, SERVE_HINT
+from .._flight import SingleFlight, Ticket
+from .._server._flights import Busy, Flights, Gate
+from .._server._legacy import TokenAsk
+from .._server._limits import DEFAULT_LIMITS, ServerLimits
+from .._server._rules import Refusal
 from .._text import clean_text
+from .._token import TokenResult
 
 _LOGGER = logging.getLogger("legacy_msi_credential.bridge")
 
 SOURCES = BRIDGE_SOURCES
-SOURCE_TIMEOUT = BRIDGE_SOURCE_TIMEOUT
-#: IMDS's documented limits per VM for managed identity tokens are 5 requests at once and
-#: 20 a second; the bridge stays under them.
-SOURCE_CONCURRENCY = 4
-SOURCE_RATE = 15.0  # starts per second
-#: How long a client waits for the gate before ``429`` with ``Retry-After``.
-SOURCE_QUEUE_WAIT = 2.0  # s
-#: Tokens kept (identity x resource), shared fairly between local users: the user holding
-#: the most lets go of its least recently used first. A cached token is a few KiB, so this
-#: bounds the cache to a few MiB.
-MAX_TOKENS = 1000
 
 #: How azure-identity's messages say the source has no such identity (1.19 quotes IMDS's
 #: ``unauthorized_client``; later versions say "not found" or "not been assigned").
 _NO_SUCH_IDENTITY = ("not been assigned", "identity not found", "no such managed identity", "unauthorized_client")
-
-
-@dataclass(frozen=True)
-class SourceLimits:
-    """The bounds of a :class:`TokenSource`; the defaults suit IMDS."""
-
-    timeout: float = SOURCE_TIMEOUT
-    concurrency: int = SOURCE_CONCURRENCY
-    rate: float = SOURCE_RATE
-    queue_wait: float = SOURCE_QUEUE_WAIT
-    max_tokens: int = MAX_TOKENS
 
 
 CredentialFactory = Callable[[str, Optional[str], Optional[str]], Any]
@@ -71,8 +52,8 @@ class TokenSource:
     Args:
         kind: ``imds`` (``ManagedIdentityCredential``), ``cli`` (``AzureCliCredential``, the
             signed-in account) or ``default`` (azure-identity's ``DefaultAzureCredential``).
-        timeout: Seconds a source request may take (the same as ``limits.timeout``).
-        limits: The source's bounds.
+        timeout: Seconds a source request may take (the same as ``limits.source_timeout``).
+        limits: The bounds (the ``source_*`` ones and ``max_tokens`` are the source's).
         clock: Unix time, for the cache.
         credential_factory: Makes the credential for ``(kind, parameter, value)``, sync or
             async (azure-identity's ``aio`` credentials by default). A new one is made for
@@ -85,14 +66,14 @@ class TokenSource:
         kind: str = "imds",
         *,
         timeout: Optional[float] = None,
-        limits: SourceLimits = SourceLimits(),
+        limits: ServerLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         credential_factory: Optional[CredentialFactory] = None,
     ) -> None:
         if kind not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {kind!r}")
         if timeout is not None:
-            limits = SourceLimits(timeout, limits.concurrency, limits.rate, limits.queue_wait, limits.max_tokens)
+            limits = replace(limits, source_timeout=timeout)
         self.kind = kind
         self.limits = limits
         self._clock = clock
@@ -173,7 +154,7 @@ class TokenSource:
     async def _fetch(self, ask: TokenAsk, user: Hashable) -> TokenResult:
         if self._gate is None:
             limits = self.limits
-            self._gate = Gate(limits.concurrency, limits.rate, limits.queue_wait)
+            self._gate = Gate(limits.source_concurrency, limits.source_rate, limits.source_queue_wait)
         try:
             return await self._gate.run(lambda: self._ask_source(ask), user)
         except Busy as busy:
@@ -187,7 +168,7 @@ class TokenSource:
     async def _ask_source(self, ask: TokenAsk) -> TokenResult:
         self.requests += 1
         started = time.monotonic()
-        timeout = self.limits.timeout
+        timeout = self.limits.source_timeout
         try:
             credential = self._factory(self.kind, ask.parameter, ask.value)
             try:

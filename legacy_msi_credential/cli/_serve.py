@@ -9,7 +9,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .._constants import BRIDGE_SOURCE_TIMEOUT, BRIDGE_SOURCES, DEFAULT_PORT, ENV_IMDS_URL
+from .._constants import BRIDGE_SOURCES, DEFAULT_PORT, ENV_IMDS_URL
+from .._server._limits import ServerLimits
 from ._common import point_azure_identity_at_imds, settings_file
 
 
@@ -47,9 +48,9 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--source-timeout",
         type=float,
-        default=BRIDGE_SOURCE_TIMEOUT,
+        default=ServerLimits.source_timeout,
         metavar="SECONDS",
-        help=f"longest wait for the source (default: {BRIDGE_SOURCE_TIMEOUT:g})",
+        help=f"longest wait for the source (default: {ServerLimits.source_timeout:g})",
     )
     serve.add_argument(
         "--write-settings",

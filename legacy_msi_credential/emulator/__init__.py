@@ -2,7 +2,7 @@
 
 What it is for: trying clients of the extension (this package's credentials first) on a
 machine without one, faults included. It is not a token service (``legacy-msi serve`` is,
-and shares only the protocol's rules, :mod:`legacy_msi_credential._rules`, with it).
+and shares only the protocol's rules, :mod:`legacy_msi_credential._server`, with it).
 It speaks the extension's protocol (``GET``/``POST /oauth2/token``, ``Metadata: true``,
 the documented errors, string-typed numbers) and IMDS's token path, and mints JWTs whose
 claims look like Azure AD's, so that local services checking claims (Azurite's
@@ -33,10 +33,11 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from .._binding import bind_listeners
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
-from .._rules import Listening, Policy, Refusal, decide, name_the_identity, parameters
+from .._server._binding import bind_listeners
+from .._server._legacy import Listening, Policy, decide, name_the_identity, parameters
+from .._server._rules import JSON_CONTENT_TYPE, Answer, Refusal, Request, json_answer, refusal_answer
 from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
 from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
 
@@ -91,7 +92,7 @@ class RecordedRequest:
 
 class _Server(http.server.ThreadingHTTPServer):
     """The standard library's threading server, on a socket bound and listening already
-    (:func:`~legacy_msi_credential._binding.bind_listeners`)."""
+    (:func:`~legacy_msi_credential._server._binding.bind_listeners`)."""
 
     daemon_threads = True
     block_on_close = False
@@ -163,7 +164,7 @@ class Emulator(Listening):
         if flavor not in ("linux", "windows"):
             raise ValueError(f"flavor must be 'linux' or 'windows', not {flavor!r}")
         self.flavor = flavor
-        #: Resources answered besides the well-known ones (``_rules.known_resource``); None: any.
+        #: Resources answered besides the well-known ones (``_server._legacy.known_resource``); None: any.
         self.known_resources = None if known_resources is None else frozenset(known_resources)
         self._ipv6 = host == "127.0.0.1" if ipv6 is None else ipv6
         #: Largest request body read.
@@ -558,13 +559,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, status: int, document: Mapping[str, Any], extra: Optional[Mapping[str, str]] = None) -> None:
-        self.answer_bytes(status, json.dumps(document).encode("utf-8"), "application/json; charset=utf-8", extra)
+    def answer(self, answer: Answer) -> None:
+        self.answer_bytes(answer.status, answer.body, JSON_CONTENT_TYPE, answer.headers)
+
+    def _json(self, status: int, document: Mapping[str, Any]) -> None:
+        self.answer(json_answer(status, document))
 
     def answer_error(
         self, status: int, error: str, description: str, extra: Optional[Mapping[str, str]] = None
     ) -> None:
-        self._json(status, {"error": error, "error_description": description}, extra)
+        self.answer(refusal_answer(Refusal(status, error, description, extra)))
 
     # --- the protocol ------------------------------------------------------------------
 
@@ -578,7 +582,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = self._read_body()
             params = parameters(url.query, self.command, self.headers.get("Content-Type", ""), body)
         except Refusal as refusal:
-            self.answer_error(refusal.status, refusal.error, refusal.description)
+            self.answer(refusal_answer(refusal))
             return
         fault = emulator._record(
             RecordedRequest(
@@ -598,16 +602,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, params: Mapping[str, list[str]], fault: Fault) -> None:
         emulator = self.emulator
-        decision = decide(
+        request = Request(
             self.command,
             self.path,
-            self.headers,
+            tuple(self.headers.items()),
+            is_loopback_address(self.client_address[0]),
             params,
-            peer_is_loopback=is_loopback_address(self.client_address[0]),
-            policy=emulator._policy,
         )
+        decision = decide(request, emulator._policy)
         if isinstance(decision, Refusal):
-            self.answer_error(decision.status, decision.error, decision.description, decision.headers)
+            self.answer(refusal_answer(decision))
             return
         ask = decision
         identity = emulator._identity_claims(ask.parameter, ask.value)

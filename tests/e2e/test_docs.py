@@ -343,3 +343,30 @@ def test_the_sites_code_blocks_wrap_long_lines() -> None:
     rule = re.search(r"\.highlight pre[^{]*\{([^}]*)\}", css)
     assert rule, "no rule for .highlight pre"
     assert "white-space: pre-wrap" in rule.group(1)
+
+
+#: Modules the servers never import, directly or through another module: the client's transport layer.
+SERVERS_NEVER_IMPORT = ("_guard", "_policies", "_pipeline", "aio")
+
+
+def test_the_servers_never_stand_on_the_clients_transport_layer() -> None:
+    source = ROOT / "legacy_msi_credential"
+    graph: dict[str, set[str]] = {}
+    for path in source.rglob("*.py"):
+        parts = list(path.relative_to(source).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = _internal_imports(path, parts[:-1])
+    for server in ("_server", "emulator", "bridge"):
+        for start in [name for name in graph if name.split(".")[0] == server]:
+            seen, todo = set(), [start]
+            while todo:
+                current = todo.pop()
+                for target in graph.get(current, set()) | graph.get(current.rsplit(".", 1)[0], set()):
+                    if target not in seen:
+                        seen.add(target)
+                        todo.append(target)
+            reached = sorted(name for name in seen if name.split(".")[0] in SERVERS_NEVER_IMPORT)
+            assert not reached, f"{start} reaches {reached}"
+    # The server core stands on the standard library and the three modules below it alone.
+    core = {target for name, imported in graph.items() if name.startswith("_server") for target in imported}
+    assert {name.split(".")[0] for name in core} <= {"_server", "_constants", "_text", "_loopback"}, core

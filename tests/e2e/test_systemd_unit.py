@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from legacy_msi_credential._server._limits import DEFAULT_LIMITS
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "legacy-msi-serve.service"
 
@@ -69,7 +71,9 @@ def test_the_unit_says_what_it_promises() -> None:
     assert settings["ExecStartPost"].startswith("+")
     assert settings["ExecStopPost"] == "+/bin/rm -f /var/lib/waagent/ManagedIdentity-Settings"
     assert "Documentation" not in settings  # no page to point at until the package is published
-    assert settings["MemoryMax"] == "128M"  # benchmarks/bridge.py: about 60 MiB resident after 10,000 identities
+    # ServerLimits.memory_max; benchmarks/bridge.py: about 60 MiB resident after 10,000 identities.
+    assert settings["MemoryMax"] == f"{DEFAULT_LIMITS.memory_max // 2**20}M"
+    assert int(settings["LimitNOFILE"]) == DEFAULT_LIMITS.unit_limits()["LimitNOFILE"]
     # Fair shares between local users need their real uids: no user namespace mapping them all to 65534.
     assert "PrivateUsers" not in settings
     assert "AF_NETLINK" in settings["RestrictAddressFamilies"].split()  # who owns a client's socket (sock_diag)

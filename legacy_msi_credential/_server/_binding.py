@@ -27,7 +27,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from ._loopback import is_loopback_address
+from .._loopback import is_loopback_address
 
 __all__ = ["PORT_TRIES", "AddressInUseError", "ListenError", "Listeners", "bind_listeners", "in_use_message"]
 

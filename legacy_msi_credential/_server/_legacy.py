@@ -3,26 +3,28 @@ or a refusal from the extension's error table. No I/O.
 
 Both servers of this package stand on these rules: the emulator (a test tool that mints
 tokens and plays faults) and the bridge (a service that hands on tokens from a real
-source). Each supplies the request as it parsed it and whether the connection's peer is
-loopback, and gets back a :class:`TokenAsk` or a :class:`Refusal`; what to answer a
-:class:`TokenAsk` with is the application's business, :func:`token_answer` shapes it.
+source). Each makes a :class:`~._rules.Request` of the request as it parsed it (with its
+:func:`parameters` and whether the connection's peer is loopback) and gets back from
+:data:`LEGACY` a :class:`TokenAsk` or a :class:`~._rules.Refusal`. The rules are a table of
+named checks (:data:`LEGACY_RULES`, after :data:`~._rules.ADMIT`), each a small function of
+the request and the server's :class:`Policy`; what to answer a :class:`TokenAsk` with is the
+application's business, :func:`token_answer` shapes it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional, Protocol, Union
+from typing import Optional, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from ._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
-from ._loopback import is_loopback_host
+from .._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
+from .._text import clean_text
+from ._rules import ADMIT, Refusal, Request, Rule, RuleTable, first_refusal
 from ._safe_file import WrittenFile, write_file
-from ._text import clean_text
 
 #: Identity parameters real clients send; ``mi_res_id`` is @azure/ms-rest-nodeauth's name for ``msi_res_id``.
 IDENTITY_NAMES = (*IDENTITY_PARAMETERS, *IDENTITY_ALIASES)
@@ -41,68 +43,6 @@ WINDOWS_UNKNOWN = (
     "C:\\WindowsAzure\\Logs\\Plugins\\Microsoft.ManagedIdentity.ManagedIdentityExtensionForWindows"
     "\\1.0.0.0\\MsiExtension.log"
 )
-
-
-#: Headers (lower case) that a proxy or load balancer adds when it relays a request: the
-#: standard ones (RFC 9110 ``Via``, RFC 7239 ``Forwarded``) and those of common proxies,
-#: CDNs and platforms. A request carrying any of them did not come from this machine's
-#: client directly, so a server that refuses relayed requests refuses it.
-RELAY_HEADERS = frozenset(
-    (
-        "via",
-        "forwarded",
-        "x-forwarded",
-        "x-real-ip",
-        "x-client-ip",
-        "client-ip",
-        "true-client-ip",
-        "x-cluster-client-ip",
-        "cf-connecting-ip",
-        "cf-connecting-ipv6",
-        "fastly-client-ip",
-        "akamai-origin-hop",
-        "x-original-forwarded-for",
-        "x-originating-ip",
-        "x-remote-ip",
-        "x-remote-addr",
-        "x-proxyuser-ip",
-        "x-envoy-external-address",
-        "x-appengine-user-ip",
-        "x-azure-clientip",
-        "x-azure-socketip",
-        "x-azure-fdid",
-        "x-arr-clientip",
-    )
-)
-#: Prefixes of relaying headers: ``X-Forwarded-For``, ``-Host``, ``-Proto``, ``-Port``,
-#: ``-Server``, ``-Prefix`` and every other ``X-Forwarded-*``.
-RELAY_HEADER_PREFIXES = ("x-forwarded-",)
-
-
-class Headers(Protocol):
-    """Request headers with case-insensitive ``get`` (http.server's and aiohttp's both are)."""
-
-    def get(self, name: str, /) -> Optional[str]: ...
-
-    def __iter__(self) -> Iterator[str]: ...
-
-
-class Refusal(Exception):
-    """An answer from the extension's error table instead of a token.
-
-    Raised by a token source too, to have its failure answered as the extension would.
-    """
-
-    def __init__(self, status: int, error: str, description: str, headers: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers: Mapping[str, str] = dict(headers or {})
-
-    def body(self) -> dict[str, str]:
-        """The JSON document the extension sends with it."""
-        return {"error": self.error, "error_description": self.description}
 
 
 @dataclass(frozen=True)
@@ -137,7 +77,7 @@ class Policy:
         serves_imds: Answer IMDS's token path too.
         windows: Answer a resource Azure AD does not know as the Windows extension did.
         tenant_id: Named in the ``invalid_resource`` description.
-        refuse_forwarded: Refuse requests relayed by a proxy (any of :data:`RELAY_HEADERS`).
+        refuse_forwarded: Refuse requests relayed by a proxy (any of :data:`~._rules.RELAY_HEADERS`).
         browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
             (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
             legacy client sends.
@@ -180,130 +120,135 @@ def parameters(query: str, method: str, content_type: str, body: bytes) -> dict[
     return found
 
 
-def host_is_loopback(host: Optional[str]) -> bool:
-    """Whether a ``Host`` header names loopback: ``localhost``, ``127.0.0.1``, ``[::1]``, with or without a port.
-
-    A missing ``Host`` (HTTP/1.0) is accepted: every browser sends one.
-    """
-    if host is None:
-        return True
-    text = host.strip()
-    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::([0-9]{1,5}))?", text)
-    return match is not None and is_loopback_host(match.group(1))
-
-
-def browser_marker(headers: Headers) -> Optional[str]:
-    """The name of a header only a web browser sends, if the request has one."""
-    for name in headers:
-        lowered = name.lower()
-        if lowered == "origin" or lowered.startswith("sec-fetch-"):
-            return name
-    return None
-
-
-def relay_marker(headers: Headers) -> Optional[str]:
-    """The name of a header a relaying proxy adds (:data:`RELAY_HEADERS`), if the request has one."""
-    for name in headers:
-        lowered = name.lower()
-        if lowered in RELAY_HEADERS or lowered.startswith(RELAY_HEADER_PREFIXES):
-            return name
-    return None
-
-
-def admit(headers: Headers, *, peer_is_loopback: bool, policy: Policy) -> Optional[Refusal]:
-    """Whether a server may answer this request at all, whatever its path: None, or why not.
-
-    The one rule for every path a server has (the token path, the health path, an unknown
-    one): the peer is loopback; no proxy relayed it (with ``policy.refuse_forwarded``); no
-    browser sent it (with ``policy.browser_proof``). A server applies it before it
-    dispatches; :func:`decide` applies it too.
-    """
-    if not peer_is_loopback:
-        return Refusal(401, "unauthorized_client", "Requests must come over loopback.")
-    if policy.refuse_forwarded:
-        relayed = relay_marker(headers)
-        if relayed is not None:
-            # A local proxy relaying a remote caller: IMDS's own rule against request forgery.
-            return Refusal(
-                400,
-                "invalid_request",
-                f"Relayed requests are refused (the request carries {relayed}): ask from this machine directly.",
-            )
-    if policy.browser_proof:
-        if not host_is_loopback(headers.get("Host")):
-            return Refusal(
-                401, "unknown_source", "The Host header must name localhost, 127.0.0.1 or [::1] (no other name)."
-            )
-        marker = browser_marker(headers)
-        if marker is not None:
-            return Refusal(
-                401, "unauthorized_client", f"Requests from web pages are refused (the request carries {marker})."
-            )
-    return None
-
-
-def decide(
-    method: str,
-    target: str,
-    headers: Headers,
-    params: Mapping[str, list[str]],
-    *,
-    peer_is_loopback: bool,
-    policy: Policy,
-) -> Union[TokenAsk, Refusal]:
-    """What the extension would do with a request: ask for a token, or refuse it.
-
-    Args:
-        method: The request method.
-        target: The request target (path and query).
-        headers: The request headers.
-        params: :func:`parameters` of the request.
-        peer_is_loopback: Whether the connection's peer address is loopback.
-        policy: What this server accepts beyond the protocol.
-    """
-    path = urlsplit(target).path
-    refused = admit(headers, peer_is_loopback=peer_is_loopback, policy=policy)
-    if refused is not None:
-        return refused
-    imds = path == IMDS_TOKEN_PATH and policy.serves_imds
-    if path != TOKEN_PATH and not imds:
+def _path(request: Request, policy: Policy) -> Optional[Refusal]:
+    path = request.path
+    if path != TOKEN_PATH and not _on_imds_path(request, policy):
         return Refusal(401, "unknown_source", f"Unknown Source: the request URI {path!r} is not /oauth2/token.")
-    if headers.get("Metadata") != "true":
+    return None
+
+
+def _on_imds_path(request: Request, policy: Policy) -> bool:
+    return policy.serves_imds and request.path == IMDS_TOKEN_PATH
+
+
+def _metadata_header(request: Request, policy: Policy) -> Optional[Refusal]:
+    if request.header("Metadata") != "true":
         return Refusal(400, "bad_request_102", "Required metadata header not specified or not correct")
+    return None
+
+
+def _method(request: Request, policy: Policy) -> Optional[Refusal]:
+    method = request.method
     if method not in ("GET", "POST") or (method == "GET" and not policy.accept_get):
         allowed = "GET, POST" if policy.accept_get else "POST"
         return Refusal(405, "method_not_allowed", f"The method {method} is not allowed.", {"Allow": allowed})
-    repeated = sorted(name for name, values in params.items() if len(values) > 1)
+    return None
+
+
+def _parameters_once(request: Request, policy: Policy) -> Optional[Refusal]:
+    repeated = sorted(name for name, values in request.params.items() if len(values) > 1)
     if repeated:
         return Refusal(401, "invalid_request", f"Parameter repeated: {', '.join(repeated)}.")
-    if imds and not params.get("api-version"):
+    return None
+
+
+def _imds_api_version(request: Request, policy: Policy) -> Optional[Refusal]:
+    if _on_imds_path(request, policy) and not request.params.get("api-version"):
         return Refusal(400, "invalid_request", "Required query variable 'api-version' is missing")
-    resource = (params.get("resource") or [""])[0]
-    if not resource:
+    return None
+
+
+def _resource_given(request: Request, policy: Policy) -> Optional[Refusal]:
+    if not request.param("resource"):
         return Refusal(400, "invalid_resource", "Required parameter 'resource' is missing.")
-    unknown = unknown_parameters(params)
+    return None
+
+
+def _known_parameters(request: Request, policy: Policy) -> Optional[Refusal]:
+    unknown = unknown_parameters(request.params)
     if unknown:
         # Never fall back to another identity for a parameter this endpoint does not know.
         accepted = ", ".join(ACCEPTED_PARAMETERS)
         return Refusal(
             400, "invalid_request", f"Unknown parameter {clean_text(unknown[0], 60)!r}; accepted: {accepted}."
         )
-    named = [name for name in IDENTITY_NAMES if name in params]
-    empty = [name for name in named if not params[name][0].strip()]
+    return None
+
+
+def _identity_names(request: Request) -> list[str]:
+    """The identity parameters the request names, in :data:`IDENTITY_NAMES`' order."""
+    return [name for name in IDENTITY_NAMES if name in request.params]
+
+
+def _identity_not_empty(request: Request, policy: Policy) -> Optional[Refusal]:
+    empty = [name for name in _identity_names(request) if not request.param(name).strip()]
     if empty:
         return Refusal(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
-    if len(named) > 1:
+    return None
+
+
+def _one_identity(request: Request, policy: Policy) -> Optional[Refusal]:
+    if len(_identity_names(request)) > 1:
         return Refusal(401, "invalid_request", "Only one of client_id, object_id and msi_res_id may be given.")
-    if not valid_resource(resource) or not known_resource(resource, policy.known_resources):
-        if policy.windows:
-            return Refusal(500, "unknown", WINDOWS_UNKNOWN)
-        return Refusal(400, "invalid_resource", INVALID_RESOURCE.format(resource=resource, tenant=policy.tenant_id))
+    return None
+
+
+def _resource_known(request: Request, policy: Policy) -> Optional[Refusal]:
+    resource = request.param("resource")
+    if valid_resource(resource) and known_resource(resource, policy.known_resources):
+        return None
+    if policy.windows:
+        return Refusal(500, "unknown", WINDOWS_UNKNOWN)
+    return Refusal(400, "invalid_resource", INVALID_RESOURCE.format(resource=resource, tenant=policy.tenant_id))
+
+
+def _ask(request: Request, policy: Policy) -> TokenAsk:
+    """What a request every row passed asks for."""
+    named = _identity_names(request)
     parameter = named[0] if named else None
-    value = params[parameter][0] if parameter else None
-    return TokenAsk(resource, IDENTITY_ALIASES.get(parameter or "", parameter), value, imds)
+    value = request.param(parameter) if parameter else None
+    return TokenAsk(
+        request.param("resource"),
+        IDENTITY_ALIASES.get(parameter or "", parameter),
+        value,
+        _on_imds_path(request, policy),
+    )
 
 
-def unknown_parameters(params: Mapping[str, list[str]]) -> list[str]:
+def _answer(ask: TokenAsk, token: str, expires_on: int, now: int, client_id: str) -> dict[str, str]:
+    return token_answer(ask, token, expires_on, now, client_id=client_id)
+
+
+#: The extension's rules, after :data:`~._rules.ADMIT`'s, in the order it applied them:
+#: the first that refuses answers.
+LEGACY_RULES: tuple[Rule[Policy], ...] = (
+    Rule("token path", _path),
+    Rule("Metadata: true", _metadata_header),
+    Rule("method", _method),
+    Rule("each parameter once", _parameters_once),
+    Rule("api-version on IMDS's path", _imds_api_version),
+    Rule("resource given", _resource_given),
+    Rule("known parameters only", _known_parameters),
+    Rule("identity not empty", _identity_not_empty),
+    Rule("one identity at most", _one_identity),
+    Rule("resource Azure AD knows", _resource_known),
+)
+#: The legacy protocol: admission, then the extension's rules; an accepted request is a :class:`TokenAsk`.
+LEGACY: RuleTable[Policy, TokenAsk] = RuleTable("legacy", (*ADMIT, *LEGACY_RULES), _ask, _answer)
+
+
+def admit(request: Request, policy: Policy) -> Optional[Refusal]:
+    """Whether a server may answer this request at all, whatever its path: None, or why not
+    (:data:`~._rules.ADMIT`). A server applies it before it dispatches; :func:`decide` applies it too."""
+    return first_refusal(ADMIT, request, policy)
+
+
+def decide(request: Request, policy: Policy) -> Union[TokenAsk, Refusal]:
+    """What the extension would do with a request: ask for a token, or refuse it (:data:`LEGACY`)."""
+    return LEGACY.decide(request, policy)
+
+
+def unknown_parameters(params: Mapping[str, Sequence[str]]) -> list[str]:
     """The names, sorted, of a request's parameters that are neither an identity parameter nor a
     tolerated one.
 
@@ -316,15 +261,21 @@ def unknown_parameters(params: Mapping[str, list[str]]) -> list[str]:
     return sorted(name for name in params if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)
 
 
+def _is_guid(text: str) -> bool:
+    """Whether ``text`` is an application ID (a GUID, in any of the forms ``uuid`` reads)."""
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def valid_resource(resource: str) -> bool:
     """Whether Azure AD could know ``resource``: an absolute URI or an application ID."""
     if any(char.isspace() for char in resource) or resource.rstrip("/").endswith("/.default"):
         return False
-    try:
-        uuid.UUID(resource)
+    if _is_guid(resource):
         return True
-    except ValueError:
-        pass
     parts = urlsplit(resource)
     return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme in ("api", "urn"))
 
@@ -367,13 +318,8 @@ def known_resource(resource: str, custom: Optional[frozenset[str]]) -> bool:
     ``/.defualt``) is not: Azure AD refuses it, and so does the emulator."""
     if custom is None:
         return True
-    if resource.rstrip("/") in {known.rstrip("/") for known in custom}:
+    if resource.rstrip("/") in {known.rstrip("/") for known in custom} or _is_guid(resource):
         return True
-    try:
-        uuid.UUID(resource)
-        return True
-    except ValueError:
-        pass
     parts = urlsplit(resource)
     if parts.scheme == "api":
         return True
