@@ -139,8 +139,9 @@ class Policy:
         tenant_id: Named in the ``invalid_resource`` description.
         refuse_forwarded: Refuse requests relayed by a proxy (any of :data:`RELAY_HEADERS`).
         browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
-            (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
-            legacy client sends.
+            (DNS rebinding) and requests that carry ``Origin``, ``Sec-Fetch-Site``,
+            ``Sec-Fetch-Dest`` or ``Sec-Fetch-User`` (:data:`BROWSER_HEADERS`), which no token
+            client sends.
         known_resources: Answer only resources Azure AD knows (:func:`known_resource`), these
             custom ones besides, as the extension relays Azure AD's refusal of the others;
             ``None`` accepts any well-formed resource (the bridge: its source judges).
@@ -192,11 +193,16 @@ def host_is_loopback(host: Optional[str]) -> bool:
     return match is not None and is_loopback_host(match.group(1))
 
 
+#: Headers (lower case) a web browser sends and no token client does. Not ``Sec-Fetch-Mode``:
+#: Node's fetch (undici, msal-node's default client) sends ``sec-fetch-mode: cors`` on every
+#: request. A page reaching a loopback server by DNS rebinding is also stopped by the ``Host`` rule.
+BROWSER_HEADERS = frozenset(("origin", "sec-fetch-site", "sec-fetch-dest", "sec-fetch-user"))
+
+
 def browser_marker(headers: Headers) -> Optional[str]:
-    """The name of a header only a web browser sends, if the request has one."""
+    """The name of a header only a web browser sends (:data:`BROWSER_HEADERS`), if the request has one."""
     for name in headers:
-        lowered = name.lower()
-        if lowered == "origin" or lowered.startswith("sec-fetch-"):
+        if name.lower() in BROWSER_HEADERS:
             return name
     return None
 

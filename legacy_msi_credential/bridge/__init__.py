@@ -15,7 +15,7 @@ a service, not a test tool: it shares the protocol's rules with the emulator
 * A token is served for a user-assigned identity only when its claims name that identity,
   and a system-assigned request never gets a signed-in user's token (except from ``cli``).
 * As a local service: loopback only; browser-proof (a loopback ``Host`` is required, and
-  ``Origin`` and ``Sec-Fetch-*`` are refused, on every path); requests relayed by a proxy
+  ``Origin``, ``Sec-Fetch-Site``, ``-Dest`` and ``-User`` are refused, on every path); requests relayed by a proxy
   refused; a whole-request deadline; bounded connections, body, headers and cache; never a
   token in a log. On stop it stops accepting, answers what is in flight (``503`` if the
   source has not answered within the grace period) and returns.
@@ -41,7 +41,7 @@ from .._loopback import is_loopback_host
 from .._rules import Listening, Policy
 
 try:
-    from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
+    from ._app import SERVER_NAME, BridgeApp, Connections, Serving, handler_factory
 except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
     raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
 from ._log import BRIDGE_LOGGERS, OFF_LOOP
@@ -55,6 +55,7 @@ __all__ = [
     "Bridge",
     "BridgeLimits",
     "Notifier",
+    "Serving",
     "SourceLimits",
     "TokenSource",
 ]
@@ -206,6 +207,8 @@ class Bridge(Listening):
         clock: Unix time, for ``expires_in``.
         notifier: systemd's notification socket: the serving loop answers its watchdog
             (readiness is the caller's to send, once it is ready).
+        serving: The protocol served: the legacy one by default (``legacy-msi adapt`` serves
+            today's on the same shell).
 
     Raises:
         ValueError: A host that is not loopback without ``allow_remote``.
@@ -221,6 +224,7 @@ class Bridge(Listening):
         limits: BridgeLimits = BridgeLimits(),
         clock: Callable[[], float] = time.time,
         notifier: Optional[Notifier] = None,
+        serving: Optional[Serving] = None,
     ) -> None:
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
@@ -240,6 +244,7 @@ class Bridge(Listening):
         self._port = 0
         self._app: Optional[BridgeApp] = None
         self.notifier = notifier or Notifier(None)
+        self.serving = serving or Serving()
         self._pinging: Optional[asyncio.Task[None]] = None
         self._dropped_before = 0
 
@@ -279,7 +284,9 @@ class Bridge(Listening):
             raise
         self._loop, self._thread = loop, thread
         self._stopped.clear()
-        _LOGGER.info("Bridge listening on %s, tokens from the %s source", self.endpoint, self.source.kind)
+        _LOGGER.info(
+            "%s listening on %s, tokens from the %s source", self.serving.server_name, self.endpoint, self.source.kind
+        )
         return self
 
     async def _listen(self, listeners: Listeners) -> None:
@@ -301,6 +308,7 @@ class Bridge(Listening):
             max_headers=limits.max_headers,
             connections=self._connections,
             stopping=self._stopping,
+            serving=self.serving,
         )
         self._factory = handler_factory(self._app, self._connections, keepalive=limits.client_timeout)
         loop = asyncio.get_running_loop()

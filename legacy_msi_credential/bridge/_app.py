@@ -37,7 +37,7 @@ import time
 import weakref
 from collections import OrderedDict
 from http import HTTPStatus
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -227,18 +227,49 @@ class Connections:
             connection.close()
 
 
-def _refusal_bytes(refusal: Refusal) -> bytes:
+def _refusal_bytes(refusal: Refusal, server: str = SERVER_NAME) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection, for refusals made before aiohttp has a request."""
     body = json.dumps(refusal.body()).encode("utf-8")
     reason = HTTPStatus(refusal.status).phrase
     return (
-        f"HTTP/1.1 {refusal.status} {reason}\r\nServer: {SERVER_NAME}\r\n"
+        f"HTTP/1.1 {refusal.status} {reason}\r\nServer: {server}\r\n"
         f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
     ).encode("ascii") + body
 
 
-_HEAD_TOO_LARGE = _refusal_bytes(Refusal(431, "invalid_request", "The request head is too large."))
+_HEAD_TOO_LARGE = Refusal(431, "invalid_request", "The request head is too large.")
+
+
+class Serving:
+    """What a server on this shell serves: the legacy protocol (the bridge), by default.
+
+    The seam another protocol plugs into (``legacy-msi adapt`` serves App Service's and IMDS's
+    on the same shell): the shell keeps framing, deadlines, limits, :func:`admit`, the
+    client's uid and the token source; a :class:`Serving` decides what a request asks for,
+    shapes the answer, and says how a source's failure is answered.
+    """
+
+    #: What the ``Server`` header and the health path say this is.
+    server_name = SERVER_NAME
+    #: The health path's ``role``.
+    role = "bridge"
+
+    def decide(
+        self, request: web.BaseRequest, params: dict[str, list[str]], *, peer_is_loopback: bool, policy: Policy
+    ) -> Union[TokenAsk, Refusal]:
+        """A token request, or a refusal (the legacy protocol's rules)."""
+        return decide(
+            request.method, request.path_qs, request.headers, params, peer_is_loopback=peer_is_loopback, policy=policy
+        )
+
+    def answer(self, ask: TokenAsk, token: str, expires_on: int, now: int, *, client_id: str) -> dict[str, str]:
+        """The 200 answer's document."""
+        return token_answer(ask, token, expires_on, now, client_id=client_id)
+
+    def failed(self, refusal: Refusal) -> Refusal:
+        """How the source's refusal is answered (the legacy protocol: as it is)."""
+        return refusal
 
 
 class _Connection(asyncio.Protocol):
@@ -252,7 +283,7 @@ class _Connection(asyncio.Protocol):
     further: the answer (``413`` for a body too large, which closes) or the deadline ends it.
     """
 
-    def __init__(self, inner: RequestHandler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, inner: _Handler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._connections = connections
         self._loop = loop
@@ -316,7 +347,7 @@ class _Connection(asyncio.Protocol):
         if self._busy:
             self.transport.abort()
         else:
-            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.write(_refusal_bytes(_HEAD_TOO_LARGE, self._inner.server_name))
             self.transport.close()
 
     # -- asyncio.Protocol, handed on --
@@ -368,11 +399,13 @@ class _Connection(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-def _json(status: int, document: Any, headers: Optional[dict[str, str]] = None) -> web.Response:
+def _json(
+    status: int, document: Any, headers: Optional[dict[str, str]] = None, server: str = SERVER_NAME
+) -> web.Response:
     response = web.Response(
         status=status, body=json.dumps(document).encode("utf-8"), content_type="application/json", charset="utf-8"
     )
-    response.headers["Server"] = SERVER_NAME
+    response.headers["Server"] = server
     response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -390,6 +423,7 @@ class BridgeApp:
         max_headers: Request headers accepted (431 beyond).
         connections: The open connections (to end each one's deadline once its request is in).
         stopping: Set when the bridge stops: waiting clients get ``503``.
+        serving: The protocol served (the legacy one by default).
     """
 
     def __init__(
@@ -402,7 +436,9 @@ class BridgeApp:
         max_headers: int,
         connections: Connections,
         stopping: asyncio.Event,
+        serving: Optional[Serving] = None,
     ) -> None:
+        self.serving = serving or Serving()
         self.source = source
         self.policy = policy
         self.clock = clock
@@ -464,18 +500,16 @@ class BridgeApp:
             connection.disarm()  # the request is in: what remains is the source's time
         refused = admit(request.headers, peer_is_loopback=loopback, policy=self.policy)  # every path, first
         if refused is not None:
-            return _json(refused.status, refused.body(), dict(refused.headers)), "-"
+            return self._reply(refused.status, refused.body(), dict(refused.headers)), "-"
         if request.rel_url.path == HEALTH_PATH and request.method == "GET":
-            return _json(200, self.health()), "-"
+            return self._reply(200, self.health()), "-"
         try:
             params = parameters(request.rel_url.raw_query_string, request.method, request.content_type, body)
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body(), dict(refusal.headers)), "-"
-        decision = decide(
-            request.method, request.path_qs, request.headers, params, peer_is_loopback=loopback, policy=self.policy
-        )
+            return self._reply(refusal.status, refusal.body(), dict(refusal.headers)), "-"
+        decision = self.serving.decide(request, params, peer_is_loopback=loopback, policy=self.policy)
         if isinstance(decision, Refusal):
-            return _json(decision.status, decision.body(), dict(decision.headers)), "-"
+            return self._reply(decision.status, decision.body(), dict(decision.headers)), "-"
         return await self._token(decision, await self._owner(request)), decision.identity_kind
 
     async def _read_body(self, request: web.BaseRequest) -> Optional[bytes]:
@@ -495,6 +529,10 @@ class BridgeApp:
             return None
         return bytes(body)
 
+    def _reply(self, status: int, document: Any, headers: Optional[dict[str, str]] = None) -> web.Response:
+        """A JSON answer saying what this server is."""
+        return _json(status, document, headers, self.serving.server_name)
+
     def _malformed(self, request: web.BaseRequest, description: str) -> web.Response:
         """A 400 for framing the bridge refuses itself, logged and counted as the parser's own refusals."""
         self.malformed.report("answered 400 to a malformed request (%s)", description.rstrip("."))
@@ -502,7 +540,7 @@ class BridgeApp:
 
     def _close(self, request: web.BaseRequest, refusal: Refusal) -> web.Response:
         """An answer after which the connection closes: what is left of the request is never read."""
-        response = _json(refusal.status, refusal.body(), dict(refusal.headers))
+        response = self._reply(refusal.status, refusal.body(), dict(refusal.headers))
         response.force_close()
         return response
 
@@ -529,22 +567,23 @@ class BridgeApp:
         if not fetch.done():
             fetch.cancel()
             refusal = Refusal(503, "service_unavailable", "The bridge is stopping; ask again.", {"Retry-After": "5"})
-            return _json(refusal.status, refusal.body(), dict(refusal.headers))
+            return self._reply(refusal.status, refusal.body(), dict(refusal.headers))
         try:
             result = fetch.result()
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body(), dict(refusal.headers))
+            answered = self.serving.failed(refusal)
+            return self._reply(answered.status, answered.body(), dict(answered.headers))
         claims = decode_claims(result.token) or {}
         client_id = str(claims.get("appid") or claims.get("azp") or (ask.value if ask.parameter == "client_id" else ""))
-        answer = token_answer(ask, result.token, result.expires_on, int(self.clock()), client_id=client_id)
-        return _json(200, answer)
+        answer = self.serving.answer(ask, result.token, result.expires_on, int(self.clock()), client_id=client_id)
+        return self._reply(200, answer)
 
     def health(self) -> dict[str, Any]:
         """What the health path answers: what this is, its source and its counters."""
         return {
             "status": "ok",
-            "role": "bridge",
-            "server": SERVER_NAME,
+            "role": self.serving.role,
+            "server": self.serving.server_name,
             "source": self.source.kind,
             "source_requests": self.source.requests,
             "cached_tokens": self.source.cached,
@@ -570,6 +609,11 @@ class _Handler(RequestHandler):
         super().__init__(manager, **options)
         self._app = app
 
+    @property
+    def server_name(self) -> str:
+        """What the ``Server`` header says this is."""
+        return self._app.serving.server_name
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -586,7 +630,7 @@ class _Handler(RequestHandler):
             refusal = Refusal(status, "invalid_request", f"The request is not valid HTTP/1.1 ({kind}).")
         if request.writer.output_size > 0:  # part of an answer is out: the connection can only close
             raise ConnectionError("an answer was sent already")
-        response = _json(refusal.status, refusal.body())
+        response = self._app._reply(refusal.status, refusal.body())
         response.force_close()
         return response
 
