@@ -13,7 +13,20 @@ import sys
 import time
 
 mode, kind_of_credential, kind, value, resource = sys.argv[1:6]
-arguments = {} if kind == "system" else {kind: value}
+# ManagedIdentityCredential names a user-assigned identity by client_id=, or by
+# identity_config={"object_id": ...} / {"resource_id": ...}; any other keyword is ignored.
+if kind == "system":
+    arguments = {}
+elif kind == "client_id":
+    arguments = {"client_id": value}
+elif mode == "aio" and kind == "resource_id":
+    # The aio twin sends identity_config's keys as they are (its sync twin maps them through
+    # msal): the resource ID has each protocol's own name there, and "resource_id" is refused.
+    import os
+
+    arguments = {"identity_config": {"mi_res_id" if "IDENTITY_ENDPOINT" in os.environ else "msi_res_id": value}}
+else:
+    arguments = {"identity_config": {kind: value}}
 start = time.monotonic()
 try:
     if mode == "sync":
