@@ -184,3 +184,122 @@ def test_systemd_socket_activate_passes_them(tmp_path: Path) -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+# --- legacy-msi adapt, activated --------------------------------------------------------------
+
+#: Starts ``legacy-msi adapt`` as systemd does: the listening sockets (descriptors named in
+#: argv[1], inherited) moved to 3, 4, ..., LISTEN_FDS and LISTEN_PID set for this very process,
+#: which then becomes the command (``exec`` keeps the process id).
+_LAUNCHER = r"""
+import fcntl, os, sys
+passed = [int(fd) for fd in sys.argv[1].split(",")]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in passed]  # out of the way of 3, 4, ...
+for index, fd in enumerate(high):
+    os.dup2(fd, 3 + index, inheritable=True)
+    os.close(fd)
+os.environ.update(LISTEN_FDS=str(len(passed)), LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="adapt")
+os.execv(sys.executable, [sys.executable, "-m", "legacy_msi_credential", "adapt", *sys.argv[2:]])
+"""
+
+
+def _activated(sockets: list[Any], *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    fds = [sock.fileno() for sock in sockets]
+    return subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, ",".join(map(str, fds)), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        pass_fds=fds,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env},
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return process.returncode, out + err
+
+
+def _answer(conn: Any) -> tuple[int, dict[str, Any]]:
+    with conn:
+        head, _, body = conn.makefile("rb").read().partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_adapt_serves_the_sockets_systemd_holds_answering_connections_made_before_it_started(
+    tmp_path: Path,
+) -> None:
+    """The point of socket activation: a client that connects while the adapter is not running
+    (before its first start, between a stop and the next start) is queued by the socket systemd
+    holds, and answered once the adapter runs, by either protocol; the secret is the one kept in
+    ``$STATE_DIRECTORY``, the same across the restart. ``--port`` beside the sockets is refused."""
+    import socket
+
+    from legacy_msi_credential.adapt import read_or_make_secret
+    from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
+
+    alice = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
+    state = tmp_path / "state"
+    secret, _ = read_or_make_secret(str(state / "adapt-secret"))  # what systemd's StateDirectory= keeps
+    env = {"STATE_DIRECTORY": str(state), "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    env_file = tmp_path / "run" / "env"
+    env_file.parent.mkdir()
+    resource = "https://management.azure.com/"
+    app = (
+        f"GET /msi/token?api-version=2019-08-01&resource={resource} HTTP/1.1\r\nHost: localhost\r\n"
+        f"X-IDENTITY-HEADER: {secret.reveal()}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    imds = (
+        f"GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
+        f"&client_id={alice.client_id} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n"
+    ).encode()
+    v4 = socket.create_server(("127.0.0.1", 0))
+    port = v4.getsockname()[1]
+    v6 = socket.create_server(("::1", port), family=socket.AF_INET6)
+    with Emulator(port=0, user_assigned=[alice]) as extension, v4, v6:
+        args = ("--endpoint", extension.endpoint, "--env-file", str(env_file), "--no-access-log")
+        early = [socket.create_connection(("127.0.0.1", port), timeout=30), socket.create_connection(("::1", port))]
+        early[0].sendall(app)
+        early[1].settimeout(30)
+        early[1].sendall(imds)  # both before the adapter exists
+        first = _activated([v4, v6], *args, env=env)
+        try:
+            (status, body), (imds_status, imds_body) = _answer(early[0]), _answer(early[1])
+            assert (status, imds_status) == (200, 200), (body, imds_body)
+            assert body["access_token"] in extension.minted_tokens
+            assert imds_body["access_token"] in extension.minted_tokens
+            assert imds_body["client_id"] == alice.client_id
+            values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+            assert values["IDENTITY_ENDPOINT"] == f"http://127.0.0.1:{port}/msi/token"
+            assert values["IDENTITY_HEADER"] == secret.reveal()
+        finally:
+            code, said = _stop(first)
+        assert code == 0, said
+        assert secret.reveal() not in said
+        # Stopped: the port is still held; a client now waits for the next start, and is answered.
+        between = socket.create_connection(("127.0.0.1", port), timeout=30)
+        between.sendall(app)
+        second = _activated([v4, v6], *args, env=env)
+        try:
+            status, body = _answer(between)
+            assert status == 200, body
+        finally:
+            code, said = _stop(second)
+        assert code == 0, said
+        assert sorted(path.name for path in state.iterdir()) == ["adapt-secret"]
+        # An address given beside systemd's sockets is a configuration error, said with its fix.
+        refused = _activated([v4, v6], "--port", str(port), *args, env=env)
+        out, err = refused.communicate(timeout=30)  # it exits by itself
+        code, said = refused.returncode, out + err
+        assert code != 0
+        assert "--port: systemd passed the sockets to serve" in said
+        assert "ListenStream=" in said

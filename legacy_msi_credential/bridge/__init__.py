@@ -209,6 +209,9 @@ class Bridge(Listening):
             (readiness is the caller's to send, once it is ready).
         serving: The protocol served: the legacy one by default (``legacy-msi adapt`` serves
             today's on the same shell).
+        listeners: Sockets already listening (systemd's socket activation,
+            :func:`~legacy_msi_credential._activation.inherited_listeners`), served instead of
+            binding ``host`` and ``port``; the URLs name their IPv4 address where they have one.
 
     Raises:
         ValueError: A host that is not loopback without ``allow_remote``.
@@ -225,13 +228,19 @@ class Bridge(Listening):
         clock: Callable[[], float] = time.time,
         notifier: Optional[Notifier] = None,
         serving: Optional[Serving] = None,
+        listeners: Optional[Listeners] = None,
     ) -> None:
+        if listeners is not None:
+            addresses = [sock.getsockname()[0] for sock in listeners.sockets]
+            host = next((address for address in addresses if ":" not in address), addresses[0])
+            port = listeners.port
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 to 65535, not {port!r}")
         self._host = host
         self._requested_port = port
+        self._listeners = listeners
         self._allow_remote = allow_remote
         self.limits = limits
         self.clock = clock
@@ -260,7 +269,9 @@ class Bridge(Listening):
         """
         if self._loop is not None:
             raise RuntimeError("the bridge is already running")
-        listeners = bind_listeners(
+        # Sockets passed in are served once: stopping closes them.
+        listeners, self._listeners = self._listeners, None
+        listeners = listeners or bind_listeners(
             self._host,
             self._requested_port,
             ipv6_loopback=self._host == "127.0.0.1",

@@ -25,18 +25,19 @@ def add_parser(commands: Any) -> None:
         "(one request per identity and resource, cached). Once it listens it writes IDENTITY_ENDPOINT, "
         "IDENTITY_HEADER and AZURE_POD_IDENTITY_AUTHORITY_HOST to --env-file: whoever can read that file can "
         "get tokens. The secret (IDENTITY_HEADER) is kept in --state-file, mode 0600, and is never printed. "
-        "Stops cleanly on SIGTERM, removing the environment file it wrote.",
+        "Stops cleanly on SIGTERM, removing the environment file it wrote. Started by systemd's socket "
+        "activation (LISTEN_FDS), it serves the sockets systemd holds and takes no --host or --port.",
     )
     adapt.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_ADAPT_PORT,
-        help=f"port to bind; 0 for a free one (default: {DEFAULT_ADAPT_PORT})",
+        help=f"port to bind; 0 for a free one (default: {DEFAULT_ADAPT_PORT}; "
+        "with socket activation, the .socket unit's ListenStream= instead)",
     )
     adapt.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="loopback address to bind: 127.0.0.1 serves ::1 too, on the same port (default: 127.0.0.1)",
+        help="loopback address to bind: 127.0.0.1 serves ::1 too, on the same port (default: 127.0.0.1; "
+        "with socket activation, the .socket unit's ListenStream= instead)",
     )
     adapt.add_argument(
         "--endpoint",
@@ -103,12 +104,32 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, out: TextIO, secret: Any) -> int:
+    from .._activation import inherited_listeners
     from ..adapt import Adapter
     from ..bridge import Notifier
 
+    # The LISTEN_* variables are read (and cleared) whatever the flags say, so that a child
+    # process never takes them for its own.
+    listeners = inherited_listeners()
+    if listeners is not None:
+        given = [flag for flag, value in (("--host", args.host), ("--port", args.port)) if value is not None]
+        if given:
+            listeners.close()
+            raise ValueError(
+                f"{' and '.join(given)}: systemd passed the sockets to serve (socket activation); "
+                "set the address in the .socket unit's ListenStream= lines and leave "
+                f"{' and '.join(given)} out of ExecStart="
+            )
+    host = "127.0.0.1" if args.host is None else args.host
+    port = DEFAULT_ADAPT_PORT if args.port is None else args.port
     try:
         adapter = Adapter(
-            args.host, args.port, secret=secret, endpoint=args.endpoint, notifier=Notifier.from_environment()
+            host,
+            port,
+            secret=secret,
+            endpoint=args.endpoint,
+            notifier=Notifier.from_environment(),
+            listeners=listeners,
         )
     except ValueError as exc:
         message = str(exc)

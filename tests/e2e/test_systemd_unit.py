@@ -163,6 +163,7 @@ def test_the_unit_writes_the_settings_file_whole_and_never_through_a_link(tmp_pa
 
 def test_the_adapters_units_say_what_they_promise() -> None:
     from legacy_msi_credential.bridge import UNIT_LIMITS
+    from legacy_msi_credential.cli._adapt import DEFAULT_ADAPT_PORT
 
     socket_unit, service = _settings(ADAPT_SOCKET), _settings(ADAPT)
     # systemd holds the port on both addresses the server core binds, for one service.
@@ -173,13 +174,17 @@ def test_the_adapters_units_say_what_they_promise() -> None:
     assert socket_unit["BindIPv6Only"] == ["ipv6-only"]
     assert socket_unit["IPAddressAllow"] == ["localhost"]
     assert socket_unit["Service"] == ["legacy-msi-adapt.service"]
-    # The service: notify and a watchdog; the same port without the socket; the variables
-    # file in its runtime directory, readable by the group that may get tokens.
+    # The service: notify and a watchdog; the address from the socket alone (the command refuses
+    # --host and --port beside it), the port the command binds without it; the secret in its
+    # state directory (the command's default there); the variables file in its runtime
+    # directory, readable by the group that may get tokens.
     assert service["Type"] == ["notify"]
     assert int(service["WatchdogSec"][0]) > 0
     command = shlex.split(service["ExecStart"][0])
     assert command[:2] == ["/opt/legacy-msi/bin/legacy-msi", "adapt"]
-    assert command[command.index("--port") + 1] == port
+    assert not {"--host", "--port", "--state-file"} & set(command)
+    assert port == str(DEFAULT_ADAPT_PORT)
+    assert service["StateDirectory"] == ["legacy-msi-adapt"]
     env_file = command[command.index("--env-file") + 1]
     assert env_file == f"/run/{service['RuntimeDirectory'][0]}/env"
     assert service["RuntimeDirectoryMode"] == ["0750"]  # the group may read the file, nobody else
