@@ -39,7 +39,7 @@ from legacy_msi_credential.adapt._protocols import APP_SERVICE, IMDS, Request
 from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator, Fault, UserAssignedIdentity
 
-from .conftest import closed_port, run_cli, start_cli
+from .conftest import cli, closed_port, run_cli, start_cli
 
 ARM = "https://management.azure.com/"
 SECRET = Secret("s3cret-s3cret-s3cret-s3cret-s3cret-0123456")
@@ -536,3 +536,18 @@ def test_the_command_keeps_the_secret_off_help_and_names_the_flag_of_a_bad_state
     assert rotated.returncode == 0
     assert (tmp_path / "new").read_text().strip() not in rotated.stdout + rotated.stderr
     assert os.stat(tmp_path / "new").st_mode & 0o077 == 0
+
+
+def test_doctor_tells_the_adapter_apart_never_shows_the_secret_and_warns_when_nothing_listens(
+    adapter: Adapter, extension: Emulator
+) -> None:
+    variables = {
+        "IDENTITY_ENDPOINT": adapter.identity_endpoint,
+        "IDENTITY_HEADER": SECRET.reveal(),
+        "LEGACY_MSI_ENDPOINT": extension.endpoint,
+    }
+    seen = cli("doctor", env=variables)
+    assert "IDENTITY_ENDPOINT answers: it is a legacy-msi adapt adapter" in seen.stdout
+    assert SECRET.reveal() not in seen.stdout + seen.stderr
+    dead = cli("doctor", env={**variables, "IDENTITY_ENDPOINT": f"http://127.0.0.1:{closed_port()}/msi/token"})
+    assert "[warn] nothing listens at IDENTITY_ENDPOINT" in dead.stdout
