@@ -88,32 +88,47 @@ def test_the_unit_says_what_it_promises() -> None:
     assert "AF_NETLINK" in settings["RestrictAddressFamilies"].split()  # who owns a client's socket (sock_diag)
 
 
-@pytest.mark.slow
-def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
-    analyze = _need("systemd-analyze")
-    _need("unshare")
-    if os.geteuid() != 0:
-        pytest.skip("a private mount namespace needs root")
-    steps = [line.strip()[1:].strip() for line in UNIT.read_text().splitlines() if line.startswith("#   sudo ")]
-    assert steps, "the unit's comments carry the install steps"
+def _install_steps(unit: Path) -> list[str]:
+    """The ``#   sudo ...`` lines of a unit's comments, as commands to run from this clone."""
+    steps = [line.strip()[1:].strip() for line in unit.read_text().splitlines() if line.startswith("#   sudo ")]
+    assert steps, f"{unit.name}'s comments carry the install steps"
     commands = []
     for step in steps:
         command = step.removeprefix("sudo ").split("   #", 1)[0].strip()
         command = command.replace('".[serve]"', shlex.quote(f"{ROOT}[serve]"))  # this clone
-        if command.startswith("systemctl"):
+        command = re.sub(r"\bUSER$", "nobody", command)  # a user given the right to tokens
+        if command.startswith("systemctl") or "systemctl " in command:
             continue  # needs a running systemd: verify instead
         commands.append(command)
-    opt, units = tmp_path / "opt", tmp_path / "units"
+    return commands
+
+
+@pytest.mark.slow
+def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
+    """The bridge's unit's steps, then the adapter's (its group, both units, a user in the
+    group), run as written in a private mount namespace where ``/opt`` is a scratch folder and
+    ``/etc`` a copy: the steps they share (the virtual environment) run once."""
+    analyze = _need("systemd-analyze")
+    _need("unshare")
+    if os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root")
+    commands = _install_steps(UNIT)
+    commands += [command for command in _install_steps(ADAPT) if command not in commands]
+    assert any(command.startswith("groupadd") for command in commands)
+    opt, etc = tmp_path / "opt", tmp_path / "etc"
     opt.mkdir()
-    units.mkdir()
+    subprocess.run(["cp", "-a", "/etc/.", str(etc)], check=True, timeout=60)
+    units = "/etc/systemd/system/"
     script = " && ".join(
         [
             f"mount --bind {opt} /opt",
-            f"mount --bind {units} /etc/systemd/system",
+            f"mount --bind {etc} /etc",
             f"cd {ROOT}",
             *commands,
             "/opt/legacy-msi/bin/legacy-msi serve --help >/dev/null",
-            f"{analyze} verify /etc/systemd/system/legacy-msi-serve.service",
+            "/opt/legacy-msi/bin/legacy-msi adapt --help >/dev/null",
+            f"{analyze} verify {units}legacy-msi-serve.service",
+            f"{analyze} verify {units}legacy-msi-adapt.socket {units}legacy-msi-adapt.service",
         ]
     )
     python = Path(sys.executable).resolve().parent
@@ -127,8 +142,15 @@ def test_the_install_steps_as_written_then_verify(tmp_path: Path) -> None:
     )
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "legacy-msi-serve.service:" not in result.stderr, result.stderr  # verify found nothing to say
+    for unit in ("legacy-msi-serve.service:", "legacy-msi-adapt.socket:", "legacy-msi-adapt.service:"):
+        assert unit not in result.stderr, result.stderr  # verify found nothing to say
     assert (opt / "legacy-msi" / "bin" / "legacy-msi").exists()
+    assert {path.name for path in (etc / "systemd" / "system").iterdir()} >= {
+        "legacy-msi-serve.service", "legacy-msi-adapt.socket", "legacy-msi-adapt.service"
+    }  # fmt: skip
+    members = {line.split(":")[0]: line.split(":")[3].split(",") for line in (etc / "group").read_text().splitlines()}
+    assert "nobody" in members["legacy-msi-tokens"]  # the group the service runs in, given to a user
+    assert "legacy-msi-tokens" not in Path("/etc/group").read_text()  # the machine's own /etc untouched
 
 
 def _unit_command(name: str, folder: Path) -> list[str]:
