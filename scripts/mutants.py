@@ -60,9 +60,9 @@ MUTANTS = [
     Mutant(
         "rules: Sec-Fetch-Site passes",
         "legacy_msi_credential/_server/_rules.py",
-        'lowered.startswith("sec-fetch-")',
-        'lowered.startswith("sec-fetch-mode")',
-        "requests carrying any Sec-Fetch-* header are refused",
+        '("origin", "sec-fetch-site", "sec-fetch-dest", "sec-fetch-user")',
+        '("origin", "sec-fetch-dest", "sec-fetch-user")',
+        "requests carrying Sec-Fetch-Site (as Origin, -Dest, -User) are refused",
         BRIDGE_TESTS,
     ),
     Mutant(

@@ -200,7 +200,6 @@ def test_a_foreign_host_is_refused_before_the_source_is_asked(bridge: Bridge, im
         "Origin: http://evil.example",
         "Origin: null",
         "Sec-Fetch-Site: same-origin",
-        "Sec-Fetch-Mode: cors",
         "Sec-Fetch-Dest: empty",
         "sec-fetch-user: ?1",
     ],
@@ -210,6 +209,14 @@ def test_what_only_a_browser_sends_is_refused(bridge: Bridge, imds: Emulator, ma
     assert status_of(answer) == 401
     assert body_of(answer)["error"] == "unauthorized_client"
     assert imds.request_count == 0
+
+
+def test_node_fetchs_sec_fetch_mode_alone_is_served(bridge: Bridge, imds: Emulator) -> None:
+    """Node's fetch (undici, msal-node's default client) sends ``sec-fetch-mode: cors`` on every
+    request; a browser sends ``Sec-Fetch-Site`` and ``-Dest`` with it, which are refused above."""
+    answer = raw(bridge.port, token_request(extra="sec-fetch-mode: cors\r\n"))
+    assert status_of(answer) == 200, answer
+    assert body_of(answer)["access_token"]
 
 
 def test_a_preflight_gets_no_cors_permission(bridge: Bridge) -> None:
@@ -1322,7 +1329,7 @@ def test_every_answer_says_legacy_msi_bridge_and_nothing_of_aiohttp(kind: str) -
         "Host: evil.test",
         "Origin: http://evil.test",
         "Sec-Fetch-Site: cross-site",
-        "Sec-Fetch-Mode: no-cors",
+        "Sec-Fetch-Dest: document",
         "Via: 1.1 proxy",
         "X-Real-IP: 203.0.113.9",
         "X-Forwarded-For: 203.0.113.9",

@@ -79,8 +79,9 @@ class Policy:
         tenant_id: Named in the ``invalid_resource`` description.
         refuse_forwarded: Refuse requests relayed by a proxy (any of :data:`~._rules.RELAY_HEADERS`).
         browser_proof: Refuse what a web browser sends: a ``Host`` that is not loopback
-            (DNS rebinding) and requests that carry ``Origin`` or ``Sec-Fetch-*``, which no
-            legacy client sends.
+            (DNS rebinding) and requests that carry ``Origin``, ``Sec-Fetch-Site``,
+            ``Sec-Fetch-Dest`` or ``Sec-Fetch-User`` (:data:`~._rules.BROWSER_HEADERS`), which no
+            token client sends.
         known_resources: Answer only resources Azure AD knows (:func:`known_resource`), these
             custom ones besides, as the extension relays Azure AD's refusal of the others;
             ``None`` accepts any well-formed resource (the bridge: its source judges).

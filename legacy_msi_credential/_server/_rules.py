@@ -322,11 +322,16 @@ def host_is_loopback(host: Optional[str]) -> bool:
     return match is not None and is_loopback_host(match.group(1))
 
 
+#: Headers (lower case) a web browser sends and no token client does. Not ``Sec-Fetch-Mode``:
+#: Node's fetch (undici, msal-node's default client) sends ``sec-fetch-mode: cors`` on every
+#: request. A page reaching a loopback server by DNS rebinding is also stopped by the ``Host`` rule.
+BROWSER_HEADERS = frozenset(("origin", "sec-fetch-site", "sec-fetch-dest", "sec-fetch-user"))
+
+
 def browser_marker(names: Iterable[str]) -> Optional[str]:
-    """The name of a header only a web browser sends, if the request has one."""
+    """The name of a header only a web browser sends (:data:`BROWSER_HEADERS`), if the request has one."""
     for name in names:
-        lowered = name.lower()
-        if lowered == "origin" or lowered.startswith("sec-fetch-"):
+        if name.lower() in BROWSER_HEADERS:
             return name
     return None
 

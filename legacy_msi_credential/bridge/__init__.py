@@ -15,7 +15,7 @@ a service, not a test tool: it shares the protocol's rules with the emulator
 * A token is served for a user-assigned identity only when its claims name that identity,
   and a system-assigned request never gets a signed-in user's token (except from ``cli``).
 * As a local service: loopback only; browser-proof (a loopback ``Host`` is required, and
-  ``Origin`` and ``Sec-Fetch-*`` are refused, on every path); requests relayed by a proxy
+  ``Origin``, ``Sec-Fetch-Site``, ``-Dest`` and ``-User`` are refused, on every path); requests relayed by a proxy
   refused; a whole-request deadline; bounded connections, body, headers and cache; never a
   token in a log. On stop it stops accepting, answers what is in flight (``503`` if the
   source has not answered within the grace period) and returns.
@@ -41,7 +41,7 @@ from .._server._legacy import Listening, Policy
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
 
 try:
-    from ._app import SERVER_NAME, BridgeApp, Connections, handler_factory
+    from ._app import SERVER_NAME, BridgeApp, Connections, Serving, handler_factory
 except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
     raise ImportError(f"legacy-msi serve runs on aiohttp: {SERVE_HINT}") from missing
 from ._log import BRIDGE_LOGGERS, OFF_LOOP
@@ -55,6 +55,7 @@ __all__ = [
     "Bridge",
     "Notifier",
     "ServerLimits",
+    "Serving",
     "TokenSource",
 ]
 
@@ -155,6 +156,11 @@ class Bridge(Listening):
         clock: Unix time, for ``expires_in``.
         notifier: systemd's notification socket: the serving loop answers its watchdog
             (readiness is the caller's to send, once it is ready).
+        serving: The protocol served: the legacy one by default (``legacy-msi adapt`` serves
+            today's on the same shell).
+        listeners: Sockets already listening (systemd's socket activation,
+            :func:`~legacy_msi_credential._server._activation.inherited_listeners`), served instead of
+            binding ``host`` and ``port``; the URLs name their IPv4 address where they have one.
 
     Raises:
         ValueError: A host that is not loopback without ``allow_remote``.
@@ -170,13 +176,20 @@ class Bridge(Listening):
         limits: ServerLimits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         notifier: Optional[Notifier] = None,
+        serving: Optional[Serving] = None,
+        listeners: Optional[Listeners] = None,
     ) -> None:
+        if listeners is not None:
+            addresses = [sock.getsockname()[0] for sock in listeners.sockets]
+            host = next((address for address in addresses if ":" not in address), addresses[0])
+            port = listeners.port
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(f"refusing to serve on {host!r}: not a loopback address; pass allow_remote=True")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0 to 65535, not {port!r}")
         self._host = host
         self._requested_port = port
+        self._listeners = listeners
         self._allow_remote = allow_remote
         self.limits = limits
         self.clock = clock
@@ -189,6 +202,7 @@ class Bridge(Listening):
         self._port = 0
         self._app: Optional[BridgeApp] = None
         self.notifier = notifier or Notifier(None)
+        self.serving = serving or Serving()
         self._pinging: Optional[asyncio.Task[None]] = None
         self._dropped_before = 0
 
@@ -204,7 +218,9 @@ class Bridge(Listening):
         """
         if self._loop is not None:
             raise RuntimeError("the bridge is already running")
-        listeners = bind_listeners(
+        # Sockets passed in are served once: stopping closes them.
+        listeners, self._listeners = self._listeners, None
+        listeners = listeners or bind_listeners(
             self._host,
             self._requested_port,
             ipv6_loopback=self._host == "127.0.0.1",
@@ -228,7 +244,9 @@ class Bridge(Listening):
             raise
         self._loop, self._thread = loop, thread
         self._stopped.clear()
-        _LOGGER.info("Bridge listening on %s, tokens from the %s source", self.endpoint, self.source.kind)
+        _LOGGER.info(
+            "%s listening on %s, tokens from the %s source", self.serving.server_name, self.endpoint, self.source.kind
+        )
         return self
 
     async def _listen(self, listeners: Listeners) -> None:
@@ -243,7 +261,13 @@ class Bridge(Listening):
         )
         policy = Policy(accept_get=True, serves_imds=False, refuse_forwarded=True, browser_proof=True)
         self._app = BridgeApp(
-            self.source, policy, clock=self.clock, limits=limits, connections=self._connections, stopping=self._stopping
+            self.source,
+            policy,
+            clock=self.clock,
+            limits=limits,
+            connections=self._connections,
+            stopping=self._stopping,
+            serving=self.serving,
         )
         self._factory = handler_factory(self._app, self._connections, limits)
         loop = asyncio.get_running_loop()

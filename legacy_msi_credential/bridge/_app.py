@@ -38,7 +38,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import replace
 from http import HTTPStatus
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -236,18 +236,48 @@ class Connections:
             connection.close()
 
 
-def _refusal_bytes(refusal: Refusal) -> bytes:
+def _refusal_bytes(refusal: Refusal, server: str = SERVER_NAME) -> bytes:
     """A whole HTTP/1.1 answer that closes the connection, for refusals made before aiohttp has a request."""
     answer = refusal_answer(refusal)
     reason = HTTPStatus(answer.status).phrase
     return (
-        f"HTTP/1.1 {answer.status} {reason}\r\nServer: {SERVER_NAME}\r\n"
+        f"HTTP/1.1 {answer.status} {reason}\r\nServer: {server}\r\n"
         f"Content-Type: {JSON_CONTENT_TYPE}\r\nContent-Length: {len(answer.body)}\r\n"
         "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
     ).encode("ascii") + answer.body
 
 
-_HEAD_TOO_LARGE = _refusal_bytes(Refusal(431, "invalid_request", "The request head is too large."))
+_HEAD_TOO_LARGE = Refusal(431, "invalid_request", "The request head is too large.")
+
+
+class Serving:
+    """What a server on this shell serves: the legacy protocol (the bridge), by default.
+
+    The seam another protocol plugs into (``legacy-msi adapt`` serves App Service's and IMDS's
+    on the same shell): the shell keeps framing, deadlines, limits, the ``ADMIT`` table, the
+    client's uid and the token source; a :class:`Serving` decides what a request asks for
+    (its protocol's table), shapes the answer, and says how a source's failure is answered.
+    """
+
+    #: What the ``Server`` header and the health path say this is.
+    server_name = SERVER_NAME
+    #: The health path's ``role``.
+    role = "bridge"
+
+    def __init__(self, protocol: RuleTable[Policy, TokenAsk] = LEGACY) -> None:
+        self.protocol = protocol
+
+    def decide(self, request: Request, policy: Policy) -> Union[TokenAsk, Refusal]:
+        """A token request, or a refusal: the protocol's table."""
+        return self.protocol.decide(request, policy)
+
+    def answer(self, ask: TokenAsk, token: str, expires_on: int, now: int, client_id: str) -> dict[str, str]:
+        """The 200 answer's document."""
+        return self.protocol.answer(ask, token, expires_on, now, client_id)
+
+    def failed(self, refusal: Refusal) -> Refusal:
+        """How the source's refusal is answered (the legacy protocol: as it is)."""
+        return refusal
 
 
 class _Connection(asyncio.Protocol):
@@ -261,7 +291,7 @@ class _Connection(asyncio.Protocol):
     further: the answer (``413`` for a body too large, which closes) or the deadline ends it.
     """
 
-    def __init__(self, inner: RequestHandler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, inner: _Handler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._connections = connections
         self._loop = loop
@@ -325,7 +355,7 @@ class _Connection(asyncio.Protocol):
         if self._busy:
             self.transport.abort()
         else:
-            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.write(_refusal_bytes(_HEAD_TOO_LARGE, self._inner.server_name))
             self.transport.close()
 
     # -- asyncio.Protocol, handed on --
@@ -377,10 +407,10 @@ class _Connection(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-def _response(answer: Answer) -> web.Response:
+def _response(answer: Answer, server: str = SERVER_NAME) -> web.Response:
     """An answer as the bridge sends it: JSON, ``Server: legacy-msi-bridge``, never cached."""
     response = web.Response(status=answer.status, body=answer.body, content_type="application/json", charset="utf-8")
-    response.headers["Server"] = SERVER_NAME
+    response.headers["Server"] = server
     response.headers["Cache-Control"] = "no-store"
     for name, value in answer.headers.items():
         response.headers[name] = value
@@ -395,7 +425,7 @@ class BridgeApp:
     Args:
         source: Where tokens come from.
         policy: What the protocol's rules accept.
-        protocol: The protocol's table (the legacy extension's by default).
+        serving: The protocol served and how (the legacy one, :class:`Serving`, by default).
         clock: Unix time, for ``expires_in``.
         limits: The bounds (``max_body``, ``max_headers``: 413 and 431 beyond; ``stopping_retry_after``).
         connections: The open connections (to end each one's deadline once its request is in).
@@ -411,11 +441,11 @@ class BridgeApp:
         limits: ServerLimits,
         connections: Connections,
         stopping: asyncio.Event,
-        protocol: RuleTable[Policy, TokenAsk] = LEGACY,
+        serving: Optional[Serving] = None,
     ) -> None:
         self.source = source
         self.policy = policy
-        self.protocol = protocol
+        self.serving = serving or Serving()
         self.clock = clock
         self.limits = limits
         self.connections = connections
@@ -468,14 +498,14 @@ class BridgeApp:
         if refused is not None:
             return self._refused(refused), "-"
         if request.rel_url.path == HEALTH_PATH and request.method == "GET":
-            return _response(json_answer(200, self.health())), "-"
+            return self._reply(json_answer(200, self.health())), "-"
         try:
             params = parameters(
                 request.rel_url.raw_query_string, request.method, request.content_type, facts.body or b""
             )
         except Refusal as refusal:
             return self._refused(refusal), "-"
-        decision = self.protocol.decide(replace(facts, params=params), self.policy)
+        decision = self.serving.decide(replace(facts, params=params), self.policy)
         if isinstance(decision, Refusal):
             return self._refused(decision), "-"
         return await self._token(decision, await self._owner(request)), decision.identity_kind
@@ -502,7 +532,11 @@ class BridgeApp:
         """A refusal's answer; framing the bridge refuses itself is logged and counted as the parser's own refusals."""
         if refusal.malformed:
             self.malformed.report("answered 400 to a malformed request (%s)", refusal.description.rstrip("."))
-        return _response(refusal_answer(refusal))
+        return self._reply(refusal_answer(refusal))
+
+    def _reply(self, answer: Answer) -> web.Response:
+        """An answer saying which server this is."""
+        return _response(answer, self.serving.server_name)
 
     async def _owner(self, request: web.BaseRequest) -> Optional[int]:
         """The local uid on the other end of this request's connection (None: unknown), looked up once
@@ -537,18 +571,18 @@ class BridgeApp:
         try:
             result = fetch.result()
         except Refusal as refusal:
-            return self._refused(refusal)
+            return self._refused(self.serving.failed(refusal))
         claims = decode_claims(result.token) or {}
         client_id = str(claims.get("appid") or claims.get("azp") or (ask.value if ask.parameter == "client_id" else ""))
-        answer = self.protocol.answer(ask, result.token, result.expires_on, int(self.clock()), client_id)
-        return _response(json_answer(200, answer))
+        answer = self.serving.answer(ask, result.token, result.expires_on, int(self.clock()), client_id)
+        return self._reply(json_answer(200, answer))
 
     def health(self) -> dict[str, Any]:
         """What the health path answers: what this is, its source and its counters."""
         return {
             "status": "ok",
-            "role": "bridge",
-            "server": SERVER_NAME,
+            "role": self.serving.role,
+            "server": self.serving.server_name,
             "source": self.source.kind,
             "source_requests": self.source.requests,
             "cached_tokens": self.source.cached,
@@ -574,6 +608,11 @@ class _Handler(RequestHandler):
         super().__init__(manager, **options)
         self._app = app
 
+    @property
+    def server_name(self) -> str:
+        """What the ``Server`` header says this is."""
+        return self._app.serving.server_name
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -590,7 +629,7 @@ class _Handler(RequestHandler):
             refusal = Refusal(status, "invalid_request", f"The request is not valid HTTP/1.1 ({kind}).", close=True)
         if request.writer.output_size > 0:  # part of an answer is out: the connection can only close
             raise ConnectionError("an answer was sent already")
-        return _response(refusal_answer(refusal))
+        return self._app._reply(refusal_answer(refusal))
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")

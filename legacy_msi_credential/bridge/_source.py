@@ -51,7 +51,9 @@ class TokenSource:
 
     Args:
         kind: ``imds`` (``ManagedIdentityCredential``), ``cli`` (``AzureCliCredential``, the
-            signed-in account) or ``default`` (azure-identity's ``DefaultAzureCredential``).
+            signed-in account) or ``default`` (azure-identity's ``DefaultAzureCredential``);
+            with a ``credential_factory``, any name (``legacy``: ``legacy-msi adapt``'s), which
+            serves every identity.
         timeout: Seconds a source request may take (the same as ``limits.source_timeout``).
         limits: The bounds (the ``source_*`` ones and ``max_tokens`` are the source's).
         clock: Unix time, for the cache.
@@ -70,7 +72,7 @@ class TokenSource:
         clock: Callable[[], float] = time.time,
         credential_factory: Optional[CredentialFactory] = None,
     ) -> None:
-        if kind not in SOURCES:
+        if kind not in SOURCES and credential_factory is None:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {kind!r}")
         if timeout is not None:
             limits = replace(limits, source_timeout=timeout)
@@ -107,7 +109,9 @@ class TokenSource:
         return 0 if self._gate is None else self._gate.waiting
 
     def _check_identity_kind(self, ask: TokenAsk) -> None:
-        if ask.parameter is None or self.kind == "imds" or (self.kind == "default" and ask.parameter == "client_id"):
+        if ask.parameter is None or self.kind not in ("cli", "default"):
+            return
+        if self.kind == "default" and ask.parameter == "client_id":
             return
         serves = "the signed-in account" if self.kind == "cli" else "user-assigned identities by client_id"
         raise Refusal(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from .._text import printable
-from . import _doctor, _emulate, _serve, _token, _versions
+from . import _adapt, _doctor, _emulate, _serve, _token, _versions
 from ._common import DEFAULT_RESOURCE, chosen_resource, decode_claims
 
 __all__ = ["DEFAULT_RESOURCE", "build_parser", "decode_claims", "main"]
@@ -30,7 +30,7 @@ def __dir__() -> list[str]:
 
 
 #: The commands, in the order ``--help`` lists them.
-_COMMANDS = (_token, _doctor, _emulate, _serve, _versions)
+_COMMANDS = (_token, _doctor, _emulate, _serve, _adapt, _versions)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -284,6 +284,59 @@ def _chain(facts: Facts) -> list[Finding]:
     return [Finding("ok", f"{facts.step} answers: {_step_kind(facts, 'a step of the chain')}{skipped}")]
 
 
+def _clients(facts: Facts) -> list[Finding]:
+    """The variables azure-identity, MSAL, az and the other SDKs choose a protocol by, whether what
+    they name answers (loopback only is probed), and which protocol each kind of client uses here.
+    The secret (``IDENTITY_HEADER``) is never shown: only whether it is set."""
+    environ = os.environ
+    endpoint, header = environ.get("IDENTITY_ENDPOINT"), environ.get("IDENTITY_HEADER")
+    msi, authority = environ.get("MSI_ENDPOINT"), environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+    findings = [
+        Finding("info", f"IDENTITY_ENDPOINT: {endpoint or 'not set'}"),
+        Finding("info", f"IDENTITY_HEADER: {'set (not shown)' if header else 'not set'}"),
+        Finding("info", f"MSI_ENDPOINT: {msi or 'not set'}{' (with MSI_SECRET)' if environ.get('MSI_SECRET') else ''}"),
+        Finding("info", f"AZURE_POD_IDENTITY_AUTHORITY_HOST: {authority or 'not set'}"),
+    ]
+    timeout = facts.args.timeout
+    if endpoint and header:
+        findings.extend(_answers_there("IDENTITY_ENDPOINT", endpoint, timeout))
+        findings.append(Finding("info", "every current client (azure-identity, MSAL, az, Go, .NET, Java, Node) uses "
+                                "App Service's protocol at IDENTITY_ENDPOINT"))  # fmt: skip
+        return findings
+    if endpoint:
+        findings.append(Finding("warn", "IDENTITY_ENDPOINT is set without IDENTITY_HEADER: clients ignore it"))
+    if msi:
+        findings.append(Finding("info", "clients use MSI_ENDPOINT (Azure ML with MSI_SECRET, else Cloud Shell); "
+                                "msal Python and az ignore MSI_ENDPOINT alone"))  # fmt: skip
+    if authority:
+        findings.extend(_answers_there("AZURE_POD_IDENTITY_AUTHORITY_HOST", authority, timeout))
+        findings.append(Finding("info", "azure-identity, MSAL, az, .NET, Java and Node use IMDS's protocol at "
+                                "AZURE_POD_IDENTITY_AUTHORITY_HOST; Go (azidentity, azcopy, kubelogin) asks "
+                                "169.254.169.254 (legacy-msi adapt's IDENTITY_ENDPOINT reaches it)"))  # fmt: skip
+    else:
+        findings.append(Finding("info", "clients ask IMDS at 169.254.169.254 (or this package's credential, "
+                                "the legacy extension)"))  # fmt: skip
+    return findings
+
+
+def _answers_there(name: str, url: str, timeout: float) -> list[Finding]:
+    """Whether what ``url`` names answers, and what it is (loopback only is probed)."""
+    host = urlsplit(url).hostname or ""
+    if not is_loopback_host(host):
+        return [Finding("info", f"{name} is not on loopback: not probed")]
+    if not _listening(url, timeout=timeout):
+        return [
+            Finding(
+                "warn",
+                f"nothing listens at {name} ({url}): azure-identity's DefaultAzureCredential stops there after "
+                "about 5 s instead of trying its next credential. Fix: start legacy-msi adapt, or unset the variable",
+            )
+        ]
+    parts = urlsplit(url)
+    kind, listener = _what_listens(f"{parts.scheme}://{parts.netloc}{TOKEN_PATH}", timeout)
+    return [Finding("ok", f"{name} answers: it is {listener if kind != 'extension' else 'not this package'}")]
+
+
 def _step_kind(facts: Facts, otherwise: str) -> str:
     """What the chain's successful step is on this machine: for the legacy step, what the
     endpoint check found answering (the extension, the emulator or a bridge)."""
@@ -299,6 +352,7 @@ CHECKS: list[tuple[str, Callable[[Facts], list[Finding]]]] = [
     ("The endpoint", _endpoint),
     ("A token", _token),
     ("IMDS", _imds),
+    ("What today's clients read (IDENTITY_ENDPOINT, MSI_ENDPOINT, AZURE_POD_IDENTITY_AUTHORITY_HOST)", _clients),
     ("DefaultAzureCredential (azure-identity's chain with the legacy step)", _chain),
 ]
 
@@ -396,6 +450,11 @@ def _what_listens(token_url: str, timeout: float) -> tuple[str, str]:
     if role == "bridge":
         source = _json_field(body, "source") or "an unknown"
         return "bridge", f"a legacy-msi serve bridge, with tokens from its {source} source"
+    if role == "adapter":
+        return (
+            "adapter",
+            "a legacy-msi adapt adapter (today's protocols, not the legacy one: point clients at it by variables)",
+        )
     return "extension", "the legacy managed identity extension"
 
 
