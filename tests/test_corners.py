@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +127,52 @@ def test_the_async_drop_in_opens_and_closes_with_an_unusable_legacy_step(monkeyp
 
     message = asyncio.run(run())
     assert "LegacyMsiCredential could not be configured" in message
+
+
+# --- the emulator asked from a peer that is not loopback ------------------------------------
+
+
+def test_the_emulator_answers_loopback_peers_only_even_with_allow_remote(tmp_path: Path) -> None:
+    """In a private network namespace, 10.99.0.1 stands in for a remote client of an emulator
+    listening on every address: its token paths (the extension's and IMDS's) and its health
+    path are refused with the protocol's 401; the same requests over loopback are answered."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], check=False).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("CI must be able to make network namespaces (unshare -n, as root)")
+        pytest.skip("cannot make a private network namespace here")
+    script = tmp_path / "remote.py"
+    script.write_text(
+        "import json, socket\n"
+        "from legacy_msi_credential.emulator import Emulator\n"
+        "def ask(port, source, path):\n"
+        "    with socket.create_connection((source, port), source_address=(source, 0)) as s:\n"
+        "        s.sendall(f'GET {path} HTTP/1.1\\r\\nHost: localhost\\r\\nMetadata: true\\r\\n"
+        "Connection: close\\r\\n\\r\\n'.encode())\n"
+        "        data = b''\n"
+        "        while chunk := s.recv(4096): data += chunk\n"
+        "    return int(data.split(b' ')[1])\n"
+        "paths = ['/oauth2/token?resource=https://management.azure.com/',\n"
+        "    '/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/',\n"
+        "    '/healthz']\n"
+        "with Emulator(host='0.0.0.0', port=0, allow_remote=True) as e:\n"
+        "    print(json.dumps([[ask(e.port, source, path) for path in paths]"
+        " for source in ('10.99.0.1', '127.0.0.1')] + [e.request_count]))\n"
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            f"ip link set lo up && ip addr add 10.99.0.1/32 dev lo && {sys.executable} {script}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    remote, local, _ = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote == [401, 401, 401]
+    assert local == [200, 200, 200]

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from .._binding import bind_listeners
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
-from .._rules import Listening, Policy, Refusal, decide, name_the_identity, parameters
+from .._rules import Listening, Policy, Refusal, admit, decide, name_the_identity, parameters
 from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
 from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
 
@@ -564,7 +564,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         emulator = self.emulator
         url = urlsplit(self.path)
         if url.path == HEALTH_PATH and self.command == "GET":
-            self._json(200, emulator._health())
+            # The rule every path obeys (a remote client, even with allow_remote, is refused).
+            refused = admit(
+                self.headers, peer_is_loopback=is_loopback_address(self.client_address[0]), policy=emulator._policy
+            )
+            if refused is not None:
+                self.answer_error(refused.status, refused.error, refused.description, refused.headers)
+            else:
+                self._json(200, emulator._health())
             return
         try:
             body = self._read_body()
