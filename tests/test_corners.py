@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,12 @@ import requests
 
 from legacy_msi_credential import LegacyMsiCredential, TokenRequestError
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
+from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator
 
 from .conftest import AsyncTwin, SleepRecorder, SyncTwin
 from .hostile import HostileServer, attempt, http_answer, texts_of
+from .test_bridge_service import StandIn, _until, status_of, token_request
 
 ARM = "https://management.azure.com/.default"
 
@@ -176,3 +179,46 @@ def test_the_emulator_answers_loopback_peers_only_even_with_allow_remote(tmp_pat
     remote, local, _ = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote == [401, 401, 401]
     assert local == [200, 200, 200]
+
+
+# --- the bridge's connections: let go means closed; a slow source still answers ---------------
+
+
+def _ended_by_server(sock: socket.socket) -> bool:
+    """Whether the server ended ``sock``: EOF or a reset, not merely silence (``sock`` has a timeout)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_connection_displaced_past_the_limit_is_closed_on_the_wire() -> None:
+    """The counters say a connection went; the client's socket must see it (EOF or RST) at
+    once, long before any deadline, or a displaced connection would still hold its
+    descriptor and its place."""
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    with Bridge(port=0, source=source, limits=BridgeLimits(max_connections=2, client_timeout=30)) as bridge:
+        first, second = (socket.create_connection(("127.0.0.1", bridge.port), timeout=3) for _ in range(2))
+        with first, second:
+            _until(lambda: len(bridge.connections) == 2)
+            with socket.create_connection(("127.0.0.1", bridge.port), timeout=3) as third:
+                assert _ended_by_server(first)  # silent longest: displaced by the third
+                assert bridge.connections.displaced == 1
+                third.sendall(token_request())
+                assert status_of(third.recv(65536)) == 200
+
+
+def test_a_source_slower_than_the_client_deadline_still_answers_a_request_that_is_in() -> None:
+    """The deadline bounds receiving the request, not the source: a source taking three times
+    the client's deadline still gets its token to the client."""
+    source = TokenSource("imds", credential_factory=StandIn("mirror", delay=0.45))
+    with Bridge(port=0, source=source, limits=BridgeLimits(client_timeout=0.15)) as bridge:
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as client:
+            client.sendall(token_request())
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert status_of(answer) == 200, answer[:300]
+        assert bridge.connections.timed_out == 0
