@@ -222,3 +222,68 @@ def test_a_source_slower_than_the_client_deadline_still_answers_a_request_that_i
                 answer += chunk
         assert status_of(answer) == 200, answer[:300]
         assert bridge.connections.timed_out == 0
+
+
+# --- the refusal table's corners (no I/O: the rule both servers stand on) -------------------
+
+RESOURCE = "https://management.azure.com/"
+HEADERS = {"Host": "localhost", "Metadata": "true"}
+
+
+def _decide(method: str, query: str, *, accept_get: bool = True) -> Any:
+    from legacy_msi_credential._rules import Policy, decide, parameters
+
+    params = parameters(query, method, "", b"")
+    return decide(
+        method,
+        f"/oauth2/token?{query}",
+        HEADERS,
+        params,
+        peer_is_loopback=True,
+        policy=Policy(accept_get=accept_get, browser_proof=True),
+    )
+
+
+@pytest.mark.parametrize(
+    "identities",
+    [
+        "msi_res_id=/subscriptions/s/a&mi_res_id=/subscriptions/s/b",
+        "mi_res_id=/subscriptions/s/a&msi_res_id=/subscriptions/s/a",  # even naming the same one
+        "client_id=a&object_id=b",
+    ],
+)
+def test_two_identity_parameters_are_refused_even_when_one_is_the_others_alias(identities: str) -> None:
+    from legacy_msi_credential._rules import Refusal
+
+    refusal = _decide("GET", f"resource={RESOURCE}&{identities}")
+    assert isinstance(refusal, Refusal), refusal
+    assert (refusal.status, refusal.error) == (401, "invalid_request")
+    assert "Only one of" in refusal.description
+
+
+@pytest.mark.parametrize("name", ["Client_ID", "CLIENT_ID", "Object_Id", "MSI_RES_ID", "Mi_Res_Id"])
+def test_an_identity_parameter_in_another_case_is_refused_never_read_as_system_assigned(name: str) -> None:
+    from legacy_msi_credential._rules import Refusal
+
+    refusal = _decide("GET", f"resource={RESOURCE}&{name}=6d1e8a7c-0000-4000-8000-000000000001")
+    assert isinstance(refusal, Refusal), refusal
+    assert (refusal.status, refusal.error) == (400, "invalid_request")
+    assert name in refusal.description
+
+
+@pytest.mark.parametrize(("accept_get", "method", "allowed"), [(False, "GET", "POST"), (True, "PUT", "GET, POST")])
+def test_a_405_names_what_this_server_allows(accept_get: bool, method: str, allowed: str) -> None:
+    from legacy_msi_credential._rules import Refusal
+
+    refusal = _decide(method, f"resource={RESOURCE}", accept_get=accept_get)
+    assert isinstance(refusal, Refusal), refusal
+    assert refusal.status == 405
+    assert dict(refusal.headers) == {"Allow": allowed}
+
+
+def test_the_emulator_in_post_only_mode_answers_a_get_with_allow_post() -> None:
+    """The same corner over HTTP, as a client sees it."""
+    with Emulator(port=0, accept_get=False) as vm:
+        answer = requests.get(vm.endpoint, params={"resource": RESOURCE}, headers={"Metadata": "true"}, timeout=5)
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "POST"
