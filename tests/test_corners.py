@@ -20,7 +20,7 @@ import requests
 
 from legacy_msi_credential import LegacyMsiCredential, TokenRequestError
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
-from legacy_msi_credential.bridge import Bridge, BridgeLimits, TokenSource
+from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
 from legacy_msi_credential.emulator import Emulator
 
 from .conftest import AsyncTwin, SleepRecorder, SyncTwin
@@ -287,3 +287,31 @@ def test_the_emulator_in_post_only_mode_answers_a_get_with_allow_post() -> None:
         answer = requests.get(vm.endpoint, params={"resource": RESOURCE}, headers={"Metadata": "true"}, timeout=5)
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "POST"
+
+
+# --- least recently used means used ---------------------------------------------------------
+
+
+def _ask_bridge(port: int, resource: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(token_request(query=f"resource={resource}"))
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    return status_of(answer)
+
+
+def test_the_bridge_cache_lets_go_of_the_token_used_least_recently_not_the_oldest() -> None:
+    """Two places: A and B cached, A used again, C arrives. The least recently used is B
+    (the oldest stored is A): A is still served from the cache, B is asked of the source again."""
+    stand_in = StandIn("mirror")
+    source = TokenSource("imds", credential_factory=stand_in, limits=SourceLimits(max_tokens=2))
+    a, b, c = (f"https://{name}.example/" for name in "abc")
+    with Bridge(port=0, source=source) as bridge:
+        for resource in (a, b, a, c):
+            assert _ask_bridge(bridge.port, resource) == 200
+        assert stand_in.calls == 3  # A, B, C; the second A from the cache
+        assert _ask_bridge(bridge.port, a) == 200
+        assert stand_in.calls == 3  # used last but one: kept
+        assert _ask_bridge(bridge.port, b) == 200
+        assert stand_in.calls == 4  # used least recently: let go
