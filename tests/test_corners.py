@@ -315,3 +315,31 @@ def test_the_bridge_cache_lets_go_of_the_token_used_least_recently_not_the_oldes
         assert stand_in.calls == 3  # used last but one: kept
         assert _ask_bridge(bridge.port, b) == 200
         assert stand_in.calls == 4  # used least recently: let go
+
+
+# --- the rate gate after idle time ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("idle", [0.0, 3.0, 3600.0])
+def test_the_gate_after_idle_time_lets_through_its_capacity_and_no_more(idle: float) -> None:
+    """A bucket of two starts a second, left idle for an hour, holds two starts, not 7,200:
+    the third call at once is :class:`Busy`."""
+    from legacy_msi_credential._flight import Busy, Gate
+
+    async def scenario() -> list[str]:
+        now = [0.0]
+        gate = Gate(concurrent=100, rate=2, wait=0.0, clock=lambda: now[0])
+
+        async def call() -> str:
+            return "ok"
+
+        now[0] += idle
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(await gate.run(call))
+            except Busy:
+                outcomes.append("busy")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok", "ok", "busy", "busy"]
