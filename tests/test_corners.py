@@ -6,12 +6,17 @@ conclusions, the settings document and the chain's keywords."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,23 @@ from .hostile import HostileServer, attempt, http_answer, texts_of
 from .test_bridge_service import StandIn, _until, status_of, token_request
 
 ARM = "https://management.azure.com/.default"
+
+
+@contextlib.contextmanager
+def _log_messages(name: str) -> Iterator[list[str]]:
+    """The messages logged on ``name`` (and below) meanwhile, whatever the levels set elsewhere."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger, keep = logging.getLogger(name), Keep()
+    logger.addHandler(keep)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(keep)
 
 
 # --- a caller's own transport settings ------------------------------------------------------
@@ -343,3 +365,95 @@ def test_the_gate_after_idle_time_lets_through_its_capacity_and_no_more(idle: fl
         return outcomes
 
     assert asyncio.run(scenario()) == ["ok", "ok", "busy", "busy"]
+
+
+# --- notify errors other than a missing socket ----------------------------------------------
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A folder whose paths fit a Unix socket's address (108 bytes), wherever ``TMPDIR`` points."""
+    folder = Path(tempfile.mkdtemp(prefix="lmc-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o700)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: The notifier's module alone (standard library only), loaded from its file: a new process
+#: importing the whole bridge (aiohttp, azure-core) would take most of a second.
+_NOTIFY_PROBE = """
+import importlib.util, json, logging, sys
+spec = importlib.util.spec_from_file_location("notify", sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+Notifier = module.Notifier
+said = []
+class Keep(logging.Handler):
+    def emit(self, record): said.append(record.getMessage())
+logging.getLogger("legacy_msi_credential.bridge").addHandler(Keep())
+notifier = Notifier(sys.argv[1])
+sent = [notifier.ready("up"), notifier.ping()]
+print(json.dumps([sent, notifier.dropped, said]))
+"""
+
+
+def _notify_outcome(address: str, *, as_nobody: bool = False) -> list[Any]:
+    """What a notifier sending to ``address`` returns, counts and says, in a process of its own
+    (as uid 65534 with ``as_nobody``, for whom root's files are closed)."""
+    from legacy_msi_credential.bridge import Notifier
+
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", _NOTIFY_PROBE, address, inspect.getfile(Notifier)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    outcome: list[Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+def test_a_notify_socket_that_refuses_or_is_of_another_kind_is_said_and_never_raised(short_dir: Path) -> None:
+    """A stale path (its reader gone: refused) and a stream socket where systemd's datagram
+    socket should be: each send returns False and is said, naming the socket and why; none is
+    counted as a full queue's drop, and nothing is raised into the serving loop."""
+    from legacy_msi_credential.bridge import Notifier
+
+    stale = str(short_dir / "stale")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+        gone.bind(stale)
+    stream = str(short_dir / "stream")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(stream)
+        listener.listen(1)
+        for address, why in ((stale, "Connection refused"), (stream, "Protocol wrong type for socket")):
+            notifier = Notifier(address)
+            with _log_messages("legacy_msi_credential.bridge") as said:
+                assert notifier.ready("up") is False
+                assert notifier.ping() is False
+            assert notifier.dropped == 0
+            assert said == [f"could not notify systemd at {address}: {why}"] * 2
+
+
+def test_a_notify_socket_this_user_may_not_write_is_said_and_never_raised(short_dir: Path) -> None:
+    address = str(short_dir / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(address)
+        os.chmod(address, 0o600)  # systemd's own socket, as another user sees it
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("needs setpriv to send as another user")
+            short_dir.chmod(0o755)
+            outcome = _notify_outcome(address, as_nobody=True)
+        else:
+            short_dir.chmod(0o000)
+            try:
+                outcome = _notify_outcome(address)
+            finally:
+                short_dir.chmod(0o700)
+    assert outcome == [[False, False], 0, [f"could not notify systemd at {address}: Permission denied"] * 2]
