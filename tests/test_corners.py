@@ -457,3 +457,42 @@ def test_a_notify_socket_this_user_may_not_write_is_said_and_never_raised(short_
             finally:
                 short_dir.chmod(0o700)
     assert outcome == [[False, False], 0, [f"could not notify systemd at {address}: Permission denied"] * 2]
+
+
+# --- the settings document for every listening form -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://localhost:50342/"),  # as the extension writes it
+        ("localhost", "http://localhost:50342/"),
+        ("::1", "http://[::1]:50342/"),
+        ("[::1]", "http://[::1]:50342/"),
+        ("127.0.0.2", "http://127.0.0.2:50342/"),
+        # Every address (with allow_remote): loopback among them, by the name credentials accept.
+        ("0.0.0.0", "http://localhost:50342/"),
+        ("::", "http://localhost:50342/"),
+        ("[::]", "http://localhost:50342/"),
+    ],
+)
+def test_the_settings_document_names_a_url_a_credential_accepts_for_every_listening_form(host: str, url: str) -> None:
+    from legacy_msi_credential._rules import settings_document
+
+    document = settings_document(host, 50342)
+    assert document == {"url": url}
+    LegacyMsiCredential(endpoint=document["url"] + "oauth2/token")  # no ValueError: a loopback URL
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_a_settings_file_a_server_writes_gets_a_token(
+    host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over the wire: the file a server on each loopback form writes, read by a credential."""
+    settings = tmp_path / "ManagedIdentity-Settings"
+    with Emulator(host=host, port=0) as vm:
+        vm.write_settings(settings)
+        monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", str(settings))
+        with LegacyMsiCredential() as credential:
+            assert credential.get_token(ARM).token
+        assert vm.request_count == 1
