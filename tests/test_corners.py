@@ -12,11 +12,14 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,9 @@ import requests
 from legacy_msi_credential import LegacyMsiCredential, TokenRequestError
 from legacy_msi_credential.aio import LegacyMsiCredential as AsyncLegacyMsiCredential
 from legacy_msi_credential.bridge import Bridge, BridgeLimits, SourceLimits, TokenSource
-from legacy_msi_credential.emulator import Emulator
+from legacy_msi_credential.emulator import Emulator, Fault
 
-from .conftest import AsyncTwin, SleepRecorder, SyncTwin
+from .conftest import AsyncTwin, SleepRecorder, SyncTwin, cli, closed_port
 from .hostile import HostileServer, attempt, http_answer, texts_of
 from .test_bridge_service import StandIn, _until, status_of, token_request
 
@@ -496,3 +499,110 @@ def test_a_settings_file_a_server_writes_gets_a_token(
         with LegacyMsiCredential() as credential:
             assert credential.get_token(ARM).token
         assert vm.request_count == 1
+
+
+# --- CLI flags reach what they configure (the real parser, the real command) ----------------
+
+
+def _serving(short_dir: Path, argv: list[str], check: Callable[[str], Any]) -> tuple[Any, Any]:
+    """``legacy-msi serve ARGV`` run in this process through ``cli.main``; once it tells a
+    stand-in for systemd's socket it is ready, ``check(status)`` runs from a thread (the
+    status names the endpoint), then SIGTERM stops it. Returns what ``cli`` returns and
+    what ``check`` did (None if it never became ready)."""
+    address = str(short_dir / "notify")
+    outcome: dict[str, Any] = {}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(address)
+        systemd.settimeout(30)
+
+        def watch() -> None:
+            try:
+                status = systemd.recv(4096).decode()
+            except OSError as exc:
+                outcome["error"] = exc
+                return
+            if not status.startswith("READY=1"):
+                return  # the poke below: main returned without becoming ready
+            try:
+                outcome["value"] = check(status)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler is serve's, installed before READY
+
+        access = logging.getLogger("legacy_msi_credential.bridge.access")
+        saved = access.handlers[:], access.level, access.propagate
+        thread = threading.Thread(target=watch)
+        thread.start()
+        try:
+            done = cli("serve", *argv, env={"NOTIFY_SOCKET": address})
+        finally:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
+                poke.sendto(b"returned", address)
+            thread.join(30)
+            access.handlers[:], access.level, access.propagate = saved
+    os.unlink(address)
+    if "error" in outcome:
+        raise AssertionError(f"{outcome['error']!r}; stderr: {done.stderr[-2000:]}") from outcome["error"]
+    return done, outcome.get("value")
+
+
+def _get(url: str, **params: str) -> requests.Response:
+    return requests.get(url, params=params, headers={"Metadata": "true"}, timeout=30)
+
+
+def test_every_serve_flag_reaches_what_it_configures(short_dir: Path, tmp_path: Path) -> None:
+    """--port, --host, --source, --imds-url, --source-timeout, --write-settings and
+    --no-access-log, through the parser: where it listens, what it writes, where it asks,
+    how long it waits for the source, what it logs."""
+    port = closed_port()
+    settings = tmp_path / "ManagedIdentity-Settings"
+    endpoint = f"http://[::1]:{port}/oauth2/token"
+    with Emulator(port=0) as imds:
+        argv = ["--port", str(port), "--host", "::1", "--source", "imds", "--imds-url", imds.imds_authority]
+        argv += ["--source-timeout", "0.2", "--write-settings", str(settings), "--no-access-log"]
+
+        def check(status: str) -> float:
+            assert status == f"READY=1\nSTATUS=serving {endpoint} from the imds source"
+            assert json.loads(settings.read_text()) == {"url": f"http://[::1]:{port}/"}
+            with pytest.raises(requests.ConnectionError):  # ::1 alone, not 127.0.0.1 as well
+                _get(f"http://127.0.0.1:{port}/oauth2/token", resource=RESOURCE)
+            assert _get(endpoint, resource=RESOURCE).status_code == 200
+            assert imds.requests[-1].path == "/metadata/identity/oauth2/token"
+            assert requests.get(f"http://[::1]:{port}/healthz", timeout=10).json()["source"] == "imds"
+            imds.add_faults(Fault.hang(30.0))
+            started = time.monotonic()
+            slow = _get(endpoint, resource="https://vault.azure.net")
+            assert slow.status_code >= 500, slow.text
+            return time.monotonic() - started
+
+        done, waited = _serving(short_dir, argv, check)
+    assert done.returncode == 0, done.stderr
+    assert waited < 5  # the source was given 0.2 s, not the default 20 s
+    assert not settings.exists()  # removed on the way out
+    assert "GET /oauth2/token" not in done.stderr
+    assert "GET /healthz" not in done.stderr
+
+
+def test_serve_without_no_access_log_logs_each_request_and_serves_the_source_named(short_dir: Path) -> None:
+    def check(status: str) -> Any:
+        url = status.split("serving ", 1)[1].split(" ", 1)[0].replace("/oauth2/token", "/healthz")
+        return requests.get(url, timeout=10).json()["source"]
+
+    done, source = _serving(short_dir, ["--port", "0", "--source", "cli"], check)
+    assert done.returncode == 0, done.stderr
+    assert source == "cli"
+    assert " GET /healthz - 200 " in done.stderr
+
+
+def test_allow_remote_reaches_the_bridge(short_dir: Path) -> None:
+    """Without the flag, an address that is not loopback is the parser's refusal naming it;
+    with it, the bridge tries that address (which this host does not have)."""
+    refused, served = _serving(short_dir, ["--host", "192.0.2.1", "--port", "0"], lambda s: s)
+    assert served is None, served
+    assert refused.returncode == 2
+    assert "not a loopback address; pass --allow-remote" in refused.stderr
+    tried, served = _serving(short_dir, ["--host", "192.0.2.1", "--port", "0", "--allow-remote"], lambda s: s)
+    assert served is None, served
+    assert tried.returncode == 1
+    assert "cannot listen on 192.0.2.1:0" in tried.stderr
