@@ -606,3 +606,42 @@ def test_allow_remote_reaches_the_bridge(short_dir: Path) -> None:
     assert served is None, served
     assert tried.returncode == 1
     assert "cannot listen on 192.0.2.1:0" in tried.stderr
+
+
+# --- the doctor's conclusions on look-alikes ------------------------------------------------
+
+
+def test_the_doctor_does_not_take_any_400_for_the_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server answering every request 400 with a JSON error of its own: the extension answers
+    a request without ``Metadata: true`` with 400 ``bad_request_102``, so this is something else
+    on the port, not an extension that refused."""
+    body = json.dumps({"error": "invalid_request", "error_description": "missing api key"}).encode()
+    answer = http_answer("400 Bad Request", {"Content-Type": "application/json", "Connection": "close"}, body)
+    with HostileServer(lambda _: [answer, None]) as server:
+        done = cli("doctor", "--endpoint", server.endpoint, "--skip-imds")
+    assert done.returncode == 1, done.stdout
+    assert "answers like the extension" not in done.stdout
+    assert "got HTTP 400 with" in done.stdout
+    assert "the extension answers 400 bad_request_102" in done.stdout
+    verdict = done.stdout.split("Verdict: ", 1)[1]
+    assert verdict.startswith("something else is listening on the extension's port"), verdict
+
+
+def test_the_doctor_with_skip_imds_sends_nothing_to_an_imds_that_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMDS (an emulator on loopback, named where the doctor and the chain look for it) answers:
+    without ``--skip-imds`` both ask it; with it, neither does, and the verdict does not rest on it."""
+    monkeypatch.delenv("AZURE_POD_IDENTITY_AUTHORITY_HOST")  # so that the chain follows LEGACY_MSI_IMDS_URL too
+    nothing = f"http://127.0.0.1:{closed_port()}/oauth2/token"
+    with Emulator(port=0) as imds:
+        monkeypatch.setenv("LEGACY_MSI_IMDS_URL", imds.imds_authority)
+        probed = cli("doctor", "--endpoint", nothing)
+        asked = imds.request_count
+        imds.reset()
+        skipped = cli("doctor", "--endpoint", nothing, "--skip-imds")
+        assert imds.request_count == 0, [request.path for request in imds.requests]
+    assert asked >= 2  # the doctor's probe and the chain's ManagedIdentityCredential
+    assert probed.returncode == 0, probed.stdout
+    assert "ManagedIdentityCredential answers" in probed.stdout
+    assert skipped.returncode == 1, skipped.stdout
+    assert "not probed (--skip-imds)" in skipped.stdout
+    assert "ManagedIdentityCredential" not in skipped.stdout.split("Verdict: ", 1)[1]
