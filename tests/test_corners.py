@@ -645,3 +645,47 @@ def test_the_doctor_with_skip_imds_sends_nothing_to_an_imds_that_answers(monkeyp
     assert skipped.returncode == 1, skipped.stdout
     assert "not probed (--skip-imds)" in skipped.stdout
     assert "ManagedIdentityCredential" not in skipped.stdout.split("Verdict: ", 1)[1]
+
+
+# --- azure-identity's own steps keep the caller's keywords ----------------------------------
+
+
+def test_the_callers_pipeline_keywords_reach_azure_identitys_managed_identity_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drop-in reads ``transport``, ``user_agent`` and ``headers`` for the legacy step; it
+    must leave them for azure-identity's steps too: IMDS (an emulator) is asked through the
+    caller's transport, with the caller's user agent and headers."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    from legacy_msi_credential import DefaultAzureCredential
+
+    class Recording(RequestsTransport):  # type: ignore[misc]
+        urls: list[str] = []
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            Recording.urls.append(request.url)
+            return super().send(request, **kwargs)
+
+    monkeypatch.setenv("LEGACY_MSI_ENDPOINT", f"http://127.0.0.1:{closed_port()}/oauth2/token")
+    with Emulator(port=0) as imds:
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.imds_authority)
+        credential = DefaultAzureCredential(
+            transport=Recording(),
+            user_agent="caller-agent/1.0",
+            headers={"x-caller": "kept"},
+            exclude_cli_credential=True,
+            exclude_developer_cli_credential=True,
+            exclude_powershell_credential=True,
+            exclude_environment_credential=True,
+            exclude_workload_identity_credential=True,
+            exclude_shared_token_cache_credential=True,
+        )
+        with credential:
+            assert credential.get_token(ARM).token
+        assert type(credential._successful_credential).__name__ == "ManagedIdentityCredential"
+        asked = [request for request in imds.requests if request.path == "/metadata/identity/oauth2/token"]
+    assert asked, "IMDS was never asked"
+    assert any("/metadata/identity/oauth2/token" in url for url in Recording.urls)  # through the caller's transport
+    assert "caller-agent/1.0" in asked[-1].headers["User-Agent"]
+    assert asked[-1].headers["x-caller"] == "kept"
