@@ -384,13 +384,13 @@ def short_dir() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-#: The notifier's module alone (standard library only), loaded from its file: a new process
-#: importing the whole bridge (aiohttp, azure-core) would take most of a second.
+#: The notifier's module alone (standard library only), its source read from stdin: a new
+#: process importing the whole bridge (aiohttp, azure-core) would take most of a second, and
+#: the other user may not be able to read this checkout.
 _NOTIFY_PROBE = """
-import importlib.util, json, logging, sys
-spec = importlib.util.spec_from_file_location("notify", sys.argv[2])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+import json, logging, sys, types
+module = types.ModuleType("notify")
+exec(compile(sys.stdin.read(), "notify", "exec"), module.__dict__)
 Notifier = module.Notifier
 said = []
 class Keep(logging.Handler):
@@ -409,12 +409,13 @@ def _notify_outcome(address: str, *, as_nobody: bool = False) -> list[Any]:
 
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
     result = subprocess.run(
-        [*prefix, sys.executable, "-c", _NOTIFY_PROBE, address, inspect.getfile(Notifier)],
+        [*prefix, sys.executable, "-c", _NOTIFY_PROBE, address],
+        input=Path(inspect.getfile(Notifier)).read_text(encoding="utf-8"),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        cwd="/",
     )
     assert result.returncode == 0, result.stderr
     outcome: list[Any] = json.loads(result.stdout.strip().splitlines()[-1])
