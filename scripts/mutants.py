@@ -46,6 +46,7 @@ CLAIMS_TESTS = ("tests/test_claims_and_flight.py", "tests/test_bridge_service.py
 WIRE_TESTS = ("tests/test_endpoint.py", "tests/test_credential.py", "tests/test_loopback_namespace.py")
 TEXT_TESTS = ("tests/test_small_parts.py", "tests/test_hostile.py")
 CHAIN_TESTS = ("tests/test_default_chain.py",)
+CORNER_TESTS = ("tests/test_corners.py",)
 
 MUTANTS = [
     # --- the protocol's rules (_server): what the bridge and the emulator refuse ---------------
@@ -398,6 +399,170 @@ MUTANTS = [
         "            client_id = None\n",
         "managed_identity_client_id selects the identity, for the legacy step too",
         CHAIN_TESTS,
+    ),
+    # --- corners: a caller's transport, secrets, keywords, the servers' edges, the CLI, the chain -
+    Mutant(
+        "guard: a caller's session.proxies used for plain http to loopback",
+        "legacy_msi_credential/_guard.py",
+        '        if self.require_loopback and str(request.url).lower().startswith("http://"):\n',
+        "        if False:\n",
+        "proxies are never used for plain http to loopback, a caller's own session's included",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "protocol: a short secret repeated in error_description shown",
+        "legacy_msi_credential/_protocol.py",
+        "        if isinstance(secret, str) and len(secret) >= 4:\n",
+        "        if isinstance(secret, str) and len(secret) >= 20:\n",
+        "no secret of the answer in a message, whatever its shape",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "retry: timeout accepted where the credential is built",
+        "legacy_msi_credential/_retry.py",
+        "            if name in kwargs:\n",
+        '            if name in kwargs and name.startswith("retry_"):\n',
+        "timeout= and the other refused keywords raise a ValueError at construction, by name",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "chain: the async stand-in for an unusable legacy step cannot be closed",
+        "legacy_msi_credential/_chain.py",
+        "    async def close(self) -> None:  # type: ignore[override]\n        return None\n\n",
+        "",
+        "the async drop-in opens and closes as azure-identity's, whatever its legacy step",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "emulator: a client not on loopback is served",
+        "legacy_msi_credential/emulator/__init__.py",
+        "            self.command, self.path, tuple(self.headers.items()), "
+        "is_loopback_address(self.client_address[0]), params\n",
+        "            self.command, self.path, tuple(self.headers.items()), True, params\n",
+        "only loopback clients, even with allow_remote",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "emulator: the health path answered to a client not on loopback",
+        "legacy_msi_credential/emulator/__init__.py",
+        "            refused = admit(self._facts({}), emulator._policy)\n",
+        "            refused = None\n",
+        "every path obeys the one rule: loopback clients only",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "bridge: a displaced connection left open",
+        "legacy_msi_credential/bridge/_app.py",
+        "    def close(self) -> None:\n        self.disarm()\n        if self.transport is not None:\n"
+        "            self.transport.abort()\n",
+        "    def close(self) -> None:\n        self.disarm()\n        if self.transport is not None:\n"
+        "            self.transport.pause_reading()\n",
+        "a connection the bridge lets go is closed, its descriptor and its place freed",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "bridge: the client deadline runs on while the source answers",
+        "legacy_msi_credential/bridge/_app.py",
+        "            connection.disarm()  # the request is in: what remains is the source's time\n",
+        "            pass\n",
+        "the client deadline is for receiving the request; a slower source still answers",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "rules: an alias pair counted as one identity parameter",
+        "legacy_msi_credential/_server/_legacy.py",
+        "    if len(_identity_names(request)) > 1:\n",
+        "    if len({IDENTITY_ALIASES.get(name, name) for name in _identity_names(request)}) > 1:\n",
+        "one identity parameter, never one of two read and the other ignored",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "rules: an identity parameter in another case passes",
+        "legacy_msi_credential/_server/_legacy.py",
+        "if name not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)",
+        "if name.lower() not in IDENTITY_NAMES and name not in TOLERATED_PARAMETERS)",
+        "Client_ID is refused, never read as a request for the system-assigned identity",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "rules: a 405 in POST-only mode allows GET",
+        "legacy_msi_credential/_server/_legacy.py",
+        'allowed = "GET, POST" if policy.accept_get else "POST"',
+        'allowed = "GET, POST"',
+        "a 405's Allow header names what this server allows",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "cache: the token stored first let go, not the one used least recently",
+        "legacy_msi_credential/_cache.py",
+        "        if user in holders:\n            held.move_to_end(key)\n            return\n",
+        "        if user in holders:\n            return\n",
+        "a full cache lets go of the token used least recently",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "gate: a bucket fills past its capacity while idle",
+        "legacy_msi_credential/_server/_flights.py",
+        "        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)\n",
+        "        self._tokens = self._tokens + (now - self._last) * self._rate\n",
+        "at most rate starts a second, however long the source was idle",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "notify: an error other than a full queue raised",
+        "legacy_msi_credential/bridge/_notify.py",
+        "        except OSError as exc:\n",
+        "        except BlockingIOError as exc:\n",
+        "systemd's socket never stops the serving loop: each failure is said, none raised",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "cli: --source-timeout does not reach the source",
+        "legacy_msi_credential/cli/_serve.py",
+        "source = TokenSource(args.source, timeout=args.source_timeout)",
+        "source = TokenSource(args.source)",
+        "each serve flag configures what it names",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "doctor: any 400 taken for the extension's",
+        "legacy_msi_credential/cli/_doctor.py",
+        'if status == 400 and _json_field(body, "error") == "bad_request_102":',
+        "if status == 400:",
+        "the doctor names what listens by what it answers: only the extension answers 400 bad_request_102",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "doctor: --skip-imds leaves IMDS in the chain",
+        "legacy_msi_credential/cli/_doctor.py",
+        "        if args.skip_imds:\n            chain.credentials",
+        "        if False:\n            chain.credentials",
+        "--skip-imds sends nothing to IMDS",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "rules: bare ::1 unbracketed in the settings document",
+        "legacy_msi_credential/_server/_legacy.py",
+        """    bracketed = f"[{host.strip('[]')}]" if ":" in host else host\n""",
+        "    bracketed = host\n",
+        "the settings file a server writes is one a credential reads, for every listening form",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "rules: the unspecified address in the settings document",
+        "legacy_msi_credential/_server/_legacy.py",
+        '        every = ipaddress.ip_address(host.strip("[]")).is_unspecified\n',
+        "        every = False\n",
+        "the settings file a server writes is one a credential reads, for every listening form",
+        CORNER_TESTS,
+    ),
+    Mutant(
+        "chain: the caller's pipeline keywords taken from azure-identity",
+        "legacy_msi_credential/_chain.py",
+        "pipeline=tuple((name, kwargs[name]) for name in PIPELINE_KEYWORDS if name in kwargs),",
+        "pipeline=tuple((name, kwargs.pop(name)) for name in PIPELINE_KEYWORDS if name in kwargs),",
+        "the caller's transport and pipeline keywords reach azure-identity's steps too",
+        CORNER_TESTS,
     ),
 ]
 

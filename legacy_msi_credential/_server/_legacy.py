@@ -13,6 +13,7 @@ application's business, :func:`token_answer` shapes it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import uuid
@@ -414,6 +415,12 @@ def base_url(host: str, port: int) -> str:
 
 def settings_document(host: str, port: int) -> dict[str, str]:
     """The extension's settings file for a server on ``host`` and ``port``: its base URL, on
-    ``localhost`` when bound to 127.0.0.1, as the extension writes it for its ``{"port": N}``."""
-    name = "localhost" if host == "127.0.0.1" else base_url(host, port).split("//", 1)[1].rsplit(":", 1)[0]
+    ``localhost`` when bound to 127.0.0.1, as the extension writes it for its ``{"port": N}``,
+    and when bound to every address (``0.0.0.0``, ``::``), loopback among them: a credential
+    refuses the unspecified address itself."""
+    try:
+        every = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a name
+        every = False
+    name = "localhost" if host == "127.0.0.1" or every else base_url(host, port).split("//", 1)[1].rsplit(":", 1)[0]
     return {"url": f"http://{name}:{port}/"}

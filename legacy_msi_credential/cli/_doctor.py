@@ -99,6 +99,9 @@ class Facts:
     args: argparse.Namespace
     choice: Optional[EndpointChoice] = None
     listening: bool = False
+    #: Whether what listens answered a request without ``Metadata: true`` as the extension does
+    #: (None: it did not answer that request).
+    answers_like_extension: Optional[bool] = None
     #: What answers: ``extension``, ``emulator`` or ``bridge``.
     kind: str = "extension"
     #: What answers, in words (``_what_listens``).
@@ -171,6 +174,7 @@ def _endpoint(facts: Facts) -> list[Finding]:
         timeout=args.timeout,
     )
     if status == 400 and _json_field(body, "error") == "bad_request_102":
+        facts.answers_like_extension = True
         facts.kind, facts.listener = _what_listens(choice.url, args.timeout)
         findings.append(
             Finding("ok", "it answers like the extension (a request without 'Metadata: true' gets 400 bad_request_102)")
@@ -179,6 +183,7 @@ def _endpoint(facts: Facts) -> list[Finding]:
     elif status is None:
         findings.append(Finding("warn", f"a request without 'Metadata: true' got no answer ({error})"))
     else:
+        facts.answers_like_extension = False
         findings.append(
             Finding(
                 "warn",
@@ -201,15 +206,15 @@ def _token(facts: Facts) -> list[Finding]:
     try:
         with LegacyMsiCredential(endpoint=args.endpoint, **identity_kwargs(args)) as credential:
             info = credential.get_token_info(args.resource)
-    except CredentialUnavailableError as exc:
-        facts.problem = (
-            "something else is listening on the extension's port. Fix: find the program "
-            f"(`ss -ltnp | grep {urlsplit(choice.url).port or 80}`) and stop it, or point the credential "
-            "at the real endpoint"
-        )
-        return [Finding("FAIL", exc.message)]
-    except TokenRequestError as exc:
-        facts.problem = "the extension refused. Fix: " + fix_for(exc.error_code)
+    except (CredentialUnavailableError, TokenRequestError) as exc:
+        if isinstance(exc, TokenRequestError) and facts.answers_like_extension is not False:
+            facts.problem = "the extension refused. Fix: " + fix_for(exc.error_code)
+        else:  # an error document, even, from what did not answer as the extension does is not its refusal
+            facts.problem = (
+                "something else is listening on the extension's port. Fix: find the program "
+                f"(`ss -ltnp | grep {urlsplit(choice.url).port or 80}`) and stop it, or point the credential "
+                "at the real endpoint"
+            )
         return [Finding("FAIL", exc.message)]
     facts.got_token = True
     claims = decode_claims(info.token)

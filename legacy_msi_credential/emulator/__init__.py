@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
 from .._server._binding import bind_listeners
-from .._server._legacy import Listening, Policy, decide, name_the_identity, parameters
+from .._server._legacy import Listening, Policy, admit, decide, name_the_identity, parameters
 from .._server._rules import JSON_CONTENT_TYPE, Answer, Refusal, Request, json_answer, refusal_answer
 from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
 from ._tokens import Signer, UserAssignedIdentity, derived_id, mint_jwt, stranger
@@ -576,7 +576,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         emulator = self.emulator
         url = urlsplit(self.path)
         if url.path == HEALTH_PATH and self.command == "GET":
-            self._json(200, emulator._health())
+            # The rule every path obeys (a remote client, even with allow_remote, is refused).
+            refused = admit(self._facts({}), emulator._policy)
+            self.answer(refusal_answer(refused) if refused is not None else json_answer(200, emulator._health()))
             return
         try:
             body = self._read_body()
@@ -600,16 +602,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._answer(params, played)
 
+    def _facts(self, params: Mapping[str, list[str]]) -> Request:
+        """The request as the rules read it: the peer judged on the socket's address, never a header."""
+        return Request(
+            self.command, self.path, tuple(self.headers.items()), is_loopback_address(self.client_address[0]), params
+        )
+
     def _answer(self, params: Mapping[str, list[str]], fault: Fault) -> None:
         emulator = self.emulator
-        request = Request(
-            self.command,
-            self.path,
-            tuple(self.headers.items()),
-            is_loopback_address(self.client_address[0]),
-            params,
-        )
-        decision = decide(request, emulator._policy)
+        decision = decide(self._facts(params), emulator._policy)
         if isinstance(decision, Refusal):
             self.answer(refusal_answer(decision))
             return
