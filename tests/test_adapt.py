@@ -516,12 +516,24 @@ def test_the_command_writes_the_environment_file_serves_and_removes_it_on_sigter
         status, _, body = get(port, app_target(), f"X-IDENTITY-HEADER: {values['IDENTITY_HEADER']}\r\n")
         assert status == 200
         assert body["access_token"] in extension.minted_tokens
+        imds = get(port, IMDS_TARGET, "Metadata: true\r\n")[2]
+        assert get(port, app_target(), f"X-IDENTITY-HEADER: {values['IDENTITY_HEADER'][:-1]}\r\n")[0] == 401
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
     assert process.returncode == 0, err
     assert not env_file.exists()
     assert values["IDENTITY_HEADER"] not in out + err
+    assert values["IDENTITY_HEADER"][:-1] not in out + err  # nor what a client sent as the secret
+    for token in (body["access_token"], imds["access_token"]):
+        assert token not in err
+        assert token.split(".")[1] not in err
+    # The access log, as serve's: one line per request, its path, identity kind, status and time.
+    lines = [line for line in err.splitlines() if " GET " in line]
+    assert len(lines) == 3, err
+    assert " GET /msi/token system-assigned 200 " in lines[0]
+    assert " GET /metadata/identity/oauth2/token system-assigned 200 " in lines[1]
+    assert " GET /msi/token - 401 " in lines[2]
 
 
 def test_the_command_keeps_the_secret_off_help_and_names_the_flag_of_a_bad_state_file(tmp_path: Path) -> None:

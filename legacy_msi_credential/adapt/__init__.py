@@ -223,6 +223,12 @@ class AdaptServing(Serving):
     def failed(self, refusal: Refusal) -> Refusal:
         return _protocols.unavailable(refusal)
 
+    def logged_path(self, path: str) -> str:
+        # The paths served, in the forms served (Java's leading "//", msal-node's trailing "/"), as sent.
+        if _protocols.tolerated_path(path) in (APP_SERVICE_PATH, IMDS_TOKEN_PATH, HEALTH_PATH):
+            return path
+        return super().logged_path(path)
+
     def __repr__(self) -> str:
         return "AdaptServing(<secret hidden>)"
 

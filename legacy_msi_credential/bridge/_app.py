@@ -45,7 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from .._claims import decode_claims
-from .._constants import HEALTH_PATH
+from .._constants import HEALTH_PATH, TOKEN_PATH
 from .._loopback import peer_is_loopback
 from .._server._legacy import LEGACY, Policy, TokenAsk, parameters
 from .._server._limits import ServerLimits
@@ -279,6 +279,12 @@ class Serving:
         """How the source's refusal is answered (the legacy protocol: as it is)."""
         return refusal
 
+    def logged_path(self, path: str) -> str:
+        """The path as the access log shows it: one this server serves as it is (redaction
+        would take a path mixing letters and digits, as IMDS's does, for a token), any
+        other cleaned of anything shaped like a token, of line breaks and of escapes."""
+        return path if path in (TOKEN_PATH, HEALTH_PATH) else clean_text(path, 200)
+
 
 class _Connection(asyncio.Protocol):
     """aiohttp's protocol for one connection, wrapped in a deadline and a budget of bytes.
@@ -469,7 +475,7 @@ class BridgeApp:
         _ACCESS.info(
             "%s %s %s %d %.1f ms",
             clean_text(request.method, 20),
-            clean_text(request.rel_url.path, 200),  # a client's bytes: no line breaks or escapes in the log
+            self.serving.logged_path(request.rel_url.path),  # a client's bytes: cleaned unless a path served
             kind,
             response.status,
             (time.monotonic() - started) * 1000,
