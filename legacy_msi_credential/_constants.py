@@ -6,6 +6,8 @@ from __future__ import annotations
 
 #: Port the extension's ``{"port": 50342}`` setting defaults to.
 DEFAULT_PORT = 50342
+#: The port ``legacy-msi adapt`` serves today's protocols on (packaging/legacy-msi-adapt.socket holds it).
+DEFAULT_ADAPT_PORT = 50343
 #: Path of the token service; the settings file holds only the base URL.
 TOKEN_PATH = "/oauth2/token"
 #: What the extension's documentation and C# sample call.

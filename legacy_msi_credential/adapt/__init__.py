@@ -34,7 +34,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
-from .._constants import HEALTH_PATH, IMDS_TOKEN_PATH, SERVE_HINT
+from .._constants import DEFAULT_ADAPT_PORT, HEALTH_PATH, IMDS_TOKEN_PATH, SERVE_HINT
 from .._endpoint import ENDPOINT_VARIABLES, EndpointChoice, resolve_endpoint
 from .._loopback import is_loopback_host
 from .._server._legacy import Policy, TokenAsk, base_url
@@ -55,8 +55,6 @@ __all__ = ["SERVER_NAME", "AdaptServing", "Adapter", "Secret", "environment_line
 
 #: What the ``Server`` header and the health path say the adapter is.
 SERVER_NAME = "legacy-msi-adapt"
-#: The port ``legacy-msi adapt`` binds by default (the extension's, plus one).
-DEFAULT_ADAPT_PORT = 50343
 #: The variables the adapter writes, in the order it writes them.
 ENV_IDENTITY_ENDPOINT = "IDENTITY_ENDPOINT"
 ENV_IDENTITY_HEADER = "IDENTITY_HEADER"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import signal
-import sys
 import threading
 from typing import Any, TextIO
 
-#: The default port, written here too so that ``--help`` does not import the server.
-DEFAULT_ADAPT_PORT = 50343
+from .._constants import DEFAULT_ADAPT_PORT
+from ._common import served_logs
 
 
 def add_parser(commands: Any) -> None:
@@ -86,21 +84,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if new:
         out.write(f"A new secret was made and kept in {state_file}.\n")
-    from ..bridge._log import BRIDGE_LOGGERS, OFF_LOOP
-
-    if not args.no_access_log:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access = logging.getLogger("legacy_msi_credential.bridge.access")
-        access.addHandler(stream)
-        access.setLevel(logging.INFO)
-        access.propagate = False
-    held = ("", *BRIDGE_LOGGERS)
-    OFF_LOOP.hold(*held)
-    try:
+    with served_logs(not args.no_access_log):
         return _serve(args, out, secret)
-    finally:
-        OFF_LOOP.release(*held)
 
 
 def _serve(args: argparse.Namespace, out: TextIO, secret: Any) -> int:

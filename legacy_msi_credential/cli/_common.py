@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from .. import _claims
-from .._constants import ENV_IMDS_URL, IDENTITY_PARAMETERS
+from .._constants import DEFAULT_PORT, ENV_IMDS_URL, IDENTITY_PARAMETERS
 
 DEFAULT_RESOURCE = "https://management.azure.com/"
 
@@ -120,6 +122,48 @@ def settings_file(server: Any, path: Optional[str]) -> Iterator[Optional[str]]:
         if written:
             with contextlib.suppress(OSError):
                 written.remove()
+
+
+def add_listening_options(parser: argparse.ArgumentParser, *, remote_note: str = "") -> None:
+    """``--port``, ``--host`` and ``--allow-remote``, worded the same for every server command."""
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 serves ::1 too, on the same port (left out only where the host has no IPv6); "
+        "a name serves every address it resolves to; :: serves every address, IPv4 included; a port another "
+        "process holds on any of them is a refusal to start (default: 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help=f"allow binding an address that is not loopback{remote_note} (default: refused)",
+    )
+
+
+@contextlib.contextmanager
+def served_logs(access_log: bool) -> Iterator[None]:
+    """The logging of a process that serves (``serve``, ``adapt``): one access line per request on
+    stderr (unless ``access_log`` is false), and every record of the process, azure-identity's
+    and asyncio's too, written from a thread of its own, so that a stderr nobody reads never
+    stops the serving loop (what does not fit in the queue is dropped, counted and said on stop)."""
+    from ..bridge._log import BRIDGE_LOGGERS, OFF_LOOP
+
+    if access_log:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("legacy_msi_credential.bridge.access")
+        access.addHandler(stream)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    held = ("", *BRIDGE_LOGGERS)
+    OFF_LOOP.hold(*held)
+    try:
+        yield
+    finally:
+        OFF_LOOP.release(*held)
 
 
 def point_azure_identity_at_imds(url: Optional[str]) -> None:

@@ -11,8 +11,8 @@ import subprocess
 import textwrap
 from typing import Any, TextIO
 
-from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, ENV_ENDPOINT
-from ._common import settings_file
+from .._constants import EMULATOR_LIFETIME, ENV_ENDPOINT
+from ._common import add_listening_options, settings_file
 
 
 def add_parser(commands: Any) -> None:
@@ -40,19 +40,7 @@ def add_parser(commands: Any) -> None:
   wrong-identity            a token (and client_id) of an identity not asked for
 example: legacy-msi emulate --port 0 --fault 503x2,drop -- python app.py""",
     )
-    emulate.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
-    )
-    emulate.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind: 127.0.0.1 serves ::1 too, on the same port (left out only where the host has no IPv6); "
-        "a name serves every address it resolves to; :: serves every address, IPv4 included; a port another "
-        "process holds on any of them is a refusal to start (default: 127.0.0.1)",
-    )
-    emulate.add_argument(
-        "--allow-remote", action="store_true", help="allow binding an address that is not loopback (default: refused)"
-    )
+    add_listening_options(emulate)
     emulate.add_argument(
         "--lifetime",
         type=int,

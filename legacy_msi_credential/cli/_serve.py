@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
-import sys
 import threading
 from typing import Any, TextIO
 
-from .._constants import BRIDGE_SOURCES, DEFAULT_PORT, ENV_IMDS_URL
+from .._constants import BRIDGE_SOURCES, ENV_IMDS_URL
 from .._server._limits import ServerLimits
-from ._common import point_azure_identity_at_imds, settings_file
+from ._common import add_listening_options, point_azure_identity_at_imds, served_logs, settings_file
 
 
 def add_parser(commands: Any) -> None:
@@ -23,22 +21,7 @@ def add_parser(commands: Any) -> None:
         "DefaultAzureCredential (needs the identity extra). One source request per identity and resource, "
         "cached until five minutes before expiry. Stops cleanly on SIGTERM, removing a settings file it wrote.",
     )
-    serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to bind; 0 for a free one (default: {DEFAULT_PORT})"
-    )
-    serve.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind: 127.0.0.1 serves ::1 too, on the same port (left out only where the host has no IPv6); "
-        "a name serves every address it resolves to; :: serves every address, IPv4 included; a port another "
-        "process holds on any of them is a refusal to start (default: 127.0.0.1)",
-    )
-    serve.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow binding an address that is not loopback; requests not over loopback are still refused "
-        "(default: refused)",
-    )
+    add_listening_options(serve, remote_note="; requests not over loopback are still refused")
     serve.add_argument(
         "--source",
         choices=BRIDGE_SOURCES,
@@ -73,25 +56,9 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from ..bridge._log import BRIDGE_LOGGERS, OFF_LOOP
-
     point_azure_identity_at_imds(args.imds_url)
-    if not args.no_access_log:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access = logging.getLogger("legacy_msi_credential.bridge.access")
-        access.addHandler(stream)
-        access.setLevel(logging.INFO)
-        access.propagate = False
-    # Every record of this process, the access log's, azure-identity's and asyncio's too, is
-    # written to stderr from a thread of its own: a stderr nobody reads must not stop the
-    # serving loop (what does not fit in the queue is dropped, counted and said on stop).
-    held = ("", *BRIDGE_LOGGERS)
-    OFF_LOOP.hold(*held)
-    try:
+    with served_logs(not args.no_access_log):
         return _serve(args, out)
-    finally:
-        OFF_LOOP.release(*held)
 
 
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
