@@ -10,7 +10,7 @@ import threading
 from typing import Any, TextIO
 
 from .._constants import DEFAULT_ADAPT_PORT
-from ._common import served_logs
+from ._common import add_access_log_option, served_logs
 
 
 def add_parser(commands: Any) -> None:
@@ -63,11 +63,7 @@ def add_parser(commands: Any) -> None:
         help="write a new secret to --state-file and exit; restart the service to serve it (clients read "
         "IDENTITY_HEADER again when they start) (default: serve)",
     )
-    adapt.add_argument(
-        "--no-access-log",
-        action="store_true",
-        help="no line per request on stderr (by default: method, path, identity kind, status and milliseconds)",
-    )
+    add_access_log_option(adapt)
     adapt.set_defaults(run=run)
 
 

@@ -143,6 +143,15 @@ def add_listening_options(parser: argparse.ArgumentParser, *, remote_note: str =
     )
 
 
+def add_access_log_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-access-log``, read by :func:`served_logs`."""
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no line per request on stderr (by default: method, path, identity kind, status and milliseconds)",
+    )
+
+
 @contextlib.contextmanager
 def served_logs(access_log: bool) -> Iterator[None]:
     """The logging of a process that serves (``serve``, ``adapt``): one access line per request on

@@ -9,7 +9,13 @@ from typing import Any, TextIO
 
 from .._constants import BRIDGE_SOURCES, ENV_IMDS_URL
 from .._server._limits import ServerLimits
-from ._common import add_listening_options, point_azure_identity_at_imds, served_logs, settings_file
+from ._common import (
+    add_access_log_option,
+    add_listening_options,
+    point_azure_identity_at_imds,
+    served_logs,
+    settings_file,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -47,11 +53,7 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         help=f"where the imds source asks, e.g. a local emulator (default: ${ENV_IMDS_URL}, else IMDS itself)",
     )
-    serve.add_argument(
-        "--no-access-log",
-        action="store_true",
-        help="no line per request on stderr (by default: method, path, identity kind, status and milliseconds)",
-    )
+    add_access_log_option(serve)
     serve.set_defaults(run=run)
 
 

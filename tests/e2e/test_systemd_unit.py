@@ -188,8 +188,8 @@ def test_the_unit_writes_the_settings_file_whole_and_never_through_a_link(tmp_pa
 
 
 def test_the_adapters_units_say_what_they_promise() -> None:
-    from legacy_msi_credential.bridge import UNIT_LIMITS
     from legacy_msi_credential._constants import DEFAULT_ADAPT_PORT
+    from legacy_msi_credential.bridge import UNIT_LIMITS
 
     socket_unit, service = _settings(ADAPT_SOCKET), _settings(ADAPT)
     # systemd holds the port on both addresses the server core binds, for one service.
