@@ -52,10 +52,9 @@ class CredentialBase(abc.ABC):
     * :meth:`_exchange`: one request through the pipeline (retries and reading included);
     * ``close``, and ``get_token``/``get_token_info`` with their fast path.
 
-    At the lock, a caller that holds a still-valid token (``Action.TRY_REFRESH``) never
-    waits for another's refresh: the sync twin uses ``acquire(blocking=False)``; the async
-    twin checks ``locked()``, which is as good because nothing runs between the check and
-    the return (``asyncio.Lock`` has no non-blocking acquire).
+    Who refreshes a still-valid token, and that a caller holding one never waits for
+    another's refresh, is decided by :class:`legacy_msi_credential._flight.SingleFlight`
+    before a twin takes its lock.
     """
 
     _credential_name = "LegacyMsiCredential"

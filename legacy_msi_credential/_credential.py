@@ -128,11 +128,8 @@ class LegacyMsiCredential(CredentialBase):
             self._closed = False
         ticket = self._flight.begin(resource, force=claims is not None)
         if ticket.fresh is not None:
-            return self._remember(scopes, ticket.fresh)
+            return self._remember(scopes, ticket.fresh)  # fresh, or valid while another caller replaces it
         lock = self._lock(resource)
-        refreshing = ticket.refreshing
-        if refreshing is not None and not refreshing.claim_refresh():
-            return refreshing  # another caller is refreshing it: one holding a valid token never waits
         try:
             # The with statement takes and releases the lock itself: no line of Python runs
             # between taking it and being sure to release it, so no exception (an interrupt
@@ -145,8 +142,7 @@ class LegacyMsiCredential(CredentialBase):
                 # Outside any except block: a failure raised from here has nothing chained to it.
                 return self._conclude(scopes, ticket, fetched, failure)
         finally:
-            if refreshing is not None:
-                refreshing.give_back_refresh()  # whatever happened, a later caller may refresh it
+            self._flight.end(ticket)  # whatever happened, a later caller may refresh it
 
     def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise. Its own method: a ``try`` statement directly in a

@@ -179,19 +179,18 @@ class LegacyMsiCredential(CredentialBase):
             self._loops_guard = threading.Lock()
         ticket = self._flight.begin(resource, force=claims is not None)
         if ticket.fresh is not None:
-            return self._remember(scopes, ticket.fresh)
+            return self._remember(scopes, ticket.fresh)  # fresh, or valid while another task replaces it
         lock = self._lock(resource)
-        # locked() rather than a non-blocking acquire, which asyncio.Lock lacks: nothing can
-        # run between this check and the return, so a caller holding a valid token never waits.
-        if ticket.refreshing is not None and lock.locked():
-            return ticket.refreshing
-        async with lock:
-            served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
-            if served is not None:
-                return self._remember(scopes, served)  # another task got a token meanwhile
-            fetched, failure = await self._try_fetch(resource)
-            # Outside any except block: a failure raised from here has nothing chained to it.
-            return self._conclude(scopes, ticket, fetched, failure)
+        try:
+            async with lock:
+                served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
+                if served is not None:
+                    return self._remember(scopes, served)  # another task got a token meanwhile
+                fetched, failure = await self._try_fetch(resource)
+                # Outside any except block: a failure raised from here has nothing chained to it.
+                return self._conclude(scopes, ticket, fetched, failure)
+        finally:
+            self._flight.end(ticket)  # whatever happened (a cancellation too), a later task may refresh it
 
     async def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise (see the sync twin's ``_try_fetch`` for why a method)."""
