@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import os
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
@@ -35,7 +36,12 @@ _LOGGER = logging.getLogger("legacy_msi_credential")
 
 #: Cached tokens kept per credential before the fast lookup table is rebuilt from scratch.
 _FAST_TABLE_MAX = 256
-_FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
+#: A row of the fast table: until when it may be served (wall clock, monotonic clock), and
+#: what is served (by ``get_token``, by ``get_token_info``).
+FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
+#: What the twins' fast path reads for scopes it does not remember: a row never fresh, so
+#: its empty token is never served.
+MISS: FastRow = (-math.inf, -math.inf, cast(SafeAccessToken, None), cast(SafeAccessTokenInfo, None))
 
 
 class CredentialBase(abc.ABC):
@@ -128,7 +134,10 @@ class CredentialBase(abc.ABC):
         self._flight: SingleFlight[ClientAuthenticationError] = SingleFlight(
             TokenCache(), self._clock, self._monotonic, copy=fresh_copy
         )
-        self._fresh: dict[tuple[str, ...], _FastRow] = {}
+        #: The fast path's table: per scopes tuple exactly as passed, the row of a token that
+        #: is not yet due. Both twins read it first in ``get_token`` and ``get_token_info``,
+        #: inline: it is the one thing every SDK call pays.
+        self._fresh: dict[tuple[str, ...], FastRow] = {}
         self._pid = os.getpid()
         self._setup_io()
 
@@ -298,19 +307,6 @@ class CredentialBase(abc.ABC):
         if claims is not None and not isinstance(claims, str):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         return claims
-
-    def _fast(self, scopes: tuple[str, ...], claims: Optional[str]) -> Optional[_FastRow]:
-        """The fast path: the row remembered for exactly these scopes while it is fresh on both
-        clocks, else None (a miss, a claims challenge, or a scope the slow path must judge)."""
-        if claims is not None:
-            return None
-        try:
-            row = self._fresh.get(scopes)
-        except TypeError:  # an unhashable scope: the slow path says what is wrong with it
-            return None
-        if row is not None and self._clock() < row[0] and self._monotonic() < row[1]:
-            return row
-        return None
 
     def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""

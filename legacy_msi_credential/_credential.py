@@ -10,7 +10,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
-from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, CredentialBase
+from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, MISS, CredentialBase
 from ._cache import CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
 from ._pipeline import build_pipeline
@@ -76,19 +76,31 @@ class LegacyMsiCredential(CredentialBase):
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        row = self._fast(scopes, claims)
-        if row is not None:
+        # The fast path, inline (a call would cost a quarter of it): a fresh row for exactly these
+        # scopes, on both clocks, and no claims challenge. Anything else takes the slow path,
+        # which also names what is wrong with an unusable scope.
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
             return row[2]
         return self._entry(scopes, claims).access_token
 
     get_token.__doc__ = GET_TOKEN_DOC
 
     def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
-        claims = self._claims_from(options)
-        row = self._fast(scopes, claims)
-        if row is not None:
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if (
+            (options is None or (type(options) is dict and "claims" not in options))
+            and self._clock() < row[0]
+            and self._monotonic() < row[1]
+        ):
             return row[3]
-        return self._entry(scopes, claims).info
+        return self._entry(scopes, self._claims_from(options)).info
 
     get_token_info.__doc__ = GET_TOKEN_INFO_DOC
 
