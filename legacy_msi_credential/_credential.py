@@ -13,6 +13,7 @@ from azure.core.rest import HttpRequest
 from ._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, MISS, CredentialBase
 from ._cache import CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
+from ._endpoint import EndpointChoice
 from ._pipeline import build_pipeline
 from ._policies import ANSWER_KEY
 from ._protocol import Answer, TokenResult
@@ -51,19 +52,20 @@ class LegacyMsiCredential(CredentialBase):
     """
 
     def _setup_io(self) -> None:
-        self._own_transport = self._pipeline_kwargs.get("transport") is None
+        self._own_transport = self._settings.transport is None
         self._pipeline: Pipeline[Any, Any] = self._new_pipeline()
         self._closed = False
         self._locks: dict[str, threading.Lock] = {}
 
     def _new_pipeline(self) -> Pipeline[Any, Any]:
         return build_pipeline(
-            self._retry_settings,
-            trust_env=self._trust_env,
-            require_loopback=self._require_loopback,
+            self._settings.retry,
+            trust_env=self._settings.trust_env,
+            require_loopback=self._settings.require_loopback,
             body_limit=MAX_RESPONSE_BYTES,
-            body_deadline=self._response_deadline,
-            **dict(self._pipeline_kwargs),
+            body_deadline=self._settings.response_deadline,
+            transport=self._settings.transport,
+            **self._settings.pipeline_kwargs,
         )
 
     # --- azure-core's TokenCredential and SupportsTokenInfo ----------------------------
@@ -131,7 +133,7 @@ class LegacyMsiCredential(CredentialBase):
         return self._locks.get(resource) or self._locks.setdefault(resource, threading.Lock())
 
     def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes, claims)
+        resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._locks = {}
             self._pipeline = self._new_pipeline()
@@ -150,24 +152,26 @@ class LegacyMsiCredential(CredentialBase):
                 served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
                 if served is not None:
                     return self._remember(scopes, served)  # another thread got a token meanwhile
-                fetched, failure = self._try_fetch(resource)
+                fetched, failure = self._try_fetch(resource, endpoint)
                 # Outside any except block: a failure raised from here has nothing chained to it.
                 return self._conclude(scopes, ticket, fetched, failure)
         finally:
             self._flight.end(ticket)  # whatever happened, a later caller may refresh it
 
-    def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
+    def _try_fetch(
+        self, resource: str, endpoint: EndpointChoice
+    ) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise. Its own method: a ``try`` statement directly in a
         ``with`` block is a point where CPython 3.11+ can skip the block's exit, when a trace
         hook raises there."""
         try:
-            return self._fetch(resource), None
+            return self._fetch(resource, endpoint), None
         except Exception as exc:
-            return None, self._boundary(exc)
+            return None, self._boundary(exc, endpoint)
 
-    def _fetch(self, resource: str) -> TokenResult:
+    def _fetch(self, resource: str, endpoint: EndpointChoice) -> TokenResult:
         """Drive the shared request flow, doing its I/O."""
-        flow = self._fetch_flow(resource)
+        flow = self._fetch_flow(resource, endpoint)
         request = next(flow)
         while True:
             try:
@@ -177,6 +181,6 @@ class LegacyMsiCredential(CredentialBase):
 
     def _exchange(self, request: HttpRequest) -> Answer:
         """Send one request through the pipeline (retries and reading the answer included)."""
-        response = self._pipeline.run(request, stream=True, **self._request_options)
+        response = self._pipeline.run(request, stream=True, **self._settings.request_options)
         answer: Answer = response.context[ANSWER_KEY]
         return answer

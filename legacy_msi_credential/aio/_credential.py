@@ -18,6 +18,7 @@ from azure.core.rest import HttpRequest
 from .._base import GET_TOKEN_DOC, GET_TOKEN_INFO_DOC, MISS, CredentialBase
 from .._cache import CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
+from .._endpoint import EndpointChoice
 from .._policies import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer, TokenResult
 from ._guard import can_guard
@@ -41,8 +42,12 @@ class LegacyMsiCredential(CredentialBase):
     """
 
     def _setup_io(self) -> None:
-        self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._pipeline_kwargs.pop("transport", None)
-        if self._given_transport is not None and self._require_loopback and not can_guard(self._given_transport):
+        self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._settings.transport
+        if (
+            self._given_transport is not None
+            and self._settings.require_loopback
+            and not can_guard(self._given_transport)
+        ):
             raise ValueError(unguardable_transport(self._given_transport))
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._sentinels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -52,9 +57,9 @@ class LegacyMsiCredential(CredentialBase):
         """Timeouts in the form the transport reads them."""
         if isinstance(transport, AsyncioRequestsTransport):
             # It hands ``connection_timeout`` to requests as is and knows no ``read_timeout``.
-            options = self._request_options
+            options = self._settings.request_options
             return {"connection_timeout": (options["connection_timeout"], options["read_timeout"])}
-        return dict(self._request_options)
+        return dict(self._settings.request_options)
 
     def _for_loop(self) -> _LoopState:
         """The pipeline and locks of the running event loop, made on first use.
@@ -70,16 +75,18 @@ class LegacyMsiCredential(CredentialBase):
                 state = self._loops.get(loop)
                 if state is None:
                     transport = self._given_transport or default_async_transport(
-                        trust_env=self._trust_env, require_loopback=self._require_loopback, **self._pipeline_kwargs
+                        trust_env=self._settings.trust_env,
+                        require_loopback=self._settings.require_loopback,
+                        **self._settings.pipeline_kwargs,
                     )
                     pipeline = build_async_pipeline(
-                        self._retry_settings,
+                        self._settings.retry,
                         transport=transport,
-                        require_loopback=self._require_loopback,
-                        trust_env=self._trust_env,
+                        require_loopback=self._settings.require_loopback,
+                        trust_env=self._settings.trust_env,
                         body_limit=MAX_RESPONSE_BYTES,
-                        body_deadline=self._response_deadline,
-                        **self._pipeline_kwargs,
+                        body_deadline=self._settings.response_deadline,
+                        **self._settings.pipeline_kwargs,
                     )
                     state = (pipeline, {}, self._transport_options(transport))
                     self._loops[loop] = state
@@ -182,7 +189,7 @@ class LegacyMsiCredential(CredentialBase):
         return lock
 
     async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes, claims)
+        resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._loops = weakref.WeakKeyDictionary()
             self._sentinels = weakref.WeakKeyDictionary()
@@ -196,22 +203,24 @@ class LegacyMsiCredential(CredentialBase):
                 served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
                 if served is not None:
                     return self._remember(scopes, served)  # another task got a token meanwhile
-                fetched, failure = await self._try_fetch(resource)
+                fetched, failure = await self._try_fetch(resource, endpoint)
                 # Outside any except block: a failure raised from here has nothing chained to it.
                 return self._conclude(scopes, ticket, fetched, failure)
         finally:
             self._flight.end(ticket)  # whatever happened (a cancellation too), a later task may refresh it
 
-    async def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
+    async def _try_fetch(
+        self, resource: str, endpoint: EndpointChoice
+    ) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise (see the sync twin's ``_try_fetch`` for why a method)."""
         try:
-            return await self._fetch(resource), None
+            return await self._fetch(resource, endpoint), None
         except Exception as exc:
-            return None, self._boundary(exc)
+            return None, self._boundary(exc, endpoint)
 
-    async def _fetch(self, resource: str) -> TokenResult:
+    async def _fetch(self, resource: str, endpoint: EndpointChoice) -> TokenResult:
         """Drive the shared request flow, awaiting its I/O."""
-        flow = self._fetch_flow(resource)
+        flow = self._fetch_flow(resource, endpoint)
         request = next(flow)
         while True:
             try:
