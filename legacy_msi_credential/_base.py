@@ -81,41 +81,70 @@ class Settings:
         Raises:
             ValueError: An argument that cannot be used, named with its fix.
         """
-        kwargs = dict(arguments)
-        use_post, insecure = kwargs.pop("use_post"), kwargs.pop("allow_insecure_http")
-        clock, monotonic = kwargs.pop("clock"), kwargs.pop("monotonic")
-        if not isinstance(insecure, bool) or not isinstance(use_post, bool):
-            raise ValueError("allow_insecure_http and use_post must be True or False")
-        if clock is not None and not callable(clock):
-            raise ValueError("clock must be a callable returning Unix seconds")
-        if monotonic is not None and not callable(monotonic):
-            raise ValueError("monotonic must be a callable returning seconds that never go back")
-        identity = Identity.from_arguments(kwargs.pop("client_id"), kwargs.pop("object_id"), kwargs.pop("msi_res_id"))
-        endpoint = _endpoint_for(name, kwargs.pop("endpoint"), insecure)
-        retry = RetrySettings.from_keywords(kwargs, wait_for_endpoint=kwargs.pop("wait_for_endpoint"))
+        for names, usable, must in _FIRST_CHECKS:
+            if not all(usable(arguments[name]) for name in names):
+                raise ValueError(f"{' and '.join(names)} {must}")
+        kwargs = {key: value for key, value in arguments.items() if key not in _PLAIN}
+        # In the order the checks ran before this record: the first argument named is the first wrong.
+        identity = Identity.from_arguments(arguments["client_id"], arguments["object_id"], arguments["msi_res_id"])
+        endpoint = _endpoint_for(name, arguments["endpoint"], arguments["allow_insecure_http"])
+        retry = RetrySettings.from_keywords(kwargs, wait_for_endpoint=arguments["wait_for_endpoint"])
         connection_timeout = check_seconds("connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT))
         read_timeout = check_seconds("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT))
         deadline = check_seconds(
             "response_timeout", kwargs.pop("response_timeout", max(RESPONSE_DEADLINE, read_timeout))
         )
-        host = urlsplit(endpoint.url).hostname if isinstance(endpoint, EndpointChoice) else None
-        transport = kwargs.pop("transport", None)
+        clock = arguments["clock"]
         return cls(
             arguments={key: value for key, value in arguments.items() if key != "transport"},
             identity=identity,
             endpoint=endpoint,
-            method="POST" if use_post else "GET",
+            method="POST" if arguments["use_post"] else "GET",
             retry=retry,
             request_options={"connection_timeout": connection_timeout, "read_timeout": read_timeout},
             response_deadline=deadline,
-            require_loopback=not insecure,
-            trust_env=bool(host) and not is_loopback_host(host or ""),
+            require_loopback=not arguments["allow_insecure_http"],
+            trust_env=_proxies_apply(endpoint),
             # A simulated wall clock given alone drives both: the tests' time passes on both clocks.
             clock=clock or time.time,
-            monotonic=monotonic or clock or time.monotonic,
-            transport=transport,
+            monotonic=arguments["monotonic"] or clock or time.monotonic,
+            transport=kwargs.pop("transport", None),
             pipeline_kwargs=kwargs,
         )
+
+
+#: The arguments checked first, in this order: their names, what a usable value passes,
+#: and what the message says they must be.
+_FIRST_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("allow_insecure_http", "use_post"), lambda value: isinstance(value, bool), "must be True or False"),
+    (("clock",), lambda value: value is None or callable(value), "must be a callable returning Unix seconds"),
+    (
+        ("monotonic",),
+        lambda value: value is None or callable(value),
+        "must be a callable returning seconds that never go back",
+    ),
+)
+#: The credential's own arguments (every other keyword is a timeout, a retry setting or
+#: azure-core's).
+_PLAIN = frozenset(
+    (
+        "endpoint",
+        "client_id",
+        "object_id",
+        "msi_res_id",
+        "use_post",
+        "wait_for_endpoint",
+        "allow_insecure_http",
+        "clock",
+        "monotonic",
+    )
+)
+
+
+def _proxies_apply(endpoint: Union[EndpointChoice, SettingsFileError]) -> bool:
+    """Whether proxies from the environment apply: never to a loopback endpoint."""
+    host = urlsplit(endpoint.url).hostname if isinstance(endpoint, EndpointChoice) else None
+    return bool(host) and not is_loopback_host(host or "")
 
 
 def _endpoint_for(
