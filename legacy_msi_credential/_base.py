@@ -17,7 +17,7 @@ from azure.core.rest import HttpRequest
 
 from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._claims import decode_claims, identity_mismatch
-from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
+from ._constants import CONNECTION_TIMEOUT, FAST_TABLE_MAX, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint, source_named
 from ._errors import (
     CredentialUnavailableError,
@@ -35,8 +35,6 @@ from ._scopes import scopes_to_resource
 
 _LOGGER = logging.getLogger("legacy_msi_credential")
 
-#: Cached tokens kept per credential before the fast lookup table is rebuilt from scratch.
-_FAST_TABLE_MAX = 256
 #: A row of the fast table: until when it may be served (wall clock, monotonic clock), and
 #: what is served (by ``get_token``, by ``get_token_info``).
 FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
@@ -389,7 +387,7 @@ class CredentialBase(abc.ABC):
 
     def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
-        if len(self._fresh) >= _FAST_TABLE_MAX:
+        if len(self._fresh) >= FAST_TABLE_MAX:
             self._fresh.clear()
         self._fresh[scopes] = (entry.refresh_on, entry.refresh_mono, entry.access_token, entry.info)
         return entry

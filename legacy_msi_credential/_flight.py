@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
 
 from ._cache import Action, CacheEntry, TokenCache
+from ._constants import MAX_FLIGHT_OUTCOMES
 from ._protocol import TokenResult
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
-
-#: Keys whose last flight's outcome is remembered (a credential has a few; the bridge's
-#: source one per identity and resource).
-_MAX_OUTCOMES = 4096
 
 
 @dataclass
@@ -163,7 +160,7 @@ class SingleFlight(Generic[E]):
         count = self._outcomes.get(key, (0, None))[0]
         self._outcomes[key] = (count + 1, failure)
         self._outcomes.move_to_end(key)
-        while len(self._outcomes) > _MAX_OUTCOMES:
+        while len(self._outcomes) > MAX_FLIGHT_OUTCOMES:
             # Forget the oldest: a caller still waiting on such a key fetches for itself
             # rather than share a failure, which costs a request, never a wrong answer.
             self._outcomes.popitem(last=False)
