@@ -53,7 +53,7 @@ class Ticket:
 
     @property
     def refreshing(self) -> Optional[CacheEntry]:
-        """The still-valid token a refresh is due for, if any: its holder never waits for another's refresh."""
+        """The still-valid token this caller refreshes, if any: served instead when the refresh fails."""
         return self.entry if self.action is Action.TRY_REFRESH else None
 
 
@@ -174,10 +174,6 @@ class Flights(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._running)
-
-    def running(self, key: Hashable) -> bool:
-        """Whether a call for ``key`` is under way."""
-        return key in self._running
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         """The result of ``call()``, made once however many callers ask for ``key`` while it runs."""
