@@ -35,12 +35,19 @@ from ._scopes import scopes_to_resource
 
 _LOGGER = logging.getLogger("legacy_msi_credential")
 
-#: A row of the fast table: until when it may be served (wall clock, monotonic clock), and
-#: what is served (by ``get_token``, by ``get_token_info``).
-FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
-#: What the twins' fast path reads for scopes it does not remember: a row never fresh, so
-#: its empty token is never served.
-MISS: FastRow = (-math.inf, -math.inf, cast(SafeAccessToken, None), cast(SafeAccessTokenInfo, None))
+#: A row of the fast table: until when it may be served (wall clock, monotonic clock), what
+#: is served (by ``get_token``, by ``get_token_info``), and the two clocks it is judged by.
+FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo, Callable[[], float], Callable[[], float]]
+#: What the twins' fast path reads for scopes it does not remember: a row never fresh
+#: whatever its clocks say, so its empty token is never served.
+MISS: FastRow = (
+    -math.inf,
+    -math.inf,
+    cast(SafeAccessToken, None),
+    cast(SafeAccessTokenInfo, None),
+    time.monotonic,
+    time.monotonic,
+)
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,6 @@ class CredentialBase(abc.ABC):
                 **kwargs,
             },
         )
-        # The fast path reads these on every call: one attribute each.
         self._clock = settings.clock
         self._monotonic = settings.monotonic
         #: The token cache and the single-flight rule; each twin waits its own way.
@@ -389,7 +395,15 @@ class CredentialBase(abc.ABC):
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
         if len(self._fresh) >= FAST_TABLE_MAX:
             self._fresh.clear()
-        self._fresh[scopes] = (entry.refresh_on, entry.refresh_mono, entry.access_token, entry.info)
+        # The row carries the clocks it is judged by: the fast path reads one attribute, the table.
+        self._fresh[scopes] = (
+            entry.refresh_on,
+            entry.refresh_mono,
+            entry.access_token,
+            entry.info,
+            self._clock,
+            self._monotonic,
+        )
         return entry
 
     def _conclude(

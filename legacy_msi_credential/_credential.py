@@ -78,14 +78,14 @@ class LegacyMsiCredential(CredentialBase):
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        # The fast path, inline (a call would cost a quarter of it): a fresh row for exactly these
-        # scopes, on both clocks, and no claims challenge. Anything else takes the slow path,
-        # which also names what is wrong with an unusable scope.
+        # The fast path, inline (a method call would add about 15%): one attribute (the table),
+        # one lookup, and the row fresh on both of the clocks it carries, with no claims
+        # challenge. Anything else takes the slow path, which names what is wrong with a scope.
         try:
             row = self._fresh[scopes]
         except (KeyError, TypeError):
             row = MISS
-        if claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+        if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
         return self._entry(scopes, claims).access_token
 
@@ -98,8 +98,8 @@ class LegacyMsiCredential(CredentialBase):
             row = MISS
         if (
             (options is None or (type(options) is dict and "claims" not in options))
-            and self._clock() < row[0]
-            and self._monotonic() < row[1]
+            and row[4]() < row[0]
+            and row[5]() < row[1]
         ):
             return row[3]
         return self._entry(scopes, self._claims_from(options)).info

@@ -137,7 +137,7 @@ class LegacyMsiCredential(CredentialBase):
             row = self._fresh[scopes]
         except (KeyError, TypeError):
             row = MISS
-        if claims is None and self._clock() < row[0] and self._monotonic() < row[1]:
+        if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
         return (await self._entry(scopes, claims)).access_token
 
@@ -150,8 +150,8 @@ class LegacyMsiCredential(CredentialBase):
             row = MISS
         if (
             (options is None or (type(options) is dict and "claims" not in options))
-            and self._clock() < row[0]
-            and self._monotonic() < row[1]
+            and row[4]() < row[0]
+            and row[5]() < row[1]
         ):
             return row[3]
         return (await self._entry(scopes, self._claims_from(options))).info
