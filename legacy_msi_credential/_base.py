@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import os
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union, cast
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
@@ -15,7 +17,7 @@ from azure.core.rest import HttpRequest
 
 from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
 from ._claims import decode_claims, identity_mismatch
-from ._constants import CONNECTION_TIMEOUT, READ_TIMEOUT, RESPONSE_DEADLINE
+from ._constants import CONNECTION_TIMEOUT, FAST_TABLE_MAX, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint, source_named
 from ._errors import (
     CredentialUnavailableError,
@@ -33,9 +35,133 @@ from ._scopes import scopes_to_resource
 
 _LOGGER = logging.getLogger("legacy_msi_credential")
 
-#: Cached tokens kept per credential before the fast lookup table is rebuilt from scratch.
-_FAST_TABLE_MAX = 256
-_FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo]
+#: A row of the fast table: until when it may be served (wall clock, monotonic clock), what
+#: is served (by ``get_token``, by ``get_token_info``), and the two clocks it is judged by.
+FastRow = tuple[float, float, SafeAccessToken, SafeAccessTokenInfo, Callable[[], float], Callable[[], float]]
+#: What the twins' fast path reads for scopes it does not remember: a row never fresh
+#: whatever its clocks say, so its empty token is never served.
+MISS: FastRow = (
+    -math.inf,
+    -math.inf,
+    cast(SafeAccessToken, None),
+    cast(SafeAccessTokenInfo, None),
+    time.monotonic,
+    time.monotonic,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A credential's configuration, checked once at construction and never changed.
+
+    ``arguments`` is what the caller passed (a transport left out): a pickled copy is
+    rebuilt from it. Everything else is what those arguments mean, typed.
+    """
+
+    arguments: Mapping[str, Any]
+    identity: Identity
+    #: Where tokens are asked for, or, when the extension's settings file is broken, why not.
+    endpoint: Union[EndpointChoice, SettingsFileError]
+    method: str
+    retry: RetrySettings
+    #: ``connection_timeout`` and ``read_timeout``, as azure-core's transports read them.
+    request_options: Mapping[str, float]
+    #: Seconds a whole answer may take, however slowly it trickles.
+    response_deadline: float
+    #: Plain-http connections must reach a loopback address (checked on the socket).
+    require_loopback: bool
+    #: Proxies from the environment apply: only to an endpoint that is not loopback.
+    trust_env: bool
+    clock: Callable[[], float]
+    monotonic: Callable[[], float]
+    #: A transport passed in (None: each twin makes its own).
+    transport: Any
+    #: What is left for azure-core's pipeline (``logging_enable``, ``user_agent``, ...).
+    pipeline_kwargs: Mapping[str, Any]
+
+    @classmethod
+    def build(cls, name: str, arguments: Mapping[str, Any]) -> Settings:
+        """Check the arguments of a credential named ``name`` and say what they mean.
+
+        Raises:
+            ValueError: An argument that cannot be used, named with its fix.
+        """
+        for names, usable, must in _FIRST_CHECKS:
+            if not all(usable(arguments[name]) for name in names):
+                raise ValueError(f"{' and '.join(names)} {must}")
+        kwargs = {key: value for key, value in arguments.items() if key not in _PLAIN}
+        # In the order the checks ran before this record: the first argument named is the first wrong.
+        identity = Identity.from_arguments(arguments["client_id"], arguments["object_id"], arguments["msi_res_id"])
+        endpoint = _endpoint_for(name, arguments["endpoint"], arguments["allow_insecure_http"])
+        retry = RetrySettings.from_keywords(kwargs, wait_for_endpoint=arguments["wait_for_endpoint"])
+        connection_timeout = check_seconds("connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT))
+        read_timeout = check_seconds("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT))
+        deadline = check_seconds(
+            "response_timeout", kwargs.pop("response_timeout", max(RESPONSE_DEADLINE, read_timeout))
+        )
+        clock = arguments["clock"]
+        return cls(
+            arguments={key: value for key, value in arguments.items() if key != "transport"},
+            identity=identity,
+            endpoint=endpoint,
+            method="POST" if arguments["use_post"] else "GET",
+            retry=retry,
+            request_options={"connection_timeout": connection_timeout, "read_timeout": read_timeout},
+            response_deadline=deadline,
+            require_loopback=not arguments["allow_insecure_http"],
+            trust_env=_proxies_apply(endpoint),
+            # A simulated wall clock given alone drives both: the tests' time passes on both clocks.
+            clock=clock or time.time,
+            monotonic=arguments["monotonic"] or clock or time.monotonic,
+            transport=kwargs.pop("transport", None),
+            pipeline_kwargs=kwargs,
+        )
+
+
+#: The arguments checked first, in this order: their names, what a usable value passes,
+#: and what the message says they must be.
+_FIRST_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("allow_insecure_http", "use_post"), lambda value: isinstance(value, bool), "must be True or False"),
+    (("clock",), lambda value: value is None or callable(value), "must be a callable returning Unix seconds"),
+    (
+        ("monotonic",),
+        lambda value: value is None or callable(value),
+        "must be a callable returning seconds that never go back",
+    ),
+)
+#: The credential's own arguments (every other keyword is a timeout, a retry setting or
+#: azure-core's).
+_PLAIN = frozenset(
+    (
+        "endpoint",
+        "client_id",
+        "object_id",
+        "msi_res_id",
+        "use_post",
+        "wait_for_endpoint",
+        "allow_insecure_http",
+        "clock",
+        "monotonic",
+    )
+)
+
+
+def _proxies_apply(endpoint: Union[EndpointChoice, SettingsFileError]) -> bool:
+    """Whether proxies from the environment apply: never to a loopback endpoint."""
+    host = urlsplit(endpoint.url).hostname if isinstance(endpoint, EndpointChoice) else None
+    return bool(host) and not is_loopback_host(host or "")
+
+
+def _endpoint_for(
+    name: str, endpoint: Optional[str], allow_insecure_http: bool
+) -> Union[EndpointChoice, SettingsFileError]:
+    """The endpoint to call; or, when the extension's settings file is broken, that error, to be
+    said on every token request (a chain moves on) rather than failing at construction."""
+    try:
+        return resolve_endpoint(endpoint, allow_insecure_http=allow_insecure_http)
+    except SettingsFileError as exc:
+        _LOGGER.warning("%s: %s", name, exc)
+        return exc
 
 
 class CredentialBase(abc.ABC):
@@ -52,10 +178,9 @@ class CredentialBase(abc.ABC):
     * :meth:`_exchange`: one request through the pipeline (retries and reading included);
     * ``close``, and ``get_token``/``get_token_info`` with their fast path.
 
-    At the lock, a caller that holds a still-valid token (``Action.TRY_REFRESH``) never
-    waits for another's refresh: the sync twin uses ``acquire(blocking=False)``; the async
-    twin checks ``locked()``, which is as good because nothing runs between the check and
-    the return (``asyncio.Lock`` has no non-blocking acquire).
+    Who refreshes a still-valid token, and that a caller holding one never waits for
+    another's refresh, is decided by :class:`legacy_msi_credential._flight.SingleFlight`
+    before a twin takes its lock.
     """
 
     _credential_name = "LegacyMsiCredential"
@@ -76,60 +201,31 @@ class CredentialBase(abc.ABC):
     ) -> None:
         #: Set by DefaultAzureCredential: a scope the endpoint cannot use is "unavailable" there.
         self._in_chain = False
-        # What a pickled copy is made from: the configuration, never a transport, token or lock.
-        self._arguments: dict[str, Any] = {
-            "endpoint": endpoint,
-            "client_id": client_id,
-            "object_id": object_id,
-            "msi_res_id": msi_res_id,
-            "use_post": use_post,
-            "wait_for_endpoint": wait_for_endpoint,
-            "allow_insecure_http": allow_insecure_http,
-            "clock": clock,
-            "monotonic": monotonic,
-            **{name: value for name, value in kwargs.items() if name != "transport"},
-        }
-        if not isinstance(allow_insecure_http, bool) or not isinstance(use_post, bool):
-            raise ValueError("allow_insecure_http and use_post must be True or False")
-        if clock is not None and not callable(clock):
-            raise ValueError("clock must be a callable returning Unix seconds")
-        if monotonic is not None and not callable(monotonic):
-            raise ValueError("monotonic must be a callable returning seconds that never go back")
-        self._identity = Identity.from_arguments(client_id, object_id, msi_res_id)
-        self._endpoint: Optional[EndpointChoice] = None
-        self._endpoint_error: Optional[SettingsFileError] = None
-        try:
-            self._endpoint = resolve_endpoint(endpoint, allow_insecure_http=allow_insecure_http)
-        except SettingsFileError as exc:
-            # The extension is installed but its settings are broken: say so on every
-            # token request (a chain moves on) rather than failing at construction.
-            self._endpoint_error = exc
-            _LOGGER.warning("%s: %s", self._credential_name, exc)
-        self._retry_settings = RetrySettings.from_keywords(kwargs, wait_for_endpoint=wait_for_endpoint)
-        self._request_options = {
-            "connection_timeout": check_seconds(
-                "connection_timeout", kwargs.pop("connection_timeout", CONNECTION_TIMEOUT)
-            ),
-            "read_timeout": check_seconds("read_timeout", kwargs.pop("read_timeout", READ_TIMEOUT)),
-        }
-        self._response_deadline = check_seconds(
-            "response_timeout",
-            kwargs.pop("response_timeout", max(RESPONSE_DEADLINE, self._request_options["read_timeout"])),
+        self._settings = settings = Settings.build(
+            self._credential_name,
+            {
+                "endpoint": endpoint,
+                "client_id": client_id,
+                "object_id": object_id,
+                "msi_res_id": msi_res_id,
+                "use_post": use_post,
+                "wait_for_endpoint": wait_for_endpoint,
+                "allow_insecure_http": allow_insecure_http,
+                "clock": clock,
+                "monotonic": monotonic,
+                **kwargs,
+            },
         )
-        host = urlsplit(self._endpoint.url).hostname if self._endpoint else None
-        self._trust_env = bool(host) and not is_loopback_host(host or "")
-        #: Plain-http connections must reach a loopback address (checked on the socket).
-        self._require_loopback = not allow_insecure_http
-        self._pipeline_kwargs = kwargs
-        self._method = "POST" if use_post else "GET"
-        self._clock: Callable[[], float] = clock or time.time
-        # A simulated wall clock given alone drives both: the tests' time passes on both clocks.
-        self._monotonic: Callable[[], float] = monotonic or clock or time.monotonic
+        self._clock = settings.clock
+        self._monotonic = settings.monotonic
         #: The token cache and the single-flight rule; each twin waits its own way.
         self._flight: SingleFlight[ClientAuthenticationError] = SingleFlight(
-            TokenCache(), self._clock, self._monotonic, copy=fresh_copy
+            TokenCache(), settings.clock, settings.monotonic, copy=fresh_copy
         )
-        self._fresh: dict[tuple[str, ...], _FastRow] = {}
+        #: The fast path's table: per scopes tuple exactly as passed, the row of a token that
+        #: is not yet due. Both twins read it first in ``get_token`` and ``get_token_info``,
+        #: inline: it is the one thing every SDK call pays.
+        self._fresh: dict[tuple[str, ...], FastRow] = {}
         self._pid = os.getpid()
         self._setup_io()
 
@@ -146,7 +242,7 @@ class CredentialBase(abc.ABC):
         """The slow path of a token request (a coroutine in the async twin)."""
 
     @abc.abstractmethod
-    def _fetch(self, resource: str) -> Any:
+    def _fetch(self, resource: str, endpoint: EndpointChoice) -> Any:
         """One token request, retries included (a coroutine in the async twin)."""
 
     @abc.abstractmethod
@@ -158,31 +254,33 @@ class CredentialBase(abc.ABC):
     @property
     def endpoint(self) -> Optional[EndpointChoice]:
         """The endpoint this credential calls and why, or ``None`` if its settings file is broken."""
-        return self._endpoint
+        endpoint = self._settings.endpoint
+        return endpoint if isinstance(endpoint, EndpointChoice) else None
 
     @property
     def identity(self) -> Identity:
         """The managed identity this credential asks for."""
-        return self._identity
+        return self._settings.identity
 
     def __repr__(self) -> str:
+        endpoint = self._settings.endpoint
         where = (
-            f"{self._endpoint.url!r} ({self._endpoint.source})"
-            if self._endpoint
-            else f"unusable ({self._endpoint_error})"
+            f"{endpoint.url!r} ({endpoint.source})"
+            if isinstance(endpoint, EndpointChoice)
+            else f"unusable ({endpoint})"
         )
-        return f"{self._credential_name}(endpoint={where}, identity={self._identity.describe()!r})"
+        return f"{self._credential_name}(endpoint={where}, identity={self._settings.identity.describe()!r})"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         """A copy made from the same configuration (for multiprocessing, Spark, Ray...): it carries
         no token, lock, connection or pipeline, and a transport passed in stays behind (the
         copy makes its own)."""
-        return (_rebuild, (type(self), self._arguments), {"_in_chain": self._in_chain})
+        return (_rebuild, (type(self), dict(self._settings.arguments)), {"_in_chain": self._in_chain})
 
     # --- steps of a token request ----------------------------------------------------
 
-    def _resource_for(self, scopes: tuple[str, ...], claims: Optional[str] = None) -> str:
-        """Validate the request before any I/O, and return its resource."""
+    def _resource_for(self, scopes: tuple[str, ...], claims: Optional[str] = None) -> tuple[str, EndpointChoice]:
+        """Validate the request before any I/O: its resource, and the endpoint to ask."""
         if claims is not None and not isinstance(claims, str):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         try:
@@ -193,11 +291,12 @@ class CredentialBase(abc.ABC):
             # Inside DefaultAzureCredential: "unavailable", so that the chain goes on to
             # azure-identity's managed identity step and ends where azure-identity's would.
             raise unavailable(f"{self._credential_name}: {exc}") from None
-        if self._endpoint is None:
+        endpoint = self._settings.endpoint
+        if not isinstance(endpoint, EndpointChoice):
             raise unavailable(
-                f"{self._credential_name}: the legacy endpoint's settings are unusable: {self._endpoint_error}"
-            ) from self._endpoint_error
-        return resource
+                f"{self._credential_name}: the legacy endpoint's settings are unusable: {endpoint}"
+            ) from endpoint
+        return resource, endpoint
 
     def _forked(self) -> bool:
         """Whether this object was inherited through ``fork``: locks and connections are the parent's."""
@@ -206,34 +305,28 @@ class CredentialBase(abc.ABC):
         self._pid = os.getpid()
         return True
 
-    def _request(self, resource: str, method: str) -> HttpRequest:
-        assert self._endpoint is not None
-        return build_request(self._endpoint.url, resource, self._identity, method=method)
-
-    def _fetch_flow(self, resource: str) -> Generator[HttpRequest, Answer, TokenResult]:
+    def _fetch_flow(self, resource: str, endpoint: EndpointChoice) -> Generator[HttpRequest, Answer, TokenResult]:
         """The steps of one token request, without I/O: yields requests, receives answers.
 
         A GET answered 405 is sent once more as a form POST; the final answer is read,
         checked against the identity asked for, and logged.
         """
         started = time.monotonic()
-        answer = yield self._request(resource, self._method)
-        if wants_post(self._method, answer.status):
-            answer = yield self._request(resource, "POST")
-        assert self._endpoint is not None
+        url, identity, method = endpoint.url, self._settings.identity, self._settings.method
+        answer = yield build_request(url, resource, identity, method=method)
+        if wants_post(method, answer.status):
+            answer = yield build_request(url, resource, identity, method="POST")
         now = self._clock()
-        result = parse_response(
-            answer.status, answer.content_type, answer.body, now=now, url=self._endpoint.url, resource=resource
-        )
+        result = parse_response(answer.status, answer.content_type, answer.body, now=now, url=url, resource=resource)
         wrong = identity_mismatch(
-            self._identity.parameter,
-            self._identity.value,
+            identity.parameter,
+            identity.value,
             decode_claims(result.token),
             echoed_client_id=result.client_id,
         )
         if wrong is not None:
             raise IdentityMismatchError(
-                f"{self._endpoint.url} answered with a token for another identity than the one asked for: {wrong}. "
+                f"{url} answered with a token for another identity than the one asked for: {wrong}. "
                 "The token was not used or cached; check the identity's ID, and that it is assigned to this VM",
                 status_code=answer.status,
                 error_code="identity_mismatch",
@@ -242,15 +335,15 @@ class CredentialBase(abc.ABC):
             "%s: token for %s (%s) from %s: HTTP %d in %.0f ms, expires in %d s",
             self._credential_name,
             resource,
-            self._identity.describe(),
-            self._endpoint.url,
+            identity.describe(),
+            url,
             answer.status,
             (time.monotonic() - started) * 1000,
             result.expires_on - now,
         )
         return result
 
-    def _boundary(self, error: Exception) -> ClientAuthenticationError:
+    def _boundary(self, error: Exception, endpoint: EndpointChoice) -> ClientAuthenticationError:
         """What a caller sees of a failed token request: only this package's errors, sanitised.
 
         Every error leaves as a fresh instance with no ``__context__`` and, for a transport
@@ -261,21 +354,19 @@ class CredentialBase(abc.ABC):
         if isinstance(error, (CredentialUnavailableError, TokenRequestError)):
             return fresh_copy(error, named=name)
         if isinstance(error, AzureError) and not isinstance(error, ClientAuthenticationError):
-            failure = fresh_copy(self._transport_failure(error), named=name)
+            failure = fresh_copy(self._transport_failure(error, endpoint), named=name)
         else:
-            assert self._endpoint is not None
-            failure = fresh_copy(unreadable(self._endpoint.url, error), named=name)
+            failure = fresh_copy(unreadable(endpoint.url, error), named=name)
             _LOGGER.debug("%s: unexpected %s while requesting a token", name, type(error).__name__)
         failure.__cause__ = SanitizedCause(error)
         return failure
 
-    def _transport_failure(self, error: AzureError) -> ClientAuthenticationError:
+    def _transport_failure(self, error: AzureError, endpoint: EndpointChoice) -> ClientAuthenticationError:
         """Translate a transport error into "the endpoint is not there"."""
-        assert self._endpoint is not None
-        url = self._endpoint.url
+        url = endpoint.url
         if isinstance(error, ServiceRequestError):
             message = f"nothing is listening at {url} (connection refused or unreachable)"
-            message += source_named(self._endpoint.source).unreachable_hint
+            message += source_named(endpoint.source).unreachable_hint
         else:
             message = (
                 f"the endpoint at {url} did not answer like an HTTP server (the connection broke, timed out "
@@ -300,24 +391,19 @@ class CredentialBase(abc.ABC):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         return claims
 
-    def _fast(self, scopes: tuple[str, ...], claims: Optional[str]) -> Optional[_FastRow]:
-        """The fast path: the row remembered for exactly these scopes while it is fresh on both
-        clocks, else None (a miss, a claims challenge, or a scope the slow path must judge)."""
-        if claims is not None:
-            return None
-        try:
-            row = self._fresh.get(scopes)
-        except TypeError:  # an unhashable scope: the slow path says what is wrong with it
-            return None
-        if row is not None and self._clock() < row[0] and self._monotonic() < row[1]:
-            return row
-        return None
-
     def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
         """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
-        if len(self._fresh) >= _FAST_TABLE_MAX:
+        if len(self._fresh) >= FAST_TABLE_MAX:
             self._fresh.clear()
-        self._fresh[scopes] = (entry.refresh_on, entry.refresh_mono, entry.access_token, entry.info)
+        # The row carries the clocks it is judged by: the fast path reads one attribute, the table.
+        self._fresh[scopes] = (
+            entry.refresh_on,
+            entry.refresh_mono,
+            entry.access_token,
+            entry.info,
+            self._clock,
+            self._monotonic,
+        )
         return entry
 
     def _conclude(
@@ -347,7 +433,9 @@ class CredentialBase(abc.ABC):
             return stale
         if not isinstance(failure, CredentialUnavailableError):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
-            _LOGGER.info("No token for %s (%s): %s", ticket.key, self._identity.describe(), self._unnamed(failure))
+            _LOGGER.info(
+                "No token for %s (%s): %s", ticket.key, self._settings.identity.describe(), self._unnamed(failure)
+            )
         raise failure
 
 

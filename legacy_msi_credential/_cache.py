@@ -51,7 +51,8 @@ class Action(enum.Enum):
     #: The cached token is fresh: return it, no I/O.
     SERVE = "serve"
     #: The cached token is valid but due for refresh: one caller refreshes; the others, and
-    #: that caller if the refresh fails, return the cached token.
+    #: that caller if the refresh fails, return the cached token (who refreshes:
+    #: :class:`legacy_msi_credential._flight.SingleFlight`).
     TRY_REFRESH = "try_refresh"
     #: There is no usable token: wait for one request and raise its failure.
     FETCH = "fetch"
@@ -74,26 +75,11 @@ class CacheEntry:
     expires_mono: float = math.inf
     #: Set after a failed proactive refresh: no new attempt before this monotonic time.
     retry_refresh_after: float = -math.inf
-    #: Taken by the one caller that refreshes this token (a ``list.pop`` is atomic).
-    _refresh_ticket: list[None] = field(default_factory=lambda: [None], repr=False)
 
     @property
     def expires_on(self) -> int:
         """Expiry in Unix seconds."""
         return self.access_token.expires_on
-
-    def claim_refresh(self) -> bool:
-        """Whether this caller is the one to refresh the token (at most one is, until it gives the claim back)."""
-        try:
-            self._refresh_ticket.pop()
-        except IndexError:
-            return False
-        return True
-
-    def give_back_refresh(self) -> None:
-        """Let a later caller try the refresh again."""
-        if not self._refresh_ticket:
-            self._refresh_ticket.append(None)
 
 
 def refresh_time(now: float, expires_on: int) -> float:
@@ -238,7 +224,6 @@ class TokenCache:
     def refresh_failed(self, entry: CacheEntry, mono: float) -> None:
         """Note a failed proactive refresh: keep serving ``entry`` for a while (``mono``: monotonic now)."""
         entry.retry_refresh_after = mono + REFRESH_RETRY_DELAY
-        entry.give_back_refresh()
 
     def clear(self) -> None:
         """Forget every token."""

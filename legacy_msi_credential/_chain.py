@@ -11,7 +11,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from ._constants import EXTRA_HINT
 from ._errors import unavailable
@@ -215,6 +215,35 @@ class ChainParts:
     chained_init: Callable[..., None]
     make: Callable[..., Any]
     unusable: type[UnusableLegacyStep]
+
+    @classmethod
+    def of(
+        cls,
+        identity_class: type,
+        chained_class: type[Any],
+        make: Callable[..., Any],
+        unusable: type[UnusableLegacyStep],
+        namespace: dict[str, Any],
+    ) -> ChainParts:
+        """A twin's parts: azure-identity's ``DefaultAzureCredential`` and ``ChainedTokenCredential``
+        classes, this package's credential and stand-in, and the twin module's ``globals()``
+        (where azure-identity's ``__init__`` reads its collaborators, see :class:`IdentityInit`)."""
+        return cls(IdentityInit(identity_class, namespace), chained_class.__init__, make, unusable)
+
+
+class DropIn:
+    """What both ``DefaultAzureCredential`` twins add to azure-identity's class: the legacy step
+    placed in its chain, and a pickle of the arguments only. Listed before azure-identity's
+    class among a twin's bases; the twin names its :class:`ChainParts` as ``_parts``."""
+
+    _parts: ClassVar[ChainParts]
+
+    def __init__(self, **kwargs: Any) -> None:
+        build_chain(self, kwargs, self._parts)
+
+    def __reduce__(self) -> Any:
+        """Pickled: its arguments, never a secret, token or connection (see :func:`reduce`)."""
+        return reduce(self)
 
 
 def build_chain(credential: Any, kwargs: dict[str, Any], parts: ChainParts) -> None:

@@ -14,18 +14,16 @@ import json
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ._constants import IDENTITY_ALIASES
+from ._constants import IDENTITY_ALIASES, MAX_TOKEN_BYTES
 from ._text import clean_text
 
 #: The claim that names each kind of user-assigned identity in an Azure AD token.
 IDENTITY_CLAIMS = {"client_id": "appid", "object_id": "oid", "msi_res_id": "xms_mirid"}
-#: Largest token whose claims are read: an Azure AD token is a few KiB.
-_MAX_TOKEN = 64 * 1024
 
 
 def decode_claims(token: str) -> Optional[dict[str, Any]]:
     """The claims of a JWT, or None when ``token`` is not one (no verification)."""
-    if not isinstance(token, str) or len(token) > _MAX_TOKEN:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         return None
     parts = token.split(".")
     if len(parts) != 3 or not parts[1]:

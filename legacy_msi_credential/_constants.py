@@ -1,4 +1,11 @@
-"""Every default of the package, with its unit and where it comes from."""
+"""The client's defaults, and the names and limits the servers share with it, each with its
+unit and where it comes from.
+
+What the credentials, their cache, retries and settings default to is here. A limit that
+belongs to one server is written once beside it instead: the bridge's in ``bridge/`` (its
+limits records), the emulator's in ``emulator/``, the doctor's probe timeouts in
+``cli/_doctor``, the netlink query's in ``_owner``, the port tries in ``_binding``.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +73,9 @@ RESPONSE_DEADLINE = 15.0  # s
 #: A token response is a few KiB; a larger body is refused without being read whole.
 MAX_RESPONSE_BYTES = 256 * 1024  # 256 KiB
 
+#: The longest any setting in seconds may be (a timeout, a wait, a backoff).
+MAX_SECONDS = 86400  # s, one day
+
 # --- Retries ---------------------------------------------------------------------------
 
 #: Attempts in all, the first one included (IMDS guidance: about 5).
@@ -107,6 +117,15 @@ REFRESH_RETRY_DELAY = 30  # s
 EXPIRY_MARGIN = 10  # s
 #: Latest expiry accepted from a response (9999-12-31T23:59:59Z); later values are garbage.
 MAX_EPOCH_SECONDS = 253402300799  # s
+#: Scopes tuples remembered by a credential's fast path before its table starts again empty
+#: (a credential's clients use a few resources; a caller cycling through many costs a
+#: slow-path lookup each, never memory).
+FAST_TABLE_MAX = 256
+#: Keys whose last request's outcome single flight remembers (a credential has a few; the
+#: bridge's source one per identity and resource).
+MAX_FLIGHT_OUTCOMES = 4096
+#: Largest token whose claims are read: an Azure AD token is a few KiB.
+MAX_TOKEN_BYTES = 64 * 1024  # 64 KiB
 
 # --- The emulator and the bridge (defaults the CLI shows too) -------------------------
 

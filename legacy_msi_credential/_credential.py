@@ -10,9 +10,10 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
-from ._base import CredentialBase
+from ._base import MISS, CredentialBase
 from ._cache import CacheEntry
 from ._constants import MAX_RESPONSE_BYTES
+from ._endpoint import EndpointChoice
 from ._pipeline import build_pipeline
 from ._policies import ANSWER_KEY
 from ._protocol import Answer, TokenResult
@@ -51,19 +52,20 @@ class LegacyMsiCredential(CredentialBase):
     """
 
     def _setup_io(self) -> None:
-        self._own_transport = self._pipeline_kwargs.get("transport") is None
+        self._own_transport = self._settings.transport is None
         self._pipeline: Pipeline[Any, Any] = self._new_pipeline()
         self._closed = False
         self._locks: dict[str, threading.Lock] = {}
 
     def _new_pipeline(self) -> Pipeline[Any, Any]:
         return build_pipeline(
-            self._retry_settings,
-            trust_env=self._trust_env,
-            require_loopback=self._require_loopback,
+            self._settings.retry,
+            trust_env=self._settings.trust_env,
+            require_loopback=self._settings.require_loopback,
             body_limit=MAX_RESPONSE_BYTES,
-            body_deadline=self._response_deadline,
-            **dict(self._pipeline_kwargs),
+            body_deadline=self._settings.response_deadline,
+            transport=self._settings.transport,
+            **self._settings.pipeline_kwargs,
         )
 
     # --- azure-core's TokenCredential and SupportsTokenInfo ----------------------------
@@ -94,8 +96,14 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        row = self._fast(scopes, claims)
-        if row is not None:
+        # The fast path, inline (a method call would add about 15%): one attribute (the table),
+        # one lookup, and the row fresh on both of the clocks it carries, with no claims
+        # challenge. Anything else takes the slow path, which names what is wrong with a scope.
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
         return self._entry(scopes, claims).access_token
 
@@ -114,11 +122,17 @@ class LegacyMsiCredential(CredentialBase):
             CredentialUnavailableError: The legacy endpoint is not there.
             TokenRequestError: The endpoint refused, or answered without a usable token.
         """
-        claims = self._claims_from(options)
-        row = self._fast(scopes, claims)
-        if row is not None:
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if (
+            (options is None or (type(options) is dict and "claims" not in options))
+            and row[4]() < row[0]
+            and row[5]() < row[1]
+        ):
             return row[3]
-        return self._entry(scopes, claims).info
+        return self._entry(scopes, self._claims_from(options)).info
 
     def close(self) -> None:
         """Close the transport's connections.
@@ -147,7 +161,7 @@ class LegacyMsiCredential(CredentialBase):
         return self._locks.get(resource) or self._locks.setdefault(resource, threading.Lock())
 
     def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes, claims)
+        resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._locks = {}
             self._pipeline = self._new_pipeline()
@@ -156,11 +170,8 @@ class LegacyMsiCredential(CredentialBase):
             self._closed = False
         ticket = self._flight.begin(resource, force=claims is not None)
         if ticket.fresh is not None:
-            return self._remember(scopes, ticket.fresh)
+            return self._remember(scopes, ticket.fresh)  # fresh, or valid while another caller replaces it
         lock = self._lock(resource)
-        refreshing = ticket.refreshing
-        if refreshing is not None and not refreshing.claim_refresh():
-            return refreshing  # another caller is refreshing it: one holding a valid token never waits
         try:
             # The with statement takes and releases the lock itself: no line of Python runs
             # between taking it and being sure to release it, so no exception (an interrupt
@@ -169,25 +180,26 @@ class LegacyMsiCredential(CredentialBase):
                 served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
                 if served is not None:
                     return self._remember(scopes, served)  # another thread got a token meanwhile
-                fetched, failure = self._try_fetch(resource)
+                fetched, failure = self._try_fetch(resource, endpoint)
                 # Outside any except block: a failure raised from here has nothing chained to it.
                 return self._conclude(scopes, ticket, fetched, failure)
         finally:
-            if refreshing is not None:
-                refreshing.give_back_refresh()  # whatever happened, a later caller may refresh it
+            self._flight.end(ticket)  # whatever happened, a later caller may refresh it
 
-    def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
+    def _try_fetch(
+        self, resource: str, endpoint: EndpointChoice
+    ) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise. Its own method: a ``try`` statement directly in a
         ``with`` block is a point where CPython 3.11+ can skip the block's exit, when a trace
         hook raises there."""
         try:
-            return self._fetch(resource), None
+            return self._fetch(resource, endpoint), None
         except Exception as exc:
-            return None, self._boundary(exc)
+            return None, self._boundary(exc, endpoint)
 
-    def _fetch(self, resource: str) -> TokenResult:
+    def _fetch(self, resource: str, endpoint: EndpointChoice) -> TokenResult:
         """Drive the shared request flow, doing its I/O."""
-        flow = self._fetch_flow(resource)
+        flow = self._fetch_flow(resource, endpoint)
         request = next(flow)
         while True:
             try:
@@ -197,6 +209,6 @@ class LegacyMsiCredential(CredentialBase):
 
     def _exchange(self, request: HttpRequest) -> Answer:
         """Send one request through the pipeline (retries and reading the answer included)."""
-        response = self._pipeline.run(request, stream=True, **self._request_options)
+        response = self._pipeline.run(request, stream=True, **self._settings.request_options)
         answer: Answer = response.context[ANSWER_KEY]
         return answer

@@ -6,9 +6,7 @@ legacy_msi_credential`` alone does not.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ._chain import ChainParts, IdentityInit, UnusableLegacyStep, build_chain, import_error, reduce
+from ._chain import ChainParts, DropIn, UnusableLegacyStep, import_error
 from ._credential import LegacyMsiCredential
 
 try:
@@ -17,17 +15,8 @@ try:
 except ImportError as _error:  # pragma: no cover - exercised in a venv without azure-identity
     raise import_error(_error) from None
 
-#: azure-identity's ``__init__`` (reading its collaborators through this module, see
-#: IdentityInit) and the classes this twin builds the chain from.
-_PARTS = ChainParts(
-    identity_init=IdentityInit(_IdentityDefaultAzureCredential, globals()),
-    chained_init=ChainedTokenCredential.__init__,
-    make=LegacyMsiCredential,
-    unusable=UnusableLegacyStep,
-)
 
-
-class DefaultAzureCredential(_IdentityDefaultAzureCredential):
+class DefaultAzureCredential(DropIn, _IdentityDefaultAzureCredential):
     """azure-identity's ``DefaultAzureCredential``, which also tries the legacy VM extension.
 
     A drop-in replacement: change ``from azure.identity import DefaultAzureCredential`` to
@@ -56,9 +45,6 @@ class DefaultAzureCredential(_IdentityDefaultAzureCredential):
     ``AZURE_TOKEN_CREDENTIALS=LegacyMsiCredential`` makes the legacy step the only one.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        build_chain(self, kwargs, _PARTS)
-
-    def __reduce__(self) -> Any:
-        """Pickled: its arguments, never a secret, token or connection (see ``_chain.reduce``)."""
-        return reduce(self)
+    _parts = ChainParts.of(
+        _IdentityDefaultAzureCredential, ChainedTokenCredential, LegacyMsiCredential, UnusableLegacyStep, globals()
+    )

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from ._constants import (
     ENDPOINT_WAIT_MAX_DELAY,
     MAX_ATTEMPTS,
+    MAX_SECONDS,
     RETRY_AFTER_MAX,
     RETRY_BACKOFF_BASE,
     RETRY_GONE_BACKOFF_BASE,
@@ -26,10 +27,6 @@ _LOGGER = logging.getLogger(__name__)
 #: What went wrong with an attempt that got no HTTP answer.
 CONNECT_FAILED = "connect"
 RESPONSE_FAILED = "response"
-
-
-#: The longest any setting in seconds may be.
-MAX_SECONDS = 86400
 
 
 def check_seconds(name: str, value: Any, maximum: float = MAX_SECONDS) -> float:

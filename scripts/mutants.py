@@ -311,12 +311,12 @@ MUTANTS = [
         ("tests/test_claims_and_flight.py", "tests/test_cache_and_retry.py", "tests/test_credential.py"),
     ),
     Mutant(
-        "bridge: a client holding a valid token waits for the refresh",
-        "legacy_msi_credential/bridge/_source.py",
-        "        if ticket.refreshing is not None and self._flights.running(key):\n",
-        "        if False:\n",
-        "one holding a valid token never waits for another's refresh, in the bridge too",
-        ("tests/test_claims_and_flight.py", *BRIDGE_TESTS),
+        "flight: a caller holding a valid token waits for the refresh",
+        "legacy_msi_credential/_flight.py",
+        "                    ticket.action = Action.SERVE  # another caller replaces it: serve it, never wait\n",
+        "                    pass\n",
+        "one holding a valid token never waits for another's refresh, in both credentials and the bridge",
+        ("tests/test_claims_and_flight.py", "tests/test_concurrency.py", *BRIDGE_TESTS),
     ),
     Mutant(
         "attempt: an answer the watchdog cut short is accepted",

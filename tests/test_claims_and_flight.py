@@ -222,6 +222,34 @@ def test_a_failed_refresh_serves_the_valid_token_and_waits_before_trying_again()
     assert flight.begin("r").fresh is None
 
 
+def test_single_flight_lets_one_caller_replace_a_valid_token_and_serves_it_to_the_others() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    kept = flight.fetched(flight.begin("r"), TokenResult("t", int(clocks.wall) + 3600))
+    clocks.advance(3600 - 200)  # due, valid for 200 s more
+    replacer = flight.begin("r")
+    assert replacer.refreshing is kept  # this caller refreshes it
+    other = flight.begin("r")
+    assert other.fresh is kept  # served at once: it never waits for the refresh
+    challenged = flight.begin("r", force=True)  # a claims challenge still asks for a new token
+    assert challenged.fresh is None
+    flight.end(challenged)  # not the replacer: changes nothing
+    assert flight.begin("r").fresh is kept
+    flight.end(replacer)  # the refresh ended without a token (an interrupt, say)
+    assert flight.begin("r").refreshing is kept  # the next caller refreshes
+
+
+def test_a_replacer_role_left_behind_lapses_when_a_new_token_arrives() -> None:
+    clocks = Clocks()
+    flight = single_flight(clocks)
+    flight.fetched(flight.begin("r"), TokenResult("t1", int(clocks.wall) + 3600))
+    clocks.advance(3600 - 200)
+    flight.begin("r")  # takes the role and never ends
+    renewed = flight.fetched(flight.begin("r", force=True), TokenResult("t2", int(clocks.wall) + 3600))
+    clocks.advance(3600 - 200)
+    assert flight.begin("r").refreshing is renewed  # the role was for the old token
+
+
 def test_single_flight_remembers_a_bounded_number_of_outcomes() -> None:
     clocks = Clocks()
     flight = single_flight(clocks)
@@ -230,6 +258,45 @@ def test_single_flight_remembers_a_bounded_number_of_outcomes() -> None:
         flight.failed(ticket, ValueError(index))
     assert len(flight._outcomes) <= 4096
     assert "k9999" in flight._outcomes
+
+
+async def test_the_bridges_refresh_stays_one_when_the_client_that_started_it_gives_up() -> None:
+    """The refresh belongs to the flight, which outlives a client that disconnects: another
+    client holding the valid token is still served it at once, and no second refresh starts."""
+    from azure.core.credentials import AccessToken
+    from legacy_msi_credential._server._legacy import TokenAsk
+
+    from legacy_msi_credential.bridge import TokenSource
+
+    now = [1_700_000_000.0]
+    release = asyncio.Event()
+    refresh_asked = asyncio.Event()
+    calls: list[int] = []
+
+    class Credential:
+        async def get_token(self, scope: str) -> AccessToken:
+            calls.append(len(calls))
+            if len(calls) > 1:
+                refresh_asked.set()
+                await release.wait()
+            return AccessToken(jwt({**MANAGED, "uti": f"token-{len(calls)}"}), int(now[0]) + 3600)
+
+        async def close(self) -> None:
+            pass
+
+    source = TokenSource("imds", clock=lambda: now[0], credential_factory=lambda *_: Credential())
+    ask = TokenAsk("https://management.azure.com")
+    first = (await source.token(ask)).token
+    now[0] += 3600 - 200
+    gave_up = asyncio.ensure_future(source.token(ask))
+    await asyncio.wait_for(refresh_asked.wait(), 5)
+    gave_up.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gave_up
+    assert (await asyncio.wait_for(source.token(ask), 1)).token == first  # the refresh still runs
+    assert len(calls) == 2
+    assert source.requests == 2
+    release.set()
 
 
 def test_the_gate_caps_starts_per_second_and_says_when_to_come_back() -> None:

@@ -52,6 +52,46 @@ def test_stale_token_is_served_while_one_thread_refreshes(clock: Clock) -> None:
         credential.close()
 
 
+def test_a_thread_holding_a_valid_token_never_waits_for_another_threads_refresh(clock: Clock) -> None:
+    """The refresh is held inside the endpoint until the emulator stops: a second caller is
+    served the still-valid token while it is held, which it could not be if it waited."""
+    with ThreadPoolExecutor(2) as pool:
+        with Emulator(port=0, clock=clock) as vm:
+            credential = LegacyMsiCredential(endpoint=vm.endpoint, clock=clock, retry_total=0)
+            old = credential.get_token_info(ARM)
+            clock.now = old.refresh_on + 1  # due for refresh, valid for minutes more
+            vm.add_faults(Fault.hang())
+            refreshing = pool.submit(credential.get_token_info, ARM)
+            assert vm.wait_for_requests(2)  # the refresh is in the endpoint, and stays there
+            served = pool.submit(credential.get_token, ARM).result(timeout=5)
+            assert served.token == old.token
+            assert not refreshing.done()
+        # The emulator stopped: the held refresh fails, and its caller keeps the valid token.
+        assert refreshing.result(timeout=15).token == old.token
+        assert vm.request_count == 2
+        credential.close()
+
+
+async def test_a_task_holding_a_valid_token_never_waits_for_another_tasks_refresh(clock: Clock) -> None:
+    """The same for tasks; and a refresh whose task is cancelled lets the next caller refresh."""
+    with Emulator(port=0, clock=clock) as vm:
+        async with AsyncLegacyMsiCredential(endpoint=vm.endpoint, clock=clock, retry_total=0) as credential:
+            old = await credential.get_token_info(ARM)
+            clock.now = old.refresh_on + 1
+            vm.add_faults(Fault.hang())
+            refreshing = asyncio.ensure_future(credential.get_token_info(ARM))
+            assert await asyncio.get_running_loop().run_in_executor(None, vm.wait_for_requests, 2)
+            served = await asyncio.wait_for(credential.get_token(ARM), 5)
+            assert served.token == old.token
+            assert not refreshing.done()
+            refreshing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await refreshing
+            renewed = await asyncio.wait_for(credential.get_token(ARM), 5)  # refreshes: nobody else does
+            assert renewed.token != old.token
+            assert vm.request_count == 3
+
+
 async def test_1000_tasks_cold_start_with_one_request(emulator: Emulator) -> None:
     emulator.add_faults(Fault.delay(0.2))
     async with AsyncLegacyMsiCredential(endpoint=emulator.endpoint) as credential:

@@ -237,9 +237,9 @@ def test_the_legacy_step_never_waits_unless_asked() -> None:
     def legacy(credential: Any) -> Any:
         return next(step for step in credential.credentials if type(step).__name__ == "LegacyMsiCredential")
 
-    assert legacy(DefaultAzureCredential())._retry_settings.wait_for_endpoint == 0
+    assert legacy(DefaultAzureCredential())._settings.retry.wait_for_endpoint == 0
     waiting = legacy(DefaultAzureCredential(legacy_msi_wait_for_endpoint=30))
-    assert waiting._retry_settings.wait_for_endpoint == 30
+    assert waiting._settings.retry.wait_for_endpoint == 30
 
 
 # --- machines --------------------------------------------------------------------------
@@ -601,4 +601,4 @@ def test_a_configured_environment_credential_pickles_no_secret(monkeypatch: pyte
     copy = pickle.loads(pickled)
     assert names(copy) == names(credential)
     assert type(copy.credentials[0]._credential).__name__ == type(credential.credentials[0]._credential).__name__
-    assert legacy_of(copy)._arguments["client_id"] == "00000000-0000-0000-0000-0000000000cc"
+    assert legacy_of(copy)._settings.arguments["client_id"] == "00000000-0000-0000-0000-0000000000cc"

@@ -32,10 +32,6 @@ class Flights(Generic[T]):
     def __len__(self) -> int:
         return len(self._running)
 
-    def running(self, key: Hashable) -> bool:
-        """Whether a call for ``key`` is under way."""
-        return key in self._running
-
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         """The result of ``call()``, made once however many callers ask for ``key`` while it runs."""
         running = self._running.get(key)

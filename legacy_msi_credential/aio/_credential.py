@@ -15,9 +15,10 @@ from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
 
-from .._base import CredentialBase
+from .._base import MISS, CredentialBase
 from .._cache import CacheEntry
 from .._constants import MAX_RESPONSE_BYTES
+from .._endpoint import EndpointChoice
 from .._policies import ANSWER_KEY, unguardable_transport
 from .._protocol import Answer, TokenResult
 from ._guard import can_guard, requests_based
@@ -48,8 +49,12 @@ class LegacyMsiCredential(CredentialBase):
     """
 
     def _setup_io(self) -> None:
-        self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._pipeline_kwargs.pop("transport", None)
-        if self._given_transport is not None and self._require_loopback and not can_guard(self._given_transport):
+        self._given_transport: Optional[AsyncHttpTransport[Any, Any]] = self._settings.transport
+        if (
+            self._given_transport is not None
+            and self._settings.require_loopback
+            and not can_guard(self._given_transport)
+        ):
             raise ValueError(unguardable_transport(self._given_transport))
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._sentinels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -59,9 +64,9 @@ class LegacyMsiCredential(CredentialBase):
         """Timeouts in the form the transport reads them."""
         if requests_based(transport, "AsyncioRequestsTransport"):
             # It hands ``connection_timeout`` to requests as is and knows no ``read_timeout``.
-            options = self._request_options
+            options = self._settings.request_options
             return {"connection_timeout": (options["connection_timeout"], options["read_timeout"])}
-        return dict(self._request_options)
+        return dict(self._settings.request_options)
 
     def _for_loop(self) -> _LoopState:
         """The pipeline and locks of the running event loop, made on first use.
@@ -77,16 +82,18 @@ class LegacyMsiCredential(CredentialBase):
                 state = self._loops.get(loop)
                 if state is None:
                     transport = self._given_transport or default_async_transport(
-                        trust_env=self._trust_env, require_loopback=self._require_loopback, **self._pipeline_kwargs
+                        trust_env=self._settings.trust_env,
+                        require_loopback=self._settings.require_loopback,
+                        **self._settings.pipeline_kwargs,
                     )
                     pipeline = build_async_pipeline(
-                        self._retry_settings,
+                        self._settings.retry,
                         transport=transport,
-                        require_loopback=self._require_loopback,
-                        trust_env=self._trust_env,
+                        require_loopback=self._settings.require_loopback,
+                        trust_env=self._settings.trust_env,
                         body_limit=MAX_RESPONSE_BYTES,
-                        body_deadline=self._response_deadline,
-                        **self._pipeline_kwargs,
+                        body_deadline=self._settings.response_deadline,
+                        **self._settings.pipeline_kwargs,
                     )
                     state = _LoopState(pipeline, {}, self._transport_options(transport))
                     self._loops[loop] = state
@@ -135,8 +142,12 @@ class LegacyMsiCredential(CredentialBase):
         """Get a token for one scope, from the cache when it is fresh: the awaitable
         :meth:`legacy_msi_credential.LegacyMsiCredential.get_token`, with its arguments, result
         and errors."""
-        row = self._fast(scopes, claims)
-        if row is not None:
+        # The fast path, inline: as in the sync twin.
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
         return (await self._entry(scopes, claims)).access_token
 
@@ -144,11 +155,17 @@ class LegacyMsiCredential(CredentialBase):
         """Get a token and its refresh time for one scope, from the cache when it is fresh: the
         awaitable :meth:`legacy_msi_credential.LegacyMsiCredential.get_token_info`, with its
         arguments, result and errors."""
-        claims = self._claims_from(options)
-        row = self._fast(scopes, claims)
-        if row is not None:
+        try:
+            row = self._fresh[scopes]
+        except (KeyError, TypeError):
+            row = MISS
+        if (
+            (options is None or (type(options) is dict and "claims" not in options))
+            and row[4]() < row[0]
+            and row[5]() < row[1]
+        ):
             return row[3]
-        return (await self._entry(scopes, claims)).info
+        return (await self._entry(scopes, self._claims_from(options))).info
 
     async def close(self) -> None:
         """Close the calling event loop's connections.
@@ -181,37 +198,38 @@ class LegacyMsiCredential(CredentialBase):
         return lock
 
     async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
-        resource = self._resource_for(scopes, claims)
+        resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._loops = weakref.WeakKeyDictionary()
             self._sentinels = weakref.WeakKeyDictionary()
             self._loops_guard = threading.Lock()
         ticket = self._flight.begin(resource, force=claims is not None)
         if ticket.fresh is not None:
-            return self._remember(scopes, ticket.fresh)
+            return self._remember(scopes, ticket.fresh)  # fresh, or valid while another task replaces it
         lock = self._lock(resource)
-        # locked() rather than a non-blocking acquire, which asyncio.Lock lacks: nothing can
-        # run between this check and the return, so a caller holding a valid token never waits.
-        if ticket.refreshing is not None and lock.locked():
-            return ticket.refreshing
-        async with lock:
-            served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
-            if served is not None:
-                return self._remember(scopes, served)  # another task got a token meanwhile
-            fetched, failure = await self._try_fetch(resource)
-            # Outside any except block: a failure raised from here has nothing chained to it.
-            return self._conclude(scopes, ticket, fetched, failure)
+        try:
+            async with lock:
+                served = self._flight.recheck(ticket)  # raises the failure of a request it waited for
+                if served is not None:
+                    return self._remember(scopes, served)  # another task got a token meanwhile
+                fetched, failure = await self._try_fetch(resource, endpoint)
+                # Outside any except block: a failure raised from here has nothing chained to it.
+                return self._conclude(scopes, ticket, fetched, failure)
+        finally:
+            self._flight.end(ticket)  # whatever happened (a cancellation too), a later task may refresh it
 
-    async def _try_fetch(self, resource: str) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
+    async def _try_fetch(
+        self, resource: str, endpoint: EndpointChoice
+    ) -> tuple[Optional[TokenResult], Optional[ClientAuthenticationError]]:
         """A token, or the failure to raise (see the sync twin's ``_try_fetch`` for why a method)."""
         try:
-            return await self._fetch(resource), None
+            return await self._fetch(resource, endpoint), None
         except Exception as exc:
-            return None, self._boundary(exc)
+            return None, self._boundary(exc, endpoint)
 
-    async def _fetch(self, resource: str) -> TokenResult:
+    async def _fetch(self, resource: str, endpoint: EndpointChoice) -> TokenResult:
         """Drive the shared request flow, awaiting its I/O."""
-        flow = self._fetch_flow(resource)
+        flow = self._fetch_flow(resource, endpoint)
         request = next(flow)
         while True:
             try:

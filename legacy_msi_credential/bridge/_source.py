@@ -131,29 +131,31 @@ class TokenSource:
         self._check_identity_kind(ask)
         key = f"{ask.parameter or ''}\x00{ask.value or ''}\x00{ask.resource}"
         ticket = self._flight.begin(key, user=user)
-        if ticket.fresh is not None:
+        if ticket.fresh is not None:  # fresh, or valid while another client's request replaces it
             return _result(ticket.fresh)
-        if ticket.refreshing is not None and self._flights.running(key):
-            return _result(ticket.refreshing)  # one holding a valid token never waits for another's refresh
         entry = await self._flights.run(key, lambda: self._fly(ticket, ask))
         self._flight.cache.hold(key, user)  # a token another user's request brought is this user's too now
         return _result(entry)
 
     async def _fly(self, ticket: Ticket, ask: TokenAsk) -> CacheEntry:
         """The flight itself, shared by every client asking meanwhile: its token is kept before it
-        ends, so that no request arriving after it finds neither a token nor a flight."""
-        served = self._flight.recheck(ticket)
-        if served is not None:
-            return served
+        ends, so that no request arriving after it finds neither a token nor a flight. It outlives
+        a client that gives up: the refresh it makes stays this flight's until it ends."""
         try:
-            result = await self._fetch(ask, ticket.user)
-        except Refusal as refusal:
-            stale = self._flight.failed(ticket, refusal)
-            if stale is None:
-                raise
-            _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
-            return stale
-        return self._flight.fetched(ticket, result)
+            served = self._flight.recheck(ticket)
+            if served is not None:
+                return served
+            try:
+                result = await self._fetch(ask, ticket.user)
+            except Refusal as refusal:
+                stale = self._flight.failed(ticket, refusal)
+                if stale is None:
+                    raise
+                _LOGGER.warning("refreshing a token from the %s source failed; serving the cached one", self.kind)
+                return stale
+            return self._flight.fetched(ticket, result)
+        finally:
+            self._flight.end(ticket)
 
     async def _fetch(self, ask: TokenAsk, user: Hashable) -> TokenResult:
         if self._gate is None:
