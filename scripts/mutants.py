@@ -84,7 +84,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: a parameter given twice passes",
-        "legacy_msi_credential/_server/_legacy.py",
+        "legacy_msi_credential/_server/_rules.py",
         "if len(values) > 1)",
         "if len(values) > 2)",
         "a repeated parameter is refused, never read one way here and another there",
