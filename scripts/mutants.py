@@ -47,6 +47,9 @@ WIRE_TESTS = ("tests/test_endpoint.py", "tests/test_credential.py", "tests/test_
 TEXT_TESTS = ("tests/test_small_parts.py", "tests/test_hostile.py")
 CHAIN_TESTS = ("tests/test_default_chain.py",)
 CORNER_TESTS = ("tests/test_corners.py",)
+ADAPT_TESTS = ("tests/test_adapt.py",)
+FAIRNESS_TESTS = ("tests/test_fairness.py",)
+BINDING_TESTS = ("tests/test_binding.py",)
 
 MUTANTS = [
     # --- the protocol's rules (_server): what the bridge and the emulator refuse ---------------
@@ -84,7 +87,7 @@ MUTANTS = [
     ),
     Mutant(
         "rules: a parameter given twice passes",
-        "legacy_msi_credential/_server/_legacy.py",
+        "legacy_msi_credential/_server/_rules.py",
         "if len(values) > 1)",
         "if len(values) > 2)",
         "a repeated parameter is refused, never read one way here and another there",
@@ -563,6 +566,88 @@ MUTANTS = [
         "pipeline=tuple((name, kwargs.pop(name)) for name in PIPELINE_KEYWORDS if name in kwargs),",
         "the caller's transport and pipeline keywords reach azure-identity's steps too",
         CORNER_TESTS,
+    ),
+    # --- legacy-msi adapt: its protocols, its secret, its environment file ---------------------
+    Mutant(
+        "adapt: the secret compared case-insensitively",
+        "legacy_msi_credential/adapt/_protocols.py",
+        'hmac.compare_digest(value.encode("utf-8", "surrogateescape"), settings.secret)',
+        'hmac.compare_digest(value.lower().encode("utf-8", "surrogateescape"), settings.secret.lower())',
+        "App Service's protocol answers only the adapter's secret, byte for byte",
+        ADAPT_TESTS,
+    ),
+    Mutant(
+        "adapt: a second identity parameter allowed",
+        "legacy_msi_credential/adapt/_protocols.py",
+        "        if len(named) > 1:\n",
+        "        if len(named) > 2:\n",
+        "an unknown, repeated, empty or second identity parameter is a 400, never a token",
+        ADAPT_TESTS,
+    ),
+    Mutant(
+        "adapt: IMDS's answer carries a refresh_token",
+        "legacy_msi_credential/adapt/_protocols.py",
+        '        "not_before": str(now),\n',
+        '        "not_before": str(now),\n        "refresh_token": "",\n',
+        "IMDS's answer is IMDS's shape, no refresh_token",
+        ADAPT_TESTS,
+    ),
+    Mutant(
+        "adapt: the secret file readable by others",
+        "legacy_msi_credential/adapt/__init__.py",
+        "SECRET_FILE_MODE = 0o600",
+        "SECRET_FILE_MODE = 0o644",
+        "the secret is kept in a state file only its owner reads",
+        ADAPT_TESTS,
+    ),
+    Mutant(
+        "adapt: an environment file value that needs quoting written",
+        "legacy_msi_credential/adapt/__init__.py",
+        "        if not _PLAIN_VALUE.fullmatch(value):\n",
+        "        if not value:\n",
+        "the environment file reads the same in a shell and in systemd's EnvironmentFile=",
+        ADAPT_TESTS,
+    ),
+    Mutant(
+        "adapt: the environment file left on exit",
+        "legacy_msi_credential/cli/_adapt.py",
+        "                written.remove()\n",
+        "                pass\n",
+        "the environment file is removed when the adapter stops",
+        ADAPT_TESTS,
+    ),
+    # --- the server core: its budgets, its shares between users, its addresses ----------------
+    Mutant(
+        "budget: a request head read past max_head",
+        "legacy_msi_credential/bridge/_app.py",
+        "        room = connections.max_head - self._received\n",
+        "        room = 2 * connections.max_head - self._received\n",
+        "a connection's head is bounded: 431 and closed beyond max_head",
+        ("tests/test_bridge_service.py",),
+    ),
+    Mutant(
+        "shares: the gate queues every user's calls in one line",
+        "legacy_msi_credential/_server/_flights.py",
+        "await self._turn(user)",
+        "await self._turn(None)",
+        "a user's call waits for at most one call of each other user, however many they queue",
+        FAIRNESS_TESTS,
+    ),
+    Mutant(
+        "shares: the cache evicts the user holding the smallest share",
+        "legacy_msi_credential/_cache.py",
+        "heaviest = max(self._shares, key=self._shares.__getitem__)",
+        "heaviest = min(self._shares, key=self._shares.__getitem__)",
+        "another user's churn never evicts a user's token: the largest share lets go",
+        FAIRNESS_TESTS,
+    ),
+    Mutant(
+        "binding: ::1 taken by another process skipped",
+        "legacy_msi_credential/_server/_binding.py",
+        "                if item.required or exc.errno not in _NO_IPV6:\n",
+        "                if item.required or exc.errno not in (*_NO_IPV6, errno.EADDRINUSE):\n",
+        "both loopback addresses on one port, or a refusal to start: never one left to a squatter",
+        BINDING_TESTS,
     ),
 ]
 

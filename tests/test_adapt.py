@@ -19,13 +19,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlencode
 
 import pytest
 
 from legacy_msi_credential._server._legacy import TokenAsk
-from legacy_msi_credential._server._rules import Refusal
+from legacy_msi_credential._server._rules import Refusal, Request
 from legacy_msi_credential.adapt import (
     SERVER_NAME,
     Adapter,
@@ -36,7 +38,7 @@ from legacy_msi_credential.adapt import (
     read_or_make_secret,
 )
 from legacy_msi_credential.adapt import _protocols as protocols
-from legacy_msi_credential.adapt._protocols import APP_SERVICE, IMDS, Request
+from legacy_msi_credential.adapt._protocols import APP_SERVICE, IMDS, AdaptSettings
 from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator, Fault, UserAssignedIdentity
 
@@ -44,10 +46,16 @@ from .conftest import cli, closed_port, run_cli, start_cli
 
 ARM = "https://management.azure.com/"
 SECRET = Secret("s3cret-s3cret-s3cret-s3cret-s3cret-0123456")
+SETTINGS = AdaptSettings(SECRET.reveal().encode())
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
 
 
 # --- the protocol tables, directly ------------------------------------------------------------
+
+
+def record(path: str, params: dict[str, list[str]], headers: list[tuple[str, str]]) -> Request:
+    """The server core's record of a GET from a loopback peer, as the shell makes it."""
+    return Request("GET", f"{path}?{urlencode(params, doseq=True)}", tuple(headers), True, params)
 
 
 def app_request(
@@ -60,7 +68,7 @@ def app_request(
         else:
             params[name] = value if isinstance(value, list) else [value]
     sent = [("X-IDENTITY-HEADER", SECRET.reveal())] if headers is None else headers
-    return Request.of("GET", path, params, sent)
+    return record(path, params, sent)
 
 
 def imds_request(
@@ -75,11 +83,16 @@ def imds_request(
             params.pop(name, None)
         else:
             params[name] = value if isinstance(value, list) else [value]
-    return Request.of("GET", path, params, [("Metadata", "true")] if headers is None else headers)
+    return record(path, params, [("Metadata", "true")] if headers is None else headers)
 
 
 def decide(request: Request) -> Any:
-    return protocols.decide(request, SECRET.reveal().encode())
+    return protocols.decide(request, SETTINGS)
+
+
+def outcome(answer: Any) -> Any:
+    """An answer made comparable: a refusal's status and description, or the ask."""
+    return (answer.status, answer.description) if isinstance(answer, Refusal) else answer
 
 
 def refused(request: Request) -> tuple[int, str]:
@@ -90,12 +103,31 @@ def refused(request: Request) -> tuple[int, str]:
 
 def test_each_protocol_is_a_table_of_named_checks() -> None:
     for protocol in (APP_SERVICE, IMDS):
-        names = [name for name, _check in protocol.checks]
+        names = [rule.name for rule in protocol.rules]
         assert len(names) == len(set(names))
         assert "one identity" in names
         assert "known parameters" in names
-    assert "secret header" in [name for name, _ in APP_SERVICE.checks]
-    assert "metadata header" in [name for name, _ in IMDS.checks]
+    assert "secret header" in [rule.name for rule in APP_SERVICE.rules]
+    assert "metadata header" in [rule.name for rule in IMDS.rules]
+
+
+@pytest.mark.parametrize("make", [app_request, imds_request])
+@pytest.mark.parametrize("path", [None, "/elsewhere"])
+def test_each_table_admits_as_every_server_does_before_its_own_rows(make: Any, path: Optional[str]) -> None:
+    request = make() if path is None else make(path=path)
+    from_a_page = replace(request, headers=(*request.headers, ("Origin", "http://example.com")))
+    relayed = replace(request, headers=(*request.headers, ("X-Forwarded-For", "203.0.113.7")))
+    assert refused(from_a_page)[0] == 401
+    assert refused(replace(request, peer_is_loopback=False))[0] == 401
+    assert refused(relayed)[0] == 400
+    lenient = AdaptSettings(SECRET.reveal().encode(), refuse_forwarded=False, browser_proof=False)
+    assert outcome(protocols.decide(relayed, lenient)) == outcome(protocols.decide(request, lenient))
+
+
+def test_the_settings_never_show_or_pickle_the_secret() -> None:
+    assert SECRET.reveal() not in repr(SETTINGS) + str(SETTINGS)
+    with pytest.raises(TypeError):
+        pickle.dumps(SETTINGS)
 
 
 @pytest.mark.parametrize(
@@ -196,9 +228,7 @@ def test_app_service_serves_its_api_version_only() -> None:
 
 
 def test_only_get_is_served() -> None:
-    record = app_request()
-    post = Request("POST", record.path, record.params, record.headers)
-    assert refused(post)[0] == 405
+    assert refused(replace(app_request(), method="POST"))[0] == 405
 
 
 def test_app_service_answer_has_integer_epoch_seconds_and_names_the_identity() -> None:

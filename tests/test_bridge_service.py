@@ -1526,6 +1526,27 @@ def test_unfinished_heads_over_the_pending_budget_displace_the_largest_other_fir
                 client.close()
 
 
+def test_a_head_one_line_past_max_head_is_refused_at_once_and_one_within_it_served() -> None:
+    """The head's budget is ``max_head`` to the byte, whatever aiohttp's own line limit: short
+    header lines that together pass it get a ``431`` as soon as they do, not at the deadline."""
+    source = TokenSource("imds", credential_factory=StandIn("mirror"))
+    limits = ServerLimits(max_head=1024, max_pending=4096)
+    start = f"GET /oauth2/token?resource={ARM} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n".encode()
+    within = start + b"X-Fill: a\r\n" * ((limits.max_head - len(start) - 40) // 11) + b"Connection: close\r\n\r\n"
+    assert limits.max_head - 40 < len(within) <= limits.max_head
+    with Bridge(port=0, source=source, limits=limits) as bridge:
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=3) as client:
+            client.sendall(within)
+            assert status_of(client.recv(65536)) == 200
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=3) as client:
+            client.sendall(within[:-2] + b"X-Fill: a\r\n" * 8)  # never ending, some 50 bytes past the budget
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert status_of(answer) == 431
+        assert bridge.connections.oversized == 1
+
+
 def test_a_connection_past_the_limit_is_let_in_when_every_other_is_in_a_request() -> None:
     """None can be displaced (each is being answered, and ends soon): the newcomer is
     served rather than refused."""

@@ -148,7 +148,7 @@ def _method(request: Request, policy: Policy) -> Optional[Refusal]:
 
 
 def _parameters_once(request: Request, policy: Policy) -> Optional[Refusal]:
-    repeated = sorted(name for name, values in request.params.items() if len(values) > 1)
+    repeated = request.repeated_params()
     if repeated:
         return Refusal(401, "invalid_request", f"Parameter repeated: {', '.join(repeated)}.")
     return None

@@ -174,6 +174,10 @@ class Request:
         """The first value of parameter ``name``, or ``""``."""
         return (self.params.get(name) or [""])[0]
 
+    def repeated_params(self) -> list[str]:
+        """The names, sorted, of the parameters given more than once (which value counts is ambiguous)."""
+        return sorted(name for name, values in self.params.items() if len(values) > 1)
+
 
 S = TypeVar("S", contravariant=True)
 A = TypeVar("A")

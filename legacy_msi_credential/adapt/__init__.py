@@ -10,7 +10,7 @@ extension.
 * It stands on the bridge's server shell (:mod:`legacy_msi_credential.bridge`): loopback
   only, browser-proof, relayed requests refused, a whole-request deadline, bounded
   connections, heads, bodies and cache, fair between local users, never blocking its loop.
-  What differs is the protocol (:mod:`._protocols`, tables of named checks) and the source.
+  What differs is the protocol (:mod:`._protocols`: two of the server core's rule tables) and the source.
 * Tokens come from the legacy extension through this package's asynchronous
   :class:`~legacy_msi_credential.aio.LegacyMsiCredential`: its endpoint found once, as the
   credential finds it, but never from ``MSI_*`` (which the adapter ignores, as it ignores
@@ -39,8 +39,7 @@ from .._endpoint import ENDPOINT_VARIABLES, EndpointChoice, resolve_endpoint
 from .._loopback import is_loopback_host
 from .._server._legacy import Policy, TokenAsk, base_url
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
-from .._server._rules import Refusal
-from .._server._rules import Request as Arrived
+from .._server._rules import Refusal, Request
 from .._server._safe_file import WrittenFile, write_file
 
 try:
@@ -49,7 +48,7 @@ try:
 except ImportError as missing:  # pragma: no cover - aiohttp is in the serve extra
     raise ImportError(f"legacy-msi adapt runs on aiohttp: {SERVE_HINT}") from missing
 from . import _protocols
-from ._protocols import APP_SERVICE_PATH, Request
+from ._protocols import APP_SERVICE_PATH, AdaptSettings
 
 __all__ = ["SERVER_NAME", "AdaptServing", "Adapter", "Secret", "environment_lines", "read_or_make_secret"]
 
@@ -210,10 +209,10 @@ class AdaptServing(Serving):
     def __init__(self, secret: Secret) -> None:
         self._secret = secret.reveal().encode("ascii")
 
-    def decide(self, request: Arrived, policy: Policy) -> Union[TokenAsk, Refusal]:
-        # The path as sent: Java's "//metadata/..." is a path here, never a host (as urlsplit reads it).
-        path = request.target.split("?", 1)[0]
-        return _protocols.decide(Request.of(request.method, path, request.params, request.headers), self._secret)
+    def decide(self, request: Request, policy: Policy) -> Union[TokenAsk, Refusal]:
+        """The table the request's path names decides, with the shell's admission policy."""
+        settings = AdaptSettings(self._secret, policy.refuse_forwarded, policy.browser_proof)
+        return _protocols.decide(request, settings)
 
     def answer(self, ask: TokenAsk, token: str, expires_on: int, now: int, client_id: str) -> dict[str, str]:
         return _protocols.answer(ask, token, expires_on, now, client_id=client_id)

@@ -1,12 +1,13 @@
 """Today's managed identity protocols, server side: App Service's (2019-08-01) and IMDS's. No I/O.
 
-Each protocol is a table of named checks. A check takes a :class:`Request` (a small frozen
-record of what arrived: method, path, parameters with every value, headers with every
-occurrence) and returns a :class:`~legacy_msi_credential._server._rules.Refusal` or None; the first
-refusal is the answer, and a request every check passes becomes a
-:class:`~legacy_msi_credential._server._legacy.TokenAsk`. What the adapter answers a token with is
-:func:`app_service_answer` or :func:`imds_answer`, and how a failure of the legacy extension
-is answered is :func:`unavailable`.
+Each protocol is a :class:`~legacy_msi_credential._server._rules.RuleTable` on the server
+core, as the legacy protocol is (``_server._legacy.LEGACY``): rows of named checks over the
+core's request record, starting with :data:`~legacy_msi_credential._server._rules.ADMIT`,
+then the protocol's own; the first refusal is the answer, and a request every row passes
+becomes a :class:`~legacy_msi_credential._server._legacy.TokenAsk`. The rows read an
+:class:`AdaptSettings` (the secret, and what ``ADMIT`` reads). What the adapter answers a
+token with is the table's ``answer`` (:func:`app_service_answer`, :func:`imds_answer`), and
+how a failure of the legacy extension is answered is :func:`unavailable`.
 
 What the clients send and parse is read from their sources (azure-identity, msal, MSAL Go,
 .NET and Java, @azure/identity, msal-node) and seen on the wire; ``docs/adapt.md`` has the
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
 
 from .._constants import IMDS_TOKEN_PATH
 from .._server._legacy import TokenAsk, valid_resource
-from .._server._rules import Refusal
+from .._server._rules import ADMIT, Refusal, Request, Rule, RuleTable, first_refusal
 from .._text import clean_text
 
 #: Where the adapter serves App Service's protocol (what ``IDENTITY_ENDPOINT`` names). App
@@ -55,80 +56,38 @@ UNAVAILABLE_STATUS = 400
 
 
 @dataclass(frozen=True)
-class Request:
-    """What arrived, as the checks see it.
+class AdaptSettings:
+    """What the adapter's rows read: its secret, and the admission policy (:data:`ADMIT`'s).
 
     Attributes:
-        method: The request method.
-        path: The request path, as sent (before any tolerance).
-        params: Each parameter with every value it was given, in order of arrival.
-        headers: Each header (name in lower case) with every value it was given.
+        secret: The secret's bytes, ``X-IDENTITY-HEADER``'s expected value (never shown by
+            ``repr``, never pickled).
+        refuse_forwarded: Refuse requests relayed by a proxy.
+        browser_proof: Refuse what a web browser sends.
     """
 
-    method: str
-    path: str
-    params: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    secret: bytes = field(repr=False)
+    refuse_forwarded: bool = True
+    browser_proof: bool = True
 
-    @classmethod
-    def of(
-        cls, method: str, path: str, params: Mapping[str, Sequence[str]], headers: Sequence[tuple[str, str]]
-    ) -> Request:
-        """A record from parsed parameters and the raw header list (name, value) pairs."""
-        found: dict[str, list[str]] = {}
-        for name, value in headers:
-            found.setdefault(name.lower(), []).append(value)
-        return cls(
-            method,
-            path,
-            tuple((name, tuple(values)) for name, values in params.items()),
-            tuple((name, tuple(values)) for name, values in found.items()),
-        )
-
-    def param(self, name: str) -> tuple[str, ...]:
-        """Every value of the parameter ``name`` (exact, case-sensitive), in order."""
-        return next((values for key, values in self.params if key == name), ())
-
-    def header(self, name: str) -> tuple[str, ...]:
-        """Every value of the header ``name`` (any case), in order."""
-        lowered = name.lower()
-        return next((values for key, values in self.headers if key == lowered), ())
+    def __reduce__(self) -> Any:
+        raise TypeError("the adapter's settings hold its secret and are not pickled")
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """One protocol: its name, its checks in order, and its identity parameters.
+Check = Callable[[Request, AdaptSettings], Optional[Refusal]]
 
-    Attributes:
-        name: ``app-service`` or ``imds`` (for logs and the health path).
-        checks: ``(name, check)`` pairs, applied in order; the first refusal is the answer.
-        identities: Each identity parameter the protocol takes, and the legacy name it is asked as.
-        others: The protocol's other parameters.
-    """
 
-    name: str
-    checks: tuple[tuple[str, Callable[[Request, bytes], Optional[Refusal]]], ...]
-    identities: Mapping[str, str]
-    others: frozenset[str]
-
-    def decide(self, request: Request, secret: bytes) -> Union[TokenAsk, Refusal]:
-        """The request's answer: the first check's refusal, or what to ask the extension for."""
-        for _name, check in self.checks:
-            refused = check(request, secret)
-            if refused is not None:
-                return refused
-        named = [name for name in self.identities if request.param(name)]
-        parameter = named[0] if named else None
-        value = request.param(parameter)[0] if parameter else None
-        legacy = self.identities[parameter] if parameter else None
-        return TokenAsk(request.param("resource")[0], legacy, value, imds=self is IMDS)
+def sent_path(request: Request) -> str:
+    """The request's path as sent: the target up to its query. Not ``Request.path``, which reads
+    the target as a URL: MSAL for Java's ``//metadata/...`` would be a host there."""
+    return request.target.split("?", 1)[0]
 
 
 # --- the checks ----------------------------------------------------------------------------
-# Each: a Request and the secret in, a Refusal or None out. Named for what they refuse.
+# Each: the request record and the settings in, a Refusal or None out. Named for what they refuse.
 
 
-def _get_only(request: Request, secret: bytes) -> Optional[Refusal]:
+def _get_only(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
     if request.method != "GET":
         return Refusal(
             405, "method_not_allowed", f"The method {clean_text(request.method, 20)} is not allowed.", {"Allow": "GET"}
@@ -136,57 +95,55 @@ def _get_only(request: Request, secret: bytes) -> Optional[Refusal]:
     return None
 
 
-def _secret_header(request: Request, secret: bytes) -> Optional[Refusal]:
+def _secret_header(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
     """App Service's secret, once, equal to the adapter's (compared in constant time). A ``401``
     tells every client "unavailable" at once; the description never repeats what was sent."""
-    values = request.header(SECRET_HEADER)
-    if len(values) > 1:
+    if request.header_count(SECRET_HEADER) > 1:
         return Refusal(400, "invalid_request", "The X-IDENTITY-HEADER header is repeated.")
-    if not values:
+    value = request.header(SECRET_HEADER)
+    if value is None:
         return Refusal(401, "unauthorized_client", "The X-IDENTITY-HEADER header is missing.")
-    if not hmac.compare_digest(values[0].encode("utf-8", "surrogateescape"), secret):
+    if not hmac.compare_digest(value.encode("utf-8", "surrogateescape"), settings.secret):
         return Refusal(401, "unauthorized_client", "The X-IDENTITY-HEADER header is not this adapter's secret.")
     return None
 
 
-def _metadata_header(request: Request, secret: bytes) -> Optional[Refusal]:
+def _metadata_header(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
     """IMDS's header: ``Metadata: true``, once (IMDS's own refusal, word for word)."""
-    if request.header("metadata") != ("true",):
+    if request.header_count("Metadata") != 1 or request.header("Metadata") != "true":
         return Refusal(400, "bad_request", "Required metadata header not specified")
     return None
 
 
-def _no_repeated_parameter(request: Request, secret: bytes) -> Optional[Refusal]:
-    repeated = sorted(name for name, values in request.params if len(values) > 1)
+def _no_repeated_parameter(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
+    repeated = request.repeated_params()
     if repeated:
         return Refusal(400, "invalid_request", f"Parameter repeated: {clean_text(', '.join(repeated), 120)}.")
     return None
 
 
-def _api_version(expected: Optional[str]) -> Callable[[Request, bytes], Optional[Refusal]]:
-    def check(request: Request, secret: bytes) -> Optional[Refusal]:
+def _api_version(expected: Optional[str]) -> Check:
+    def check(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
         version = request.param("api-version")
-        if not version or not version[0]:
+        if not version:
             return Refusal(400, "invalid_request", "Required query variable 'api-version' is missing")
-        if expected is not None and version[0] != expected:
+        if expected is not None and version != expected:
             return Refusal(
-                400, "invalid_request", f"api-version {clean_text(version[0], 40)!r} is not served; send {expected}."
+                400, "invalid_request", f"api-version {clean_text(version, 40)!r} is not served; send {expected}."
             )
         return None
 
     return check
 
 
-def _known_parameters(
-    identities: Mapping[str, str], others: frozenset[str]
-) -> Callable[[Request, bytes], Optional[Refusal]]:
+def _known_parameters(identities: Mapping[str, str], others: frozenset[str]) -> Check:
     """An allow-list, compared exactly: an unknown name may be a misspelled identity parameter
     (``Client_ID``, ``client_id[]``) whose request, read without it, would get the system
     identity's token."""
     accepted = ", ".join((*identities, *sorted(others)))
 
-    def check(request: Request, secret: bytes) -> Optional[Refusal]:
-        unknown = sorted(name for name, _values in request.params if name not in identities and name not in others)
+    def check(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
+        unknown = sorted(name for name in request.params if name not in identities and name not in others)
         if unknown:
             return Refusal(
                 400, "invalid_request", f"Unknown parameter {clean_text(unknown[0], 60)!r}; accepted: {accepted}."
@@ -196,10 +153,15 @@ def _known_parameters(
     return check
 
 
-def _one_identity(identities: Mapping[str, str]) -> Callable[[Request, bytes], Optional[Refusal]]:
-    def check(request: Request, secret: bytes) -> Optional[Refusal]:
-        named = [name for name in identities if request.param(name)]
-        empty = [name for name in named if not request.param(name)[0].strip()]
+def _identities_named(request: Request, identities: Mapping[str, str]) -> list[str]:
+    """The identity parameters the request names (empty or not), in the protocol's order."""
+    return [name for name in identities if name in request.params]
+
+
+def _one_identity(identities: Mapping[str, str]) -> Check:
+    def check(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
+        named = _identities_named(request, identities)
+        empty = [name for name in named if not request.param(name).strip()]
         if empty:
             return Refusal(400, "invalid_request", f"Parameter {empty[0]!r} is empty.")
         if len(named) > 1:
@@ -211,74 +173,28 @@ def _one_identity(identities: Mapping[str, str]) -> Callable[[Request, bytes], O
     return check
 
 
-def _resource(request: Request, secret: bytes) -> Optional[Refusal]:
+def _resource(request: Request, settings: AdaptSettings) -> Optional[Refusal]:
     resource = request.param("resource")
-    if not resource or not resource[0]:
+    if not resource:
         return Refusal(400, "invalid_request", "Required parameter 'resource' is missing.")
-    if not valid_resource(resource[0]):
+    if not valid_resource(resource):
         return Refusal(
-            400, "invalid_resource", f"The resource {clean_text(resource[0], 200)!r} is not a URI or an application ID."
+            400, "invalid_resource", f"The resource {clean_text(resource, 200)!r} is not a URI or an application ID."
         )
     return None
 
 
-APP_SERVICE = Protocol(
-    "app-service",
-    (
-        ("get only", _get_only),
-        ("secret header", _secret_header),
-        ("no repeated parameter", _no_repeated_parameter),
-        ("api-version 2019-08-01", _api_version(APP_SERVICE_API_VERSION)),
-        ("known parameters", _known_parameters(APP_SERVICE_IDENTITIES, APP_SERVICE_OTHERS)),
-        ("one identity", _one_identity(APP_SERVICE_IDENTITIES)),
-        ("resource", _resource),
-    ),
-    APP_SERVICE_IDENTITIES,
-    APP_SERVICE_OTHERS,
-)
-IMDS = Protocol(
-    "imds",
-    (
-        ("get only", _get_only),
-        ("metadata header", _metadata_header),
-        ("no repeated parameter", _no_repeated_parameter),
-        ("api-version", _api_version(None)),
-        ("known parameters", _known_parameters(IMDS_IDENTITIES, IMDS_OTHERS)),
-        ("one identity", _one_identity(IMDS_IDENTITIES)),
-        ("resource", _resource),
-    ),
-    IMDS_IDENTITIES,
-    IMDS_OTHERS,
-)
+def _ask(identities: Mapping[str, str], *, imds: bool) -> Callable[[Request, AdaptSettings], TokenAsk]:
+    """What a request every row passed asks the extension for: its resource, and the identity
+    it names under the extension's name for it."""
 
+    def accept(request: Request, settings: AdaptSettings) -> TokenAsk:
+        named = _identities_named(request, identities)
+        if not named:
+            return TokenAsk(request.param("resource"), imds=imds)
+        return TokenAsk(request.param("resource"), identities[named[0]], request.param(named[0]), imds=imds)
 
-def tolerated_path(path: str) -> str:
-    """The path as the protocols read it: MSAL for Java 1.17's leading ``//`` made one, and
-    msal-node's trailing ``/`` dropped. Nothing else is normalised (no ``..``, no case)."""
-    return re.sub(r"^/+", "/", path).rstrip("/") if path not in ("", "/") else path
-
-
-def protocol_for(path: str) -> Optional[Protocol]:
-    """Which protocol a path is served by, or None (a 404)."""
-    tolerated = tolerated_path(path)
-    if tolerated == APP_SERVICE_PATH:
-        return APP_SERVICE
-    if tolerated == IMDS_TOKEN_PATH:
-        return IMDS
-    return None
-
-
-def decide(request: Request, secret: bytes) -> Union[TokenAsk, Refusal]:
-    """The adapter's answer to a request: a refusal, or what to ask the extension for."""
-    protocol = protocol_for(request.path)
-    if protocol is None:
-        return Refusal(
-            404,
-            "not_found",
-            f"Unknown path {clean_text(request.path, 100)!r}: App Service's protocol is served at "
-            f"{APP_SERVICE_PATH}, IMDS's at {IMDS_TOKEN_PATH}.",
-        )
-    return protocol.decide(request, secret)
+    return accept
 
 
 # --- the answers ---------------------------------------------------------------------------
@@ -312,11 +228,98 @@ def imds_answer(ask: TokenAsk, token: str, expires_on: int, now: int, *, client_
     }
 
 
-def answer(ask: TokenAsk, token: str, expires_on: int, now: int, *, client_id: str) -> dict[str, str]:
-    """The 200 answer in the shape of the protocol ``ask`` came by."""
-    if ask.imds:
-        return imds_answer(ask, token, expires_on, now, client_id=client_id)
+def _app_service_answer(ask: TokenAsk, token: str, expires_on: int, now: int, client_id: str) -> dict[str, str]:
     return app_service_answer(ask, token, expires_on, client_id=client_id)
+
+
+def _imds_answer(ask: TokenAsk, token: str, expires_on: int, now: int, client_id: str) -> dict[str, str]:
+    return imds_answer(ask, token, expires_on, now, client_id=client_id)
+
+
+# --- the tables ----------------------------------------------------------------------------
+
+
+def _table(
+    name: str,
+    header: Rule[AdaptSettings],
+    api_version: Rule[AdaptSettings],
+    identities: Mapping[str, str],
+    others: frozenset[str],
+    answer: Callable[[TokenAsk, str, int, int, str], dict[str, str]],
+    *,
+    imds: bool,
+) -> RuleTable[AdaptSettings, TokenAsk]:
+    """A protocol's table: admission, then its rows in the order both protocols apply them;
+    what differs is the header row, the ``api-version`` row and the identity parameters."""
+    rows: tuple[Rule[AdaptSettings], ...] = (
+        *ADMIT,
+        Rule("get only", _get_only),
+        header,
+        Rule("no repeated parameter", _no_repeated_parameter),
+        api_version,
+        Rule("known parameters", _known_parameters(identities, others)),
+        Rule("one identity", _one_identity(identities)),
+        Rule("resource", _resource),
+    )
+    return RuleTable(name, rows, _ask(identities, imds=imds), answer)
+
+
+#: App Service's protocol (2019-08-01).
+APP_SERVICE = _table(
+    "app-service",
+    Rule("secret header", _secret_header),
+    Rule("api-version 2019-08-01", _api_version(APP_SERVICE_API_VERSION)),
+    APP_SERVICE_IDENTITIES,
+    APP_SERVICE_OTHERS,
+    _app_service_answer,
+    imds=False,
+)
+#: IMDS's protocol.
+IMDS = _table(
+    "imds",
+    Rule("metadata header", _metadata_header),
+    Rule("api-version", _api_version(None)),
+    IMDS_IDENTITIES,
+    IMDS_OTHERS,
+    _imds_answer,
+    imds=True,
+)
+
+
+def tolerated_path(path: str) -> str:
+    """The path as the protocols read it: MSAL for Java 1.17's leading ``//`` made one, and
+    msal-node's trailing ``/`` dropped. Nothing else is normalised (no ``..``, no case)."""
+    return re.sub(r"^/+", "/", path).rstrip("/") if path not in ("", "/") else path
+
+
+def protocol_for(path: str) -> Optional[RuleTable[AdaptSettings, TokenAsk]]:
+    """Which protocol a path (as sent, :func:`sent_path`) is served by, or None (a 404)."""
+    tolerated = tolerated_path(path)
+    if tolerated == APP_SERVICE_PATH:
+        return APP_SERVICE
+    if tolerated == IMDS_TOKEN_PATH:
+        return IMDS
+    return None
+
+
+def decide(request: Request, settings: AdaptSettings) -> Union[TokenAsk, Refusal]:
+    """The adapter's answer to a request: the table its path names decides; an unknown path,
+    once admitted, is a ``404``."""
+    path = sent_path(request)
+    protocol = protocol_for(path)
+    if protocol is not None:
+        return protocol.decide(request, settings)
+    return first_refusal(ADMIT, request, settings) or Refusal(
+        404,
+        "not_found",
+        f"Unknown path {clean_text(path, 100)!r}: App Service's protocol is served at "
+        f"{APP_SERVICE_PATH}, IMDS's at {IMDS_TOKEN_PATH}.",
+    )
+
+
+def answer(ask: TokenAsk, token: str, expires_on: int, now: int, *, client_id: str) -> dict[str, str]:
+    """The 200 answer in the shape of the protocol ``ask`` came by (its table's ``answer``)."""
+    return (IMDS if ask.imds else APP_SERVICE).answer(ask, token, expires_on, now, client_id)
 
 
 def unavailable(refusal: Refusal) -> Refusal:
