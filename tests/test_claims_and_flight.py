@@ -264,8 +264,8 @@ async def test_the_bridges_refresh_stays_one_when_the_client_that_started_it_giv
     """The refresh belongs to the flight, which outlives a client that disconnects: another
     client holding the valid token is still served it at once, and no second refresh starts."""
     from azure.core.credentials import AccessToken
-    from legacy_msi_credential._server._legacy import TokenAsk
 
+    from legacy_msi_credential._server._legacy import TokenAsk
     from legacy_msi_credential.bridge import TokenSource
 
     now = [1_700_000_000.0]
