@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .._constants import IDENTITY_ALIASES, IDENTITY_PARAMETERS, IMDS_TOKEN_PATH, SETTINGS_FILE_MODE, TOKEN_PATH
 from .._text import clean_text
+from ._binding import Listeners, bind_listeners
 from ._rules import ADMIT, Refusal, Request, Rule, RuleTable, first_refusal
 from ._safe_file import WrittenFile, write_file
 
@@ -365,9 +366,29 @@ def name_the_identity(ask: TokenAsk, answer: dict[str, str], client_id: str) -> 
 
 class Listening:
     """Where a server of the protocol (the emulator, the bridge) listens: its URLs and the
-    extension's settings file that points at it. A server sets ``_host`` and defines ``port``."""
+    extension's settings file that points at it. A server sets ``_host``, ``_requested_port``
+    and ``_allow_remote``, and defines ``port``."""
 
     _host: str
+    _requested_port: int
+    _allow_remote: bool
+
+    def _bind(self, *, ipv6_loopback: bool, backlog: int) -> Listeners:
+        """Bind every address the server means to serve, all on one port, or none.
+
+        Raises:
+            AddressInUseError: Another process holds the port on an address to serve (on
+                ``::1`` too with the default host); the message names it and what to do.
+            ValueError: ``host`` resolved to an address that is not loopback.
+        """
+        return bind_listeners(
+            self._host,
+            self._requested_port,
+            ipv6_loopback=ipv6_loopback,
+            allow_remote=self._allow_remote,
+            backlog=backlog,
+            server=type(self).__name__,
+        )
 
     @property
     def port(self) -> int:  # pragma: no cover - each server defines it

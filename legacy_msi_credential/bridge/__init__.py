@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_host
-from .._server._binding import Listeners, bind_listeners
+from .._server._binding import Listeners
 from .._server._legacy import Listening, Policy
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
 
@@ -209,25 +209,12 @@ class Bridge(Listening):
     # --- life cycle ----------------------------------------------------------------------
 
     def start(self) -> Bridge:
-        """Bind and serve from a background thread. Returns ``self``.
-
-        Raises:
-            AddressInUseError: Another process holds the port on an address to serve (on
-                ``::1`` too with the default host); the message names it and what to do.
-            ValueError: ``host`` resolved to an address that is not loopback.
-        """
+        """Bind (:meth:`_bind`, which says what it raises) and serve from a background thread. Returns ``self``."""
         if self._loop is not None:
             raise RuntimeError("the bridge is already running")
         # Sockets passed in are served once: stopping closes them.
         listeners, self._listeners = self._listeners, None
-        listeners = listeners or bind_listeners(
-            self._host,
-            self._requested_port,
-            ipv6_loopback=self._host == "127.0.0.1",
-            allow_remote=self._allow_remote,
-            backlog=self.limits.accept_queue,
-            server="Bridge",
-        )
+        listeners = listeners or self._bind(ipv6_loopback=self._host == "127.0.0.1", backlog=self.limits.accept_queue)
         OFF_LOOP.hold(*BRIDGE_LOGGERS)
         self._dropped_before = OFF_LOOP.dropped
         loop = asyncio.new_event_loop()
@@ -252,13 +239,7 @@ class Bridge(Listening):
     async def _listen(self, listeners: Listeners) -> None:
         limits = self.limits
         self._stopping = asyncio.Event()
-        self._connections = Connections(
-            descriptor_cap(limits.max_connections, limits.descriptor_reserve),
-            limits.client_timeout,
-            max_head=limits.max_head,
-            max_body=limits.max_body,
-            max_pending=limits.max_pending,
-        )
+        self._connections = Connections(limits, descriptor_cap(limits.max_connections, limits.descriptor_reserve))
         policy = Policy(accept_get=True, serves_imds=False, refuse_forwarded=True, browser_proof=True)
         self._app = BridgeApp(
             self.source,

@@ -140,21 +140,19 @@ class Connections:
     * a connection in a request is never displaced.
 
     Args:
-        limit: Connections kept at once.
-        client_timeout: Seconds a connection has to deliver each request.
-        max_head: Bytes of one request head, request line included.
-        max_body: Bytes of one request body.
-        max_pending: Bytes of incomplete request heads held by all connections together.
+        limits: The bounds read here: ``client_timeout`` (seconds a connection has to deliver
+            each request), ``max_head`` and ``max_body`` (bytes of one request's head and
+            body), ``max_pending`` (bytes of incomplete heads held by all connections together).
+        limit: Connections kept at once (``max_connections``, or fewer where descriptors are short).
     """
 
-    def __init__(self, limit: int, client_timeout: float, *, max_head: int, max_body: int, max_pending: int) -> None:
-        if max_head <= 0 or max_pending < max_head:
-            raise ValueError(f"max_pending ({max_pending}) must be at least max_head ({max_head}), which is positive")
+    def __init__(self, limits: ServerLimits, limit: int) -> None:
+        if limits.max_head <= 0 or limits.max_pending < limits.max_head:
+            raise ValueError(
+                f"max_pending ({limits.max_pending}) must be at least max_head ({limits.max_head}), which is positive"
+            )
+        self.limits = limits
         self.limit = limit
-        self.client_timeout = client_timeout
-        self.max_head = max_head
-        self.max_body = max_body
-        self.max_pending = max_pending
         self._open: dict[Any, _Connection] = {}
         # Each ordered from the longest silent to the most recently heard.
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()
@@ -186,7 +184,7 @@ class Connections:
         self._partial.move_to_end(connection)
         connection.pending += size
         self.pending += size
-        while self.pending > self.max_pending:
+        while self.pending > self.limits.max_pending:
             victim = max(
                 (other for other in self._partial if other is not connection),
                 key=lambda other: other.pending,  # max() keeps the first of equals: the one silent longest
@@ -334,7 +332,7 @@ class _Connection(asyncio.Protocol):
     def arm(self) -> None:
         """Start the time allowed for the next request (head and body)."""
         self.disarm()
-        self._timer = self._loop.call_later(self._connections.client_timeout, self._expire)
+        self._timer = self._loop.call_later(self._connections.limits.client_timeout, self._expire)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -378,7 +376,7 @@ class _Connection(asyncio.Protocol):
             self.arm()
         connections = self._connections
         if self._in_request():
-            room = connections.max_head + connections.max_body - self._received
+            room = connections.limits.max_head + connections.limits.max_body - self._received
             if len(data) > room:  # not read any further: the answer (413 for a body too large) or the deadline ends it
                 data = data[: max(room, 0)]
                 self.transport.pause_reading()
@@ -386,7 +384,7 @@ class _Connection(asyncio.Protocol):
             if data:
                 self._inner.data_received(data)
             return
-        room = connections.max_head - self._received
+        room = connections.limits.max_head - self._received
         part = data if len(data) <= room else data[:room]
         self._received += len(part)
         connections.heard(self, len(part))
@@ -645,7 +643,7 @@ class _Handler(RequestHandler):
 
 def handler_factory(app: BridgeApp, connections: Connections, limits: ServerLimits) -> Callable[[], asyncio.Protocol]:
     """The protocol factory for ``loop.create_server``: the bridge's handler, wrapped in a deadline."""
-    line = min(limits.parser_line, connections.max_head)  # one line never outgrows the head's budget
+    line = min(limits.parser_line, limits.max_head)  # one line never outgrows the head's budget
     options: dict[str, Any] = {
         "logger": _PARSER_LOGGER,
         "access_log": None,

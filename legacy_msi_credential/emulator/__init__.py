@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 from .._constants import DEFAULT_PORT, EMULATOR_LIFETIME, HEALTH_PATH
 from .._loopback import is_loopback_address, is_loopback_host
-from .._server._binding import bind_listeners
 from .._server._legacy import Listening, Policy, admit, decide, name_the_identity, parameters
 from .._server._rules import JSON_CONTENT_TYPE, Answer, Refusal, Request, json_answer, refusal_answer
 from ._faults import KINDS, Fault, TokenPlan, parse_fault_spec
@@ -217,23 +216,10 @@ class Emulator(Listening):
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> Emulator:
-        """Bind and serve from background threads. Returns ``self``.
-
-        Raises:
-            AddressInUseError: Another process holds the port on an address to serve (on
-                ``::1`` too with the default host); the message names it and what to do.
-            ValueError: ``host`` resolved to an address that is not loopback.
-        """
+        """Bind (:meth:`_bind`, which says what it raises) and serve from background threads. Returns ``self``."""
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        listeners = bind_listeners(
-            self._host,
-            self._requested_port,
-            ipv6_loopback=self._ipv6,
-            allow_remote=self._allow_remote,
-            backlog=_BACKLOG,
-            server="Emulator",
-        )
+        listeners = self._bind(ipv6_loopback=self._ipv6, backlog=_BACKLOG)
         handler = type("Handler", (_Handler,), {"emulator": self})
         self._stopping.clear()
         servers = [_Server(sock, handler) for sock in listeners.sockets]
