@@ -245,12 +245,12 @@ def _table(
     api_version: Rule[AdaptSettings],
     identities: Mapping[str, str],
     others: frozenset[str],
-    answer: Callable[[TokenAsk, str, int, int, str], dict[str, str]],
     *,
     imds: bool,
 ) -> RuleTable[AdaptSettings, TokenAsk]:
     """A protocol's table: admission, then its rows in the order both protocols apply them;
-    what differs is the header row, the ``api-version`` row and the identity parameters."""
+    what differs is the header row, the ``api-version`` row, the identity parameters and the
+    answer's shape (IMDS's or App Service's)."""
     rows: tuple[Rule[AdaptSettings], ...] = (
         *ADMIT,
         Rule("get only", _get_only),
@@ -261,29 +261,19 @@ def _table(
         Rule("one identity", _one_identity(identities)),
         Rule("resource", _resource),
     )
-    return RuleTable(name, rows, _ask(identities, imds=imds), answer)
+    return RuleTable(name, rows, _ask(identities, imds=imds), _imds_answer if imds else _app_service_answer)
 
 
+_SECRET = Rule("secret header", _secret_header)
+_APP_SERVICE_VERSION = Rule("api-version 2019-08-01", _api_version(APP_SERVICE_API_VERSION))
+_METADATA = Rule("metadata header", _metadata_header)
+_ANY_VERSION = Rule("api-version", _api_version(None))
 #: App Service's protocol (2019-08-01).
 APP_SERVICE = _table(
-    "app-service",
-    Rule("secret header", _secret_header),
-    Rule("api-version 2019-08-01", _api_version(APP_SERVICE_API_VERSION)),
-    APP_SERVICE_IDENTITIES,
-    APP_SERVICE_OTHERS,
-    _app_service_answer,
-    imds=False,
+    "app-service", _SECRET, _APP_SERVICE_VERSION, APP_SERVICE_IDENTITIES, APP_SERVICE_OTHERS, imds=False
 )
 #: IMDS's protocol.
-IMDS = _table(
-    "imds",
-    Rule("metadata header", _metadata_header),
-    Rule("api-version", _api_version(None)),
-    IMDS_IDENTITIES,
-    IMDS_OTHERS,
-    _imds_answer,
-    imds=True,
-)
+IMDS = _table("imds", _METADATA, _ANY_VERSION, IMDS_IDENTITIES, IMDS_OTHERS, imds=True)
 
 
 def tolerated_path(path: str) -> str:
