@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union, cast
 from urllib.parse import urlsplit
 
+from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError
 from azure.core.rest import HttpRequest
 
-from ._cache import CacheEntry, SafeAccessToken, SafeAccessTokenInfo, TokenCache
+from ._cache import CacheEntry, TokenCache
 from ._claims import decode_claims, identity_mismatch
 from ._constants import CONNECTION_TIMEOUT, FAST_TABLE_MAX, READ_TIMEOUT, RESPONSE_DEADLINE
 from ._endpoint import EndpointChoice, SettingsFileError, resolve_endpoint, source_named
@@ -34,6 +35,30 @@ from ._retry import RetrySettings, check_seconds
 from ._scopes import scopes_to_resource
 
 _LOGGER = logging.getLogger("legacy_msi_credential")
+
+
+class SafeAccessToken(AccessToken):
+    """An ``AccessToken`` whose ``repr`` and ``str`` do not show the token."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"AccessToken(token='<redacted>', expires_on={self.expires_on})"
+
+    __str__ = __repr__
+
+
+class SafeAccessTokenInfo(AccessTokenInfo):
+    """An ``AccessTokenInfo`` whose ``repr`` and ``str`` do not show the token."""
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessTokenInfo(token='<redacted>', expires_on={self.expires_on}, "
+            f"token_type={self.token_type!r}, refresh_on={self.refresh_on})"
+        )
+
+    __str__ = __repr__
+
 
 #: A row of the fast table: until when it may be served (wall clock, monotonic clock), what
 #: is served (by ``get_token``, by ``get_token_info``), and the two clocks it is judged by.
@@ -391,20 +416,29 @@ class CredentialBase(abc.ABC):
             raise ValueError(f"claims must be a string, not {type(claims).__name__}")
         return claims
 
-    def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> CacheEntry:
-        """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh."""
-        if len(self._fresh) >= FAST_TABLE_MAX:
-            self._fresh.clear()
-        # The row carries the clocks it is judged by: the fast path reads one attribute, the table.
-        self._fresh[scopes] = (
+    def _row(self, entry: CacheEntry) -> FastRow:
+        """What the fast path serves of ``entry``: the token wrapped, once, into azure-core's types
+        (the only place it is: the cache and the bridge keep the standard library's record)."""
+        result = entry.result
+        return (
             entry.refresh_on,
             entry.refresh_mono,
-            entry.access_token,
-            entry.info,
+            SafeAccessToken(result.token, result.expires_on),
+            SafeAccessTokenInfo(
+                result.token, result.expires_on, token_type=result.token_type, refresh_on=int(entry.refresh_on)
+            ),
             self._clock,
             self._monotonic,
         )
-        return entry
+
+    def _remember(self, scopes: tuple[str, ...], entry: CacheEntry) -> FastRow:
+        """Let the fast path serve ``entry`` for exactly these scopes until it is due for refresh;
+        the row, for the slow path to serve too."""
+        if len(self._fresh) >= FAST_TABLE_MAX:
+            self._fresh.clear()
+        # The row carries the clocks it is judged by: the fast path reads one attribute, the table.
+        row = self._fresh[scopes] = self._row(entry)
+        return row
 
     def _conclude(
         self,
@@ -412,7 +446,7 @@ class CredentialBase(abc.ABC):
         ticket: Ticket,
         fetched: Optional[TokenResult],
         failure: Optional[ClientAuthenticationError],
-    ) -> CacheEntry:
+    ) -> FastRow:
         """How a request ends for its caller (in its turn of the flight), for both twins.
 
         A token is kept and remembered for the fast path; a failure is recorded for the
@@ -430,7 +464,7 @@ class CredentialBase(abc.ABC):
                 stale.expires_on - self._clock(),
                 self._unnamed(failure),
             )
-            return stale
+            return self._row(stale)  # served, never remembered: it is due
         if not isinstance(failure, CredentialUnavailableError):
             # INFO: the exception raised carries it; "not there" was logged where it was found.
             _LOGGER.info(
@@ -439,7 +473,6 @@ class CredentialBase(abc.ABC):
         raise failure
 
 
-#: The docstrings of both twins' ``get_token`` and ``get_token_info`` (one text, two signatures).
 def _rebuild(cls: type[CredentialBase], arguments: dict[str, Any]) -> CredentialBase:
     """Make a credential from a pickled configuration."""
     return cls(**arguments)

@@ -6,10 +6,8 @@ import enum
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
-
-from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from ._constants import (
     EXPIRY_MARGIN,
@@ -19,30 +17,7 @@ from ._constants import (
     REFRESH_MIN_INTERVAL,
     REFRESH_RETRY_DELAY,
 )
-from ._protocol import TokenResult
-
-
-class SafeAccessToken(AccessToken):
-    """An ``AccessToken`` whose ``repr`` and ``str`` do not show the token."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"AccessToken(token='<redacted>', expires_on={self.expires_on})"
-
-    __str__ = __repr__
-
-
-class SafeAccessTokenInfo(AccessTokenInfo):
-    """An ``AccessTokenInfo`` whose ``repr`` and ``str`` do not show the token."""
-
-    def __repr__(self) -> str:
-        return (
-            f"AccessTokenInfo(token='<redacted>', expires_on={self.expires_on}, "
-            f"token_type={self.token_type!r}, refresh_on={self.refresh_on})"
-        )
-
-    __str__ = __repr__
+from ._token import TokenResult
 
 
 class Action(enum.Enum):
@@ -67,8 +42,9 @@ class CacheEntry:
     change). A token is due, or expired, when either clock says so.
     """
 
-    access_token: SafeAccessToken
-    info: SafeAccessTokenInfo = field(repr=False)
+    #: The token (its ``repr`` hides it): the credentials wrap it into azure-core's types
+    #: where they hand it to a caller; the bridge hands it on as it is.
+    result: TokenResult
     refresh_on: float
     #: The same moments on the monotonic clock (infinite when none was given).
     refresh_mono: float = math.inf
@@ -79,7 +55,7 @@ class CacheEntry:
     @property
     def expires_on(self) -> int:
         """Expiry in Unix seconds."""
-        return self.access_token.expires_on
+        return self.result.expires_on
 
 
 def refresh_time(now: float, expires_on: int) -> float:
@@ -102,10 +78,7 @@ def make_entry(result: TokenResult, now: float, mono: Optional[float] = None) ->
     """Wrap a fresh result for the cache; ``mono`` is the monotonic clock at ``now``."""
     refresh_on = refresh_time(now, result.expires_on)
     return CacheEntry(
-        access_token=SafeAccessToken(result.token, result.expires_on),
-        info=SafeAccessTokenInfo(
-            result.token, result.expires_on, token_type=result.token_type, refresh_on=int(refresh_on)
-        ),
+        result=result,
         refresh_on=refresh_on,
         refresh_mono=math.inf if mono is None else mono + (refresh_on - now),
         expires_mono=math.inf if mono is None else mono + (result.expires_on - now),

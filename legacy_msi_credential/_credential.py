@@ -10,8 +10,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline import Pipeline
 from azure.core.rest import HttpRequest
 
-from ._base import MISS, CredentialBase
-from ._cache import CacheEntry
+from ._base import MISS, CredentialBase, FastRow
 from ._constants import MAX_RESPONSE_BYTES
 from ._endpoint import EndpointChoice
 from ._pipeline import build_pipeline
@@ -105,7 +104,7 @@ class LegacyMsiCredential(CredentialBase):
             row = MISS
         if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
-        return self._entry(scopes, claims).access_token
+        return self._entry(scopes, claims)[2]
 
     def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
         """Get a token and its refresh time for one scope, from the cache when it is fresh.
@@ -132,7 +131,7 @@ class LegacyMsiCredential(CredentialBase):
             and row[5]() < row[1]
         ):
             return row[3]
-        return self._entry(scopes, self._claims_from(options)).info
+        return self._entry(scopes, self._claims_from(options))[3]
 
     def close(self) -> None:
         """Close the transport's connections.
@@ -160,7 +159,7 @@ class LegacyMsiCredential(CredentialBase):
         # dict.setdefault is atomic: every thread gets the same lock, and no lock guards the locks.
         return self._locks.get(resource) or self._locks.setdefault(resource, threading.Lock())
 
-    def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
+    def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> FastRow:
         resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._locks = {}

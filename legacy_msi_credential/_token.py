@@ -1,7 +1,8 @@
 """A token as this package's modules pass it around: the standard library's, not azure-core's.
 
 The credentials wrap it into azure-core's ``AccessToken`` and ``AccessTokenInfo`` where they
-hand it to a caller (``_cache``); the servers hand it on as it is.
+hand it to a caller (``_base``, for the fast table); the cache keeps it and the servers hand it
+on as it is, so that neither loads azure-core.
 """
 
 from __future__ import annotations

@@ -620,8 +620,8 @@ MUTANTS = [
     Mutant(
         "budget: a request head read past max_head",
         "legacy_msi_credential/bridge/_app.py",
-        "        room = connections.max_head - self._received\n",
-        "        room = 2 * connections.max_head - self._received\n",
+        "        room = connections.limits.max_head - self._received\n",
+        "        room = 2 * connections.limits.max_head - self._received\n",
         "a connection's head is bounded: 431 and closed beyond max_head",
         ("tests/test_bridge_service.py",),
     ),

@@ -221,7 +221,7 @@ def test_a_victims_token_survives_another_users_churn_of_ten_thousand_identities
     action, entry = cache.decide("victim", NOW, NOW, user=1000)
     assert action is Action.SERVE
     assert entry is not None
-    assert entry.access_token.token == "token-0"
+    assert entry.result.token == "token-0"
     assert cache.share(NOBODY) == 999
     assert cache.decide("churn-0", NOW, NOW, user=NOBODY)[0] is Action.FETCH  # its own oldest left first
     assert cache.decide("churn-9999", NOW, NOW, user=NOBODY)[0] is Action.SERVE

@@ -203,3 +203,22 @@ def test_the_server_core_loads_no_third_party_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "server", ["legacy_msi_credential.bridge", "legacy_msi_credential.adapt", "legacy_msi_credential.emulator"]
+)
+def test_no_server_loads_azure_core_or_requests(server: str) -> None:
+    """The servers hand tokens on as the standard library's record: azure-core's types are the
+    credentials' (wrapped at their boundary), and requests is a client transport. The adapter's
+    source, the asynchronous credential, is imported when it first asks the extension."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, {server}\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules if name.split('.')[0] in "
+        "('azure', 'requests', 'urllib3')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -15,8 +15,7 @@ from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
 
-from .._base import MISS, CredentialBase
-from .._cache import CacheEntry
+from .._base import MISS, CredentialBase, FastRow
 from .._constants import MAX_RESPONSE_BYTES
 from .._endpoint import EndpointChoice
 from .._policies import ANSWER_KEY, unguardable_transport
@@ -149,7 +148,7 @@ class LegacyMsiCredential(CredentialBase):
             row = MISS
         if claims is None and row[4]() < row[0] and row[5]() < row[1]:
             return row[2]
-        return (await self._entry(scopes, claims)).access_token
+        return (await self._entry(scopes, claims))[2]
 
     async def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
         """Get a token and its refresh time for one scope, from the cache when it is fresh: the
@@ -165,7 +164,7 @@ class LegacyMsiCredential(CredentialBase):
             and row[5]() < row[1]
         ):
             return row[3]
-        return (await self._entry(scopes, self._claims_from(options))).info
+        return (await self._entry(scopes, self._claims_from(options)))[3]
 
     async def close(self) -> None:
         """Close the calling event loop's connections.
@@ -197,7 +196,7 @@ class LegacyMsiCredential(CredentialBase):
             lock = locks.setdefault(resource, asyncio.Lock())
         return lock
 
-    async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> CacheEntry:
+    async def _entry(self, scopes: tuple[str, ...], claims: Optional[str]) -> FastRow:
         resource, endpoint = self._resource_for(scopes, claims)
         if self._forked():
             self._loops = weakref.WeakKeyDictionary()

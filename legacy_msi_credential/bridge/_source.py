@@ -220,7 +220,7 @@ class TokenSource:
 
 
 def _result(entry: CacheEntry) -> TokenResult:
-    return TokenResult(entry.access_token.token, entry.expires_on)
+    return entry.result
 
 
 async def _get_token(credential: Any, scope: str) -> Any:
