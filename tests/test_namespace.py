@@ -9,7 +9,17 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["legacy_msi_credential", "legacy_msi_credential.aio", "legacy_msi_credential.cli"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "legacy_msi_credential",
+        "legacy_msi_credential.aio",
+        "legacy_msi_credential.cli",
+        "legacy_msi_credential.emulator",
+        "legacy_msi_credential.bridge",
+        "legacy_msi_credential.adapt",
+    ],
+)
 def test_dir_shows_the_public_names_and_no_other(name: str) -> None:
     module = importlib.import_module(name)
     public = {entry for entry in dir(module) if not entry.startswith("_")}

@@ -384,3 +384,8 @@ class Adapter(Bridge):
 
 #: Variables a credential would take the legacy endpoint from that the adapter still reads.
 LEGACY_VARIABLES = tuple(name for name in ENDPOINT_VARIABLES if name not in IGNORED_VARIABLES)
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own, not those it imports for its own use.
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))

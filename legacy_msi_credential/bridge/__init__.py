@@ -362,3 +362,8 @@ class Bridge(Listening):
     def connections(self) -> Connections:
         """The open connections and their counters."""
         return self._connections
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own, not those it imports for its own use.
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))

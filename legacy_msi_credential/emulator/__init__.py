@@ -615,3 +615,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             kind.deliver(self, fault, json.dumps(answer).encode("utf-8"))
             return
         self._json(200, answer)
+
+
+def __dir__() -> list[str]:
+    # The public names and the module's own, not those it imports for its own use.
+    return sorted({name for name in globals() if name.startswith("_")} | set(__all__))
