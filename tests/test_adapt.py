@@ -406,6 +406,36 @@ def test_both_protocols_are_served_on_one_port_saying_what_it_is(adapter: Adapte
     assert get(adapter.port, "/healthz")[2]["role"] == "adapter"
 
 
+#: Requests the shell refuses before any protocol reads them: each with the status it gets.
+FRAMING_REFUSALS = {
+    "no Host in HTTP/1.1": (b"GET /msi/token HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+    "Host twice": (b"GET /msi/token HTTP/1.1\r\nHost: localhost\r\nHost: evil.test\r\n\r\n", 400),
+    "Transfer-Encoding in HTTP/1.0": (b"GET /msi/token HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    "a head past max_head": (
+        b"GET /msi/token HTTP/1.1\r\nHost: localhost\r\n"
+        + b"".join(b"X-Pad-%d: %s\r\n" % (n, b"a" * 7000) for n in range(6)),
+        431,
+    ),
+    "not HTTP": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("kind", FRAMING_REFUSALS)
+def test_the_adapter_stands_on_the_bridge_s_shell_framing_and_head_budget_included(
+    adapter: Adapter, extension: Emulator, kind: str
+) -> None:
+    """What the shell refuses, the adapter refuses: the same framing rules and head budget,
+    answered as JSON that says what it is, the connection closed, the extension never asked."""
+    request, status = FRAMING_REFUSALS[kind]
+    answer = raw(adapter.port, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert int(lines[0].split()[1]) == status, lines[0]
+    assert f"Server: {SERVER_NAME}" in lines
+    assert "error" in json.loads(body)
+    assert extension.requests == []
+
+
 def test_a_wrong_secret_on_the_wire_never_reaches_the_extension(adapter: Adapter, extension: Emulator) -> None:
     for line in ("", "X-IDENTITY-HEADER: wrong\r\n", SECRET_LINE.upper(), SECRET_LINE + SECRET_LINE):
         status, _, body = get(adapter.port, app_target(), line)
