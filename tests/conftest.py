@@ -147,6 +147,14 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: A loopback port bound and never listened on, for as long as this process lives: a
+#: connection to it is refused, and no other process can start listening there (a released
+#: port can be taken by any server of the test runs beside this one).
+_HELD = socket.socket()
+_HELD.bind(("127.0.0.1", 0))
+DEAD_PORT = int(_HELD.getsockname()[1])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Once, before pytest-xdist starts its workers: Hypothesis's Unicode tables. On a fresh
     checkout each worker would otherwise build them itself, one pass over every code point
@@ -188,7 +196,7 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
         monkeypatch.delenv(name, raising=False)
     missing = tmp_path_factory.mktemp("no-settings") / "ManagedIdentity-Settings"
     monkeypatch.setenv("LEGACY_MSI_SETTINGS_FILE", str(missing))
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{DEAD_PORT}"
     # azure-identity's IMDS path and this package's diagnostics both go to a dead loopback port.
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", dead)
     monkeypatch.setenv("LEGACY_MSI_IMDS_URL", dead)

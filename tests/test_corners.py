@@ -399,14 +399,27 @@ print(json.dumps([sent, notifier.dropped, said]))
 """
 
 
+_AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _interpreter_for_nobody() -> str:
+    """A Python uid 65534 can run: this one, or the system's (an interpreter under root's home,
+    as pyenv's, may not load its shared library for another user). The probe needs only the
+    standard library: the notifier's source comes on stdin."""
+    for candidate in (sys.executable, shutil.which("python3", path="/usr/bin:/bin")):
+        if candidate and subprocess.run([*_AS_NOBODY, candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    pytest.skip("no Python here that uid 65534 can run")
+
+
 def _notify_outcome(address: str, *, as_nobody: bool = False) -> list[Any]:
     """What a notifier sending to ``address`` returns, counts and says, in a process of its own
     (as uid 65534 with ``as_nobody``, for whom root's files are closed)."""
     from legacy_msi_credential.bridge import Notifier
 
-    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+    prefix = [*_AS_NOBODY, _interpreter_for_nobody()] if as_nobody else [sys.executable]
     result = subprocess.run(
-        [*prefix, sys.executable, "-c", _NOTIFY_PROBE, address],
+        [*prefix, "-c", _NOTIFY_PROBE, address],
         input=Path(inspect.getfile(Notifier)).read_text(encoding="utf-8"),
         capture_output=True,
         text=True,
