@@ -301,3 +301,44 @@ def send_in_two_segments(port: int, first: bytes, rest: bytes, *, gap: float = 0
             while chunk := sock.recv(65536):
                 received += chunk
     return early, received
+
+
+#: In :func:`run_beside_a_remote_peer`'s namespace, the address that stands in for a remote client.
+REMOTE_PEER = "10.99.0.1"
+
+
+def run_beside_a_remote_peer(script: Any) -> list[Any]:
+    """Run the Python file ``script`` in a private network namespace (``unshare -n``) whose
+    ``lo`` also carries :data:`REMOTE_PEER`, a client address that is not loopback, and return
+    the JSON document its last line prints. Skipped where namespaces cannot be made; in CI
+    that is a failure."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], check=False).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("CI must be able to make network namespaces (unshare -n, as root)")
+        pytest.skip("cannot make a private network namespace here")
+    result = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            f"ip link set lo up && ip addr add {REMOTE_PEER}/32 dev lo && {sys.executable} {script}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    document: list[Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return document

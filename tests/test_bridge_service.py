@@ -35,7 +35,7 @@ from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import UNKNOWN_PARAMETERS, start_cli
-from .hostile import send_in_two_segments, split_form_posts
+from .hostile import run_beside_a_remote_peer, send_in_two_segments, split_form_posts
 
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
@@ -954,10 +954,6 @@ def test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_f
 
 def test_the_health_path_answers_loopback_only_even_with_allow_remote(tmp_path: Path) -> None:
     """In a private network namespace, 10.99.0.1 stands in for a remote client."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], check=False).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("CI must be able to make network namespaces (unshare -n, as root)")
-        pytest.skip("cannot make a private network namespace here")
     script = tmp_path / "remote.py"
     script.write_text(
         "import json, socket\n"
@@ -978,21 +974,7 @@ def test_the_health_path_answers_loopback_only_even_with_allow_remote(tmp_path: 
         "    print(json.dumps([ask(b, '10.99.0.1', '/healthz'), ask(b, '10.99.0.1', '/oauth2/token?resource=x'),"
         " ask(b, None, '/healthz')]))\n"
     )
-    result = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            f"ip link set lo up && ip addr add 10.99.0.1/32 dev lo && {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    remote_health, remote_token, local_health = json.loads(result.stdout.strip().splitlines()[-1])
+    remote_health, remote_token, local_health = run_beside_a_remote_peer(script)
     assert remote_health == 401
     assert remote_token == 401
     assert local_health == 200

@@ -34,7 +34,7 @@ from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator, Fault
 
 from .conftest import AsyncTwin, SleepRecorder, SyncTwin, cli, closed_port
-from .hostile import HostileServer, attempt, http_answer, texts_of
+from .hostile import HostileServer, attempt, http_answer, run_beside_a_remote_peer, texts_of
 from .test_bridge_service import StandIn, _until, status_of, token_request
 
 ARM = "https://management.azure.com/.default"
@@ -166,10 +166,6 @@ def test_the_emulator_answers_loopback_peers_only_even_with_allow_remote(tmp_pat
     """In a private network namespace, 10.99.0.1 stands in for a remote client of an emulator
     listening on every address: its token paths (the extension's and IMDS's) and its health
     path are refused with the protocol's 401; the same requests over loopback are answered."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], check=False).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("CI must be able to make network namespaces (unshare -n, as root)")
-        pytest.skip("cannot make a private network namespace here")
     script = tmp_path / "remote.py"
     script.write_text(
         "import json, socket\n"
@@ -188,22 +184,7 @@ def test_the_emulator_answers_loopback_peers_only_even_with_allow_remote(tmp_pat
         "    print(json.dumps([[ask(e.port, source, path) for path in paths]"
         " for source in ('10.99.0.1', '127.0.0.1')] + [e.request_count]))\n"
     )
-    result = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            f"ip link set lo up && ip addr add 10.99.0.1/32 dev lo && {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-    )
-    assert result.returncode == 0, result.stderr
-    remote, local, _ = json.loads(result.stdout.strip().splitlines()[-1])
+    remote, local, _ = run_beside_a_remote_peer(script)
     assert remote == [401, 401, 401]
     assert local == [200, 200, 200]
 
