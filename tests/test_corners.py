@@ -49,12 +49,25 @@ def _log_messages(name: str) -> Iterator[list[str]]:
         def emit(self, record: logging.LogRecord) -> None:
             said.append(record.getMessage())
 
+    from legacy_msi_credential.bridge._log import OFF_LOOP
+
     logger, keep = logging.getLogger(name), Keep()
+    # What an earlier test of this worker left (a level on the logger, logging.disable, a
+    # logger disabled) must not hide a record; a logger a server holds sends its records
+    # through the off-loop queue, written to this handler before it is read.
+    saved = (logger.level, logger.disabled, logging.root.manager.disable)
+    logger.setLevel(logging.DEBUG)
+    logger.disabled = False
+    logging.disable(logging.NOTSET)
     logger.addHandler(keep)
     try:
         yield said
     finally:
+        OFF_LOOP.flush()
         logger.removeHandler(keep)
+        logger.setLevel(saved[0])
+        logger.disabled = saved[1]
+        logging.disable(saved[2])
 
 
 # --- a caller's own transport settings ------------------------------------------------------
