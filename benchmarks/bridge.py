@@ -539,11 +539,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             rate, p99 = wrk(url, seconds)
             print(f"Cached answers, 32 keep-alive clients (wrk, {seconds} s): {rate:,.0f}/s, p99 {p99:.1f} ms")
-            # The published target is p99 under 20 ms (10 s runs). A 3 s quick run on a shared
-            # 2-core machine has seen p99 from 5 to 30 ms for the same code: CI gates at 50 ms.
+            # The published targets are 4,000/s and p99 under 20 ms (10 s runs). A 3 s quick run
+            # on a shared 2-core machine has seen 3,709 to 5,824/s and p99 from 5 to 30 ms for the
+            # same code: CI gates at 3,000/s and 50 ms.
+            rate_floor = 3000 if args.quick else 4000
             p99_limit = 50 if args.quick else 20
-            print(f"  targets: at least 4,000/s, p99 under {p99_limit} ms")
-            if rate < 4000 or p99 >= p99_limit:
+            print(f"  targets: at least {rate_floor:,}/s, p99 under {p99_limit} ms")
+            if rate < rate_floor or p99 >= p99_limit:
                 missed.append("throughput")
             with Tricklers(bridge.port, 512) as slow:
                 rate_slow, p99_slow = wrk(url, seconds)
