@@ -8,10 +8,8 @@ covers what needs a network of its own (a host without IPv6, port 0's retry, ``:
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
 import pickle
 import re
 import socket
@@ -25,6 +23,7 @@ from legacy_msi_credential.bridge import Bridge, TokenSource
 from legacy_msi_credential.emulator import Emulator
 
 from .conftest import run_cli
+from .hostile import sockets_here
 
 
 def _ipv6_loopback() -> bool:
@@ -54,17 +53,6 @@ SQUATTED = [
 ]
 
 
-def _sockets_here() -> set[str]:
-    """The inodes of this process's open sockets."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # an fd closed while listing
-            link = os.readlink(f"/proc/self/fd/{name}")
-            if link.startswith("socket:["):
-                found.add(link)
-    return found
-
-
 def _squat(address: str) -> socket.socket:
     """A socket of another "process" listening on ``address``, on a port the kernel picks."""
     squatter = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
@@ -87,7 +75,7 @@ def _the_message(address: str, port: int) -> str:
 def test_a_squatter_on_either_address_is_a_refusal_to_start(server: str, address: str) -> None:
     with _squat(address) as squatter:
         port = squatter.getsockname()[1]
-        before = _sockets_here()
+        before = sockets_here()
         try:
             SERVERS[server](port).stop()  # the bug: a server that started anyway
         except AddressInUseError as error:
@@ -96,7 +84,7 @@ def test_a_squatter_on_either_address_is_a_refusal_to_start(server: str, address
             pytest.fail(f"the {server} started while another process held {address} port {port}")
         # Nothing was left open: this process's sockets are asked, not the port (which
         # another test may take once it is free).
-        assert _sockets_here() - before == set()
+        assert sockets_here() - before == set()
     assert str(caught) == _the_message(address, port)
     assert (caught.address, caught.port) == (address, port)
 

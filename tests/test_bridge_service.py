@@ -35,7 +35,7 @@ from legacy_msi_credential.bridge._log import OFF_LOOP
 from legacy_msi_credential.emulator import Emulator, UserAssignedIdentity
 
 from .conftest import UNKNOWN_PARAMETERS, start_cli
-from .hostile import run_beside_a_remote_peer, send_in_two_segments, split_form_posts
+from .hostile import run_beside_a_remote_peer, send_in_two_segments, sockets_here, split_form_posts
 
 ARM = "https://management.azure.com/"
 ALICE = UserAssignedIdentity(client_id="0a1b2c3d-0000-4000-8000-0000000a11ce").completed()
@@ -1357,17 +1357,6 @@ def test_every_header_a_relaying_proxy_adds_is_refused(bridge: Bridge, imds: Emu
 # --- life cycle: what a start that fails leaves, and the limits it cannot have ---------------------
 
 
-def _sockets_here() -> set[str]:
-    """The inodes of this process's open sockets."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # an fd closed while listing
-            link = os.readlink(f"/proc/self/fd/{name}")
-            if link.startswith("socket:["):
-                found.add(link)
-    return found
-
-
 def test_a_start_that_fails_in_the_serving_loop_holds_nothing_and_can_be_tried_again() -> None:
     """Limits that cannot hold (a head budget of 0) fail in the serving loop, after the
     addresses were bound: the error is the caller's, and no socket, thread or held logger
@@ -1375,13 +1364,13 @@ def test_a_start_that_fails_in_the_serving_loop_holds_nothing_and_can_be_tried_a
     logger = logging.getLogger("legacy_msi_credential.bridge")
     filters = list(logger.filters)
     threads = {thread.name for thread in threading.enumerate()}
-    before = _sockets_here()
+    before = sockets_here()
     source = TokenSource("imds", credential_factory=StandIn("mirror"))
     bridge = Bridge(port=0, source=source, limits=ServerLimits(max_head=0))
     with pytest.raises(ValueError, match=r"max_pending \([0-9]+\) must be at least max_head \(0\)"):
         bridge.start()
     assert not bridge.running
-    assert _sockets_here() <= before  # both listening sockets and the loop's own were closed
+    assert sockets_here() <= before  # both listening sockets and the loop's own were closed
     assert "legacy-msi-bridge" not in {thread.name for thread in threading.enumerate()} - threads
     assert logger.filters == filters  # its records are its handlers' again
     bridge.limits = ServerLimits()
