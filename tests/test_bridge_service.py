@@ -531,7 +531,7 @@ def test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections(tmp_pat
                         sock.connect(("127.0.0.1", child.port))
                     silent.append(sock)
                 opened[0] += 50
-                while len(silent) > 400:
+                while len(silent) > 1000:  # held until the bridge lets them go: it must displace them
                     silent.pop(0).close()
                 stop.wait(0.005)
             for sock in silent:
@@ -559,11 +559,6 @@ def test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections(tmp_pat
             flooded = opened[0]
             run_together(slow_client, 8)
             flooded = opened[0] - flooded
-            # The flood goes on a little longer, so that the bridge has displaced enough of it to
-            # show it was pressed (on a loaded machine the clients can be done within 1,000).
-            pressed = opened[0] + 2000
-            while opened[0] < pressed and flooding.is_alive():
-                stop.wait(0.01)
         finally:
             stop.set()
             flooding.join(10)
