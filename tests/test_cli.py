@@ -555,6 +555,28 @@ def test_dash_dash_version_prints_the_same_table_as_the_command() -> None:
     assert f"Python:           {sys.version.split()[0]}" in shown.stdout
 
 
+def test_dash_dash_version_takes_the_output_given_with_it_in_either_order() -> None:
+    """``--version -o json`` is the JSON report, as ``version -o json`` is: the ``-o`` given
+    with ``--version`` is read, not dropped because ``--version`` printed first."""
+    expected = json.loads(cli("version", "--output", "json").stdout)
+    for arguments in (["--version", "-o", "json"], ["--output", "json", "--version"], ["--version", "--output=json"]):
+        shown = cli(*arguments)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == expected, arguments
+    assert cli("--version", "-o", "table").stdout == cli("version").stdout
+
+
+def test_an_output_before_the_command_without_version_names_both_fixes() -> None:
+    refused = cli("--output", "json", "version")
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert "goes with --version" in refused.stderr
+    assert "a command's own --output goes after its name" in refused.stderr
+    bare = cli()
+    assert bare.returncode == 2
+    assert "required: COMMAND" in bare.stderr
+
+
 def test_a_library_that_is_not_installed_is_named_so() -> None:
     from legacy_msi_credential.cli._versions import installed_versions, render_table, report
 

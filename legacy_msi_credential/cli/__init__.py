@@ -40,14 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokens from the legacy Azure managed identity VM extension (localhost:50342), "
         "diagnostics, and a local emulator of it.",
     )
-    parser.add_argument(
-        "--version",
-        action=_versions.VersionAction,
-        help="show the versions of this package, Python and the libraries it uses, and exit "
-        "(as `legacy-msi version`; `legacy-msi version --output json` for scripts)",
-    )
+    _versions.add_version_options(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+    # Not required here: ``--version`` stands alone; main() asks for a command otherwise.
+    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(commands)
     for subparser in commands.choices.values():
@@ -111,7 +107,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``legacy-msi``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "resource_words"):
+    if _versions.take_version_request(parser, args):
+        pass
+    elif args.command_name is None:
+        parser.error("the following arguments are required: COMMAND")
+    elif hasattr(args, "resource_words"):
         chosen_resource(_subparser(parser, args.command_name), args)
     out = sys.stdout
     if args.debug:

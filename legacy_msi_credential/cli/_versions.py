@@ -28,6 +28,9 @@ DISTRIBUTION = "legacy-msi-credential"
 #: emulator's signatures.
 STACK = ("azure-core", "azure-identity", "msal", "requests", "urllib3", "aiohttp", "cryptography")
 
+#: The forms of the report: ``--output`` of ``legacy-msi version`` and of ``legacy-msi --version``.
+OUTPUTS = ("table", "json")
+
 #: What the table says for a distribution that is absent (JSON says ``null``).
 NOT_INSTALLED = "not installed"
 
@@ -108,7 +111,7 @@ def add_parser(commands: Any) -> None:
     version.add_argument(
         "--output",
         "-o",
-        choices=("table", "json"),
+        choices=OUTPUTS,
         default="table",
         help="output form (default: table; json for scripts, null for a library not installed)",
     )
@@ -126,14 +129,53 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 class VersionAction(argparse.Action):
-    """``legacy-msi --version``: the table of ``legacy-msi version``, then exit 0.
+    """``legacy-msi --version``: the report of ``legacy-msi version``, then exit 0.
 
-    argparse's own ``version`` action would rewrap the table into one paragraph.
+    ``--output``/``-o`` given before the command goes with it (``legacy-msi --version -o json``),
+    in either order: the action only marks the request, and :func:`take_version_request`
+    turns it into the report once the whole line is parsed. argparse's own ``version`` action would print at once,
+    before a later ``-o json`` is read, and rewrap the table into one paragraph.
     """
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        render_table(report(), sys.stdout)
-        parser.exit()
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: Any) -> None:
+        setattr(namespace, self.dest, True)
+
+
+def add_version_options(parser: argparse.ArgumentParser) -> None:
+    """The top-level ``--version`` and the ``--output`` that goes with it."""
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        dest="show_version",
+        help="show the versions of this package, Python and the libraries it uses, and exit (as `legacy-msi version`)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        dest="version_output",
+        choices=OUTPUTS,
+        default=None,
+        help="with --version: table (default) or json for scripts; a command's own --output goes after its name",
+    )
+
+
+def take_version_request(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether ``--version`` was given; if so, ``args`` is made to run the report, in the form
+    of the ``--output`` given with it, whatever command follows (argparse's own ``version``
+    action ignores the rest of the line alike).
+
+    An ``--output`` before the command without ``--version`` is a usage error that names both
+    fixes, never silently ignored.
+    """
+    if args.show_version:
+        args.run, args.output = run, args.version_output or "table"
+        return True
+    if args.version_output is not None:
+        parser.error(
+            "--output before the command goes with --version (legacy-msi --version -o json); "
+            "a command's own --output goes after its name"
+        )
+    return False
