@@ -45,8 +45,9 @@ class ServerLimits:
     max_pending: int = _limit(
         8 * MIB,
         "bytes",
-        "of incomplete request heads, all connections together: past it, the one holding the most is closed; "
-        "each byte held costs the parser about two, so this and max_connections stay well inside memory_max",
+        "of incomplete requests (heads, and bodies not yet wholly received), all connections together: past it, "
+        "the one holding the most is closed; each byte held costs the parser about two, so this and "
+        "max_connections stay well inside memory_max",
     )
     parser_line: int = _limit(
         8190, "bytes", "aiohttp's own limit on a request line or a header field (its default), within max_head"
@@ -71,8 +72,8 @@ class ServerLimits:
     memory_max: int = _limit(
         128 * MIB,
         "bytes",
-        "the systemd unit allows (MemoryMax=): about 40 MiB at rest, at most about 70 MiB with every connection "
-        "holding heads (benchmarks/bridge.py)",
+        "the systemd unit allows (MemoryMax=): about 40 MiB at rest, about 62 MiB with every connection holding "
+        "a maximal head, 85 MiB with each trickling a maximal body (benchmarks/bridge.py)",
     )
     # --- stopping ---
     stop_grace: float = _limit(5.0, "s", "to answer what is in flight on stop before 503")
