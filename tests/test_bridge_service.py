@@ -641,8 +641,10 @@ def test_ten_thousand_identities_leave_a_bounded_cache() -> None:
 
 
 def test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after() -> None:
-    stand_in = StandIn("mirror", hang=True)  # the two places stay taken until the others were answered
-    limits = ServerLimits(source_concurrency=2, source_rate=100, source_queue_wait=0.1)
+    # Three places, the last kept for another user: this one user holds two, which stay taken
+    # until the others were answered.
+    stand_in = StandIn("mirror", hang=True)
+    limits = ServerLimits(source_concurrency=3, source_rate=100, source_queue_wait=0.1)
     with Bridge(port=0, source=TokenSource("imds", credential_factory=stand_in, limits=limits)) as bridge:
         answers: list[requests.Response] = []
 
