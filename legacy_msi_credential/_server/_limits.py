@@ -52,6 +52,12 @@ class ServerLimits:
     parser_line: int = _limit(
         8190, "bytes", "aiohttp's own limit on a request line or a header field (its default), within max_head"
     )
+    mmap_threshold: int = _limit(
+        64 * KIB,
+        "bytes",
+        "blocks this large or larger are mapped apart from the heap (glibc's mallopt, fixed at start), so that "
+        "asyncio's 256 KiB read buffers cannot fragment it flood after flood",
+    )
     lingering: float = _limit(
         0.5, "s", "aiohttp reads what a client still sends after an answer that closes, so that it sees the answer"
     )

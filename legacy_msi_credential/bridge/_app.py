@@ -317,6 +317,8 @@ class _Connection(asyncio.Protocol):
         self._received = 0
         self._answers = 0
         self._refused = False
+        #: Whether the connection has ended (closed here or by the client).
+        self._ended = False
 
     @property
     def busy(self) -> bool:
@@ -346,9 +348,12 @@ class _Connection(asyncio.Protocol):
 
     # -- the deadline --
     def arm(self) -> None:
-        """Start the time allowed for the next request (head and body)."""
+        """Start the time allowed for the next request (head and body); nothing once the connection
+        has ended: a timer would keep it, its handler and the request it was reading for the
+        whole deadline after the client left."""
         self.disarm()
-        self._timer = self._loop.call_later(self._connections.limits.client_timeout, self._expire)
+        if not self._ended:
+            self._timer = self._loop.call_later(self._connections.limits.client_timeout, self._expire)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -361,6 +366,7 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self._ended = True
         self.disarm()
         if self.transport is not None:
             self.transport.abort()
@@ -419,6 +425,7 @@ class _Connection(asyncio.Protocol):
         self._inner.eof_received()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._ended = True
         self.disarm()
         self._connections.closed(self)
         self._inner.connection_lost(exc)
@@ -552,6 +559,10 @@ class BridgeApp:
             return bytes(body)
         except (ConnectionError, HttpProcessingError):
             return None
+        except RuntimeError:
+            if request.transport is not None:
+                raise
+            return None  # aiohttp's word for a read begun once the connection had ended (displaced)
         finally:
             # Let go of what was read now, whatever happened. A connection displaced or gone
             # mid-body leaves its error in the request's stream, whose traceback keeps this
