@@ -568,6 +568,32 @@ def test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections(tmp_pat
     assert counters["displaced"] > 100
 
 
+def test_each_limit_names_a_test_or_benchmark_that_exists_and_shows_it() -> None:
+    """docs/bridge.md's "shown by" column: every bound has one, and each names a test function
+    that exists in its file, or a section that benchmarks/bridge.py prints."""
+    import ast
+    import dataclasses
+
+    from legacy_msi_credential._server._limits import SHOWN_BY
+
+    root = Path(__file__).resolve().parents[1]
+    assert set(SHOWN_BY) == {item.name for item in dataclasses.fields(ServerLimits)}
+    benchmark = (root / "benchmarks" / "bridge.py").read_text(encoding="utf-8")
+    tests: dict[str, set[str]] = {}
+    for name, references in SHOWN_BY.items():
+        assert references, name
+        for reference in references:
+            if reference.startswith("benchmarks/bridge.py "):
+                section = reference.split(" ", 1)[1].strip('"')
+                assert re.search(rf'(f?"{re.escape(section)}: |\("{re.escape(section)}", )', benchmark), reference
+                continue
+            path, function = reference.split("::")
+            if path not in tests:
+                tree = ast.parse((root / path).read_text(encoding="utf-8"))
+                tests[path] = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+            assert function in tests[path], reference
+
+
 def test_the_unit_and_the_docs_give_the_codes_limits() -> None:
     """The limits are written once, in ``ServerLimits``; the unit and docs/bridge.md carry the numbers."""
     from legacy_msi_credential import bridge as module
