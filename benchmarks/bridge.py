@@ -9,9 +9,10 @@
   clients trickle: its latency.
 * **Memory**: the resident size of a bridge process after 10,000 distinct identities were
   asked for (the source is a stand-in with Azure AD-sized tokens and no rate cap).
-* **Heads**: the resident size of a bridge process, under the unit's descriptor limit,
-  before, while and after 1,024 connections each send all the request head they may
-  (just under 32 KiB) and never end it, against the unit's ``MemoryMax``.
+* **Heads** and **Bodies**: the resident size of a bridge process, under the unit's
+  descriptor limit, before, while and after 1,024 connections each send all the request
+  head they may (just under 32 KiB), or a whole head and all the body they may (just under
+  64 KiB), and never end it, against the unit's ``MemoryMax``.
 * **Churn**: clients that send their request's lines 200 ms apart (0.8 s of the 10 s
   allowed) while another process opens connections as fast as it can and sends nothing:
   how many of them are answered.
@@ -431,30 +432,44 @@ def _more_descriptors(count: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(count, hard), hard))
 
 
-def heads(count: int) -> dict[str, float]:
-    """Resident MiB of a bridge before, while and after ``count`` connections hold maximal heads."""
+def maximal_head() -> bytes:
+    """All the request head a connection may send (``max_head`` less 100 bytes), never ended."""
     from legacy_msi_credential._server._limits import DEFAULT_LIMITS
 
-    MAX_HEAD = DEFAULT_LIMITS.max_head
-
-    _more_descriptors(count + 256)
     line = b"X-Fill: " + b"a" * 1000 + b"\r\n"
     head = b"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\n"
-    head += line * ((MAX_HEAD - len(head) - 100) // len(line))
+    return head + line * ((DEFAULT_LIMITS.max_head - len(head) - 100) // len(line))
+
+
+def maximal_body() -> bytes:
+    """A whole head announcing the largest body allowed, and all of that body but 100 bytes."""
+    from legacy_msi_credential._server._limits import DEFAULT_LIMITS
+
+    size = DEFAULT_LIMITS.max_body
+    head = (
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    return head + b"resource=" + b"a" * (size - 100 - len(b"resource="))
+
+
+def held(count: int, request: bytes) -> dict[str, float]:
+    """Resident MiB of a bridge before, while and after ``count`` connections each send ``request`` and never end it."""
+    _more_descriptors(count + 256)
     with child_bridge() as (process, port):
         before = _rss(process.pid)
-        held = []
+        sockets = []
         peak = before
         for number in range(count):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            held.append(sock)
-            with suppress(OSError):  # displaced once the heads together reach their budget
-                sock.sendall(head)
+            sockets.append(sock)
+            with suppress(OSError):  # displaced once what they hold together reaches its budget
+                sock.sendall(request)
             if number % 128 == 127:
                 peak = max(peak, _rss(process.pid))
         time.sleep(0.5)  # the last bytes parsed
         peak = max(peak, _rss(process.pid))
-        for sock in held:
+        for sock in sockets:
             sock.close()
         time.sleep(0.5)
         after = _rss(process.pid)
@@ -576,18 +591,23 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from legacy_msi_credential._server._limits import DEFAULT_LIMITS
 
-    MAX_HEAD, MAX_PENDING, MEMORY_MAX = DEFAULT_LIMITS.max_head, DEFAULT_LIMITS.max_pending, DEFAULT_LIMITS.memory_max
+    MAX_HEAD, MAX_BODY = DEFAULT_LIMITS.max_head, DEFAULT_LIMITS.max_body
+    MAX_PENDING, MEMORY_MAX = DEFAULT_LIMITS.max_pending, DEFAULT_LIMITS.memory_max
 
     limit = MEMORY_MAX / 2**20
-    held_heads = heads(1024)
-    print(
-        f"Heads: 1,024 connections each send {MAX_HEAD // 1024} KiB of request head less 100 bytes and never end it "
-        f"({MAX_PENDING // 2**20} MiB held together at most): {held_heads['before']:.0f} MiB resident before, "
-        f"{held_heads['during']:.0f} MiB while ({held_heads['during'] / limit:.0%} of MemoryMax={limit:.0f}M), "
-        f"{held_heads['after']:.0f} MiB after (target: under 75% of MemoryMax)"
-    )
-    if held_heads["during"] >= 0.75 * limit:
-        missed.append("heads")
+    for name, request, what in (
+        ("Heads", maximal_head(), f"{MAX_HEAD // 1024} KiB of request head less 100 bytes"),
+        ("Bodies", maximal_body(), f"a head and {MAX_BODY // 1024} KiB of request body less 100 bytes"),
+    ):
+        figures = held(1024, request)
+        print(
+            f"{name}: 1,024 connections each send {what} and never end it ({MAX_PENDING // 2**20} MiB held together "
+            f"at most): {figures['before']:.0f} MiB resident before, {figures['during']:.0f} MiB while "
+            f"({figures['during'] / limit:.0%} of MemoryMax={limit:.0f}M), {figures['after']:.0f} MiB after "
+            "(target: under 75% of MemoryMax)"
+        )
+        if figures["during"] >= 0.75 * limit:
+            missed.append(name.lower())
     rounds = 1 if args.quick else 8
     answered, asked, churned = churn(rounds, 25)
     print(

@@ -492,6 +492,16 @@ def test_the_settings_document_names_a_url_a_credential_accepts_for_every_listen
     LegacyMsiCredential(endpoint=document["url"] + "oauth2/token")  # no ValueError: a loopback URL
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])
+def test_a_server_on_every_address_names_a_url_a_client_can_use(host: str) -> None:
+    """What ``serve --host ::`` prints and logs: not ``http://[::]:P/``, which no client can
+    connect to, but the settings file's ``localhost``."""
+    from legacy_msi_credential._server._legacy import base_url
+
+    assert base_url(host, 50342) == "http://localhost:50342/"
+    LegacyMsiCredential(endpoint=base_url(host, 50342) + "oauth2/token")
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
 def test_a_settings_file_a_server_writes_gets_a_token(
     host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

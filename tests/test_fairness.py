@@ -295,6 +295,53 @@ async def test_the_user_queueing_beyond_its_share_gets_busy_not_the_other() -> N
     assert gate.waiting == 0
 
 
+async def test_a_user_whose_calls_hang_leaves_the_last_place_to_another_user() -> None:
+    """Four places, one user's calls hanging (a source slow for its identities): it holds three,
+    its fourth waits, and another user's call starts at once on the place kept for it, rather
+    than waiting behind the hanging ones until it is told to come back."""
+    gate = Gate(4, 1000, wait=0.5)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def hang(name: str) -> str:
+        started.append(name)
+        await release.wait()
+        return name
+
+    slow = [asyncio.ensure_future(gate.run(lambda n=n: hang(f"slow{n}"), "slow")) for n in range(4)]
+    await asyncio.sleep(0)
+    assert started == ["slow0", "slow1", "slow2"]
+    assert gate.waiting == 1
+    other = await asyncio.wait_for(gate.run(lambda: asyncio.sleep(0, "other"), "other"), 0.1)
+    assert other == "other"
+    release.set()
+    assert await asyncio.gather(*slow) == ["slow0", "slow1", "slow2", "slow3"]
+    assert gate.waiting == 0
+
+
+async def test_the_last_place_goes_to_the_waiting_user_holding_none() -> None:
+    """Queued calls of a user holding places wait; a newcomer holding none is handed the last one."""
+    gate = Gate(2, 1000, wait=5)
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def hold(name: str) -> str:
+        order.append(name)
+        await release.wait()
+        return name
+
+    a = [asyncio.ensure_future(gate.run(lambda n=n: hold(f"a{n}"), "a")) for n in range(3)]
+    await asyncio.sleep(0)
+    assert order == ["a0"]
+    assert gate.waiting == 2  # the second place is kept
+    b = asyncio.ensure_future(gate.run(lambda: hold("b0"), "b"))
+    await asyncio.sleep(0)
+    assert order == ["a0", "b0"]
+    release.set()
+    await asyncio.gather(*a, b)
+    assert order == ["a0", "b0", "a1", "a2"]
+
+
 async def test_a_call_cancelled_while_it_waits_or_once_given_a_place_leaves_no_place_taken() -> None:
     """A client that hangs up while its call waits for the gate: its turn leaves the queue,
     and a place handed to it just before is handed on, not kept for ever."""

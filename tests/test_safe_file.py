@@ -114,9 +114,9 @@ def test_a_folder_any_user_may_write_is_refused_unless_sticky(emulator: Emulator
     with pytest.raises(UnsafeFolderError) as caught:
         emulator.write_settings(shared / "ManagedIdentity-Settings")
     assert str(caught.value) == (
-        f"refusing to write the extension's settings file in {shared}: any user may write that folder and is "
+        f"refusing to write the extension's settings file in {shared}: any user may write that folder and it is "
         "not sticky, so another user could replace the file with their own; choose a folder only its owner "
-        "can write (or a sticky one owned by root, like /tmp)"
+        "can write, owned by root or this user (or a sticky one owned by root, like /tmp)"
     )
     assert os.listdir(shared) == []  # nothing written, not even a temporary file
     result = cli("emulate", "--port", "0", "--write-settings", str(shared / "x"), "--", "true")
@@ -136,8 +136,57 @@ def test_a_sticky_folder_is_accepted_when_root_owns_it_and_refused_when_another_
     path = emulator.write_settings(sticky / "ManagedIdentity-Settings")
     assert json.loads(Path(path).read_text()) == {"url": f"http://localhost:{emulator.port}/"}
     os.chown(sticky, 12345, 12345)  # a user who could rename or remove anything in it
-    with pytest.raises(UnsafeFolderError, match="its owner \\(uid 12345\\) is neither root nor this user"):
+    with pytest.raises(UnsafeFolderError, match="that folder's owner \\(uid 12345\\) is neither root nor this user"):
         emulator.write_settings(sticky / "other")
+
+
+@posix_only
+@as_root
+def test_a_folder_another_user_owns_is_refused_whatever_its_mode(emulator: Emulator, tmp_path: Path) -> None:
+    """Its owner may rename anything in it (or chmod it first): a root service writing there
+    would publish what that user swaps in."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(UnsafeFolderError, match="owner \\(uid 65534\\) is neither root nor this user"):
+        emulator.write_settings(theirs / "ManagedIdentity-Settings")
+    assert os.listdir(theirs) == []
+
+
+@posix_only
+@as_root
+def test_a_folder_a_shared_group_may_write_is_refused_and_a_private_one_accepted(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    import grp
+    import pwd
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    nogroup = pwd.getpwuid(65534).pw_gid  # the group of "nobody", which is not root's
+    os.chown(shared, 0, nogroup)
+    with pytest.raises(UnsafeFolderError, match=f"its group \\(gid {nogroup}\\) may write that folder"):
+        emulator.write_settings(shared / "ManagedIdentity-Settings")
+    root_group = grp.getgrgid(0)
+    if root_group.gr_mem or any(user.pw_gid == 0 and user.pw_uid != 0 for user in pwd.getpwall()):
+        pytest.skip("group 0 is not root's alone here")
+    os.chown(shared, 0, 0)  # root's own group: no other member, as a user private group
+    emulator.write_settings(shared / "ManagedIdentity-Settings")
+    assert os.listdir(shared) == ["ManagedIdentity-Settings"]
+
+
+@posix_only
+def test_a_folder_under_one_another_user_may_write_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+    """Whoever may write a folder above can rename the folder away and put their own in its place."""
+    shared = tmp_path / "shared"
+    inner = shared / "inner"
+    inner.mkdir(parents=True)
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeFolderError) as caught:
+        emulator.write_settings(inner / "ManagedIdentity-Settings")
+    assert f"in {inner} (in {shared}): any user may write that folder" in str(caught.value)
+    assert os.listdir(inner) == []
 
 
 @posix_only

@@ -68,7 +68,10 @@ class Gate:
     user's queue, and the queues are served round robin: each place or start that frees up
     goes to the next user in turn (never twice in a row to one user while another waits),
     so a user's call waits for at most one call of each other user to start first, however
-    many that other has queued. Each call waits at most
+    many that other has queued. The last free place goes only to a user holding none: a
+    user whose calls are slow holds at most all places but one, so another user's call
+    starts at once rather than behind the slow ones (one user alone runs one call fewer at
+    once, which the rate bounds more than the places do). Each call waits at most
     ``wait`` seconds, then gets :class:`Busy`: it is the user who queues beyond its share
     whose calls run out of time, not the others.
 
@@ -96,6 +99,8 @@ class Gate:
         self._queues: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
         #: The user whose call started last: another user waiting goes before its next one.
         self._last_user: Hashable = None
+        #: Per user, the places its calls hold (users holding none are not kept).
+        self._held: dict[Hashable, int] = {}
         self._timer: Optional[asyncio.TimerHandle] = None
 
     @property
@@ -113,17 +118,34 @@ class Gate:
             return 0.0
         return (1 - self._tokens) / self._rate
 
+    def _may_hold_another(self, user: Hashable) -> bool:
+        """Whether a place is free for ``user``: the last one only for a user holding none."""
+        free = self._concurrent - self._running
+        return free > 1 or (free == 1 and user not in self._held)
+
+    def _hold(self, user: Hashable) -> None:
+        self._running += 1
+        self._held[user] = self._held.get(user, 0) + 1
+        self._last_user = user
+
+    def _release(self, user: Hashable) -> None:
+        self._running -= 1
+        left = self._held[user] - 1
+        if left:
+            self._held[user] = left
+        else:
+            del self._held[user]
+
     async def run(self, call: Callable[[], Awaitable[T]], user: Hashable = None) -> T:
         """``call()`` once a place and a start are free for ``user``; :class:`Busy` if not within the wait."""
-        if not (self._running < self._concurrent and not self._queues and self._take() == 0):
+        if not (self._may_hold_another(user) and not self._queues and self._take() == 0):
             await self._turn(user)
         else:
-            self._running += 1
-            self._last_user = user
+            self._hold(user)
         try:
             return await call()
         finally:
-            self._running -= 1
+            self._release(user)
             self._dispatch()
 
     async def _turn(self, user: Hashable) -> None:
@@ -143,7 +165,7 @@ class Gate:
 
     def _withdraw(self, user: Hashable, turn: asyncio.Future[None]) -> None:
         if turn.done():
-            self._running -= 1
+            self._release(user)
             self._dispatch()
             return
         turn.cancel()
@@ -156,23 +178,24 @@ class Gate:
     def _dispatch(self) -> None:
         """Hand free places to the waiting calls, one user's call at a time in turn."""
         while self._running < self._concurrent and self._queues:
+            first = next(iter(self._queues))
+            if first == self._last_user and len(self._queues) > 1:
+                self._queues.move_to_end(first)  # it has just had a turn: the next user's comes first
+            user = next((user for user in self._queues if self._may_hold_another(user)), None)
+            if user is None:
+                return  # the last place is kept for a user holding none
             later = self._take()
             if later > 0:
                 if self._timer is None:
                     self._timer = asyncio.get_running_loop().call_later(later, self._wake)
                 return
-            user = next(iter(self._queues))
-            if user == self._last_user and len(self._queues) > 1:
-                self._queues.move_to_end(user)  # it has just had a turn: the next user's comes first
-                user = next(iter(self._queues))
             queue = self._queues[user]
             turn = queue.popleft()
             if queue:
                 self._queues.move_to_end(user)  # its next call waits behind the other users' first
             else:
                 del self._queues[user]
-            self._running += 1
-            self._last_user = user
+            self._hold(user)
             turn.set_result(None)
 
     def _wake(self) -> None:

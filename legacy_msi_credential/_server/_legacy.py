@@ -429,9 +429,20 @@ class Listening:
 
 
 def base_url(host: str, port: int) -> str:
-    """``http://host:port/`` for a server bound to ``host`` (an IPv6 address in brackets)."""
+    """``http://host:port/`` for a server bound to ``host`` (an IPv6 address in brackets); for
+    one bound to every address (``0.0.0.0``, ``::``), ``localhost``: a URL a client can use,
+    as the settings file says, not the unspecified address, which no client can connect to."""
+    if _unspecified(host):
+        return f"http://localhost:{port}/"
     bracketed = f"[{host.strip('[]')}]" if ":" in host else host
     return f"http://{bracketed}:{port}/"
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a name
+        return False
 
 
 def settings_document(host: str, port: int) -> dict[str, str]:
@@ -439,9 +450,5 @@ def settings_document(host: str, port: int) -> dict[str, str]:
     ``localhost`` when bound to 127.0.0.1, as the extension writes it for its ``{"port": N}``,
     and when bound to every address (``0.0.0.0``, ``::``), loopback among them: a credential
     refuses the unspecified address itself."""
-    try:
-        every = ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:  # a name
-        every = False
-    name = "localhost" if host == "127.0.0.1" or every else base_url(host, port).split("//", 1)[1].rsplit(":", 1)[0]
+    name = "localhost" if host == "127.0.0.1" else base_url(host, port).split("//", 1)[1].rsplit(":", 1)[0]
     return {"url": f"http://{name}:{port}/"}

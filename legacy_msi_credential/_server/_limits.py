@@ -2,9 +2,10 @@
 
 :class:`ServerLimits` is one frozen record: the server reads it, the systemd unit's limits
 are computed from it (:meth:`ServerLimits.unit_limits`, compared with
-``packaging/legacy-msi-serve.service`` by the tests), and docs/bridge.md's table of limits
-is :func:`limits_table` of its defaults (a test compares that too). Each field carries its
-unit and why it is what it is.
+``packaging/legacy-msi-serve.service`` and ``packaging/legacy-msi-adapt.service`` by the
+tests), and docs/bridge.md's table of limits is :func:`limits_table` of its defaults and
+:data:`SHOWN_BY` (a test compares that too). Each field carries its unit and why it is
+what it is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def _limit(default: Any, unit: str, why: str) -> Any:
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """The bounds of ``legacy-msi serve``: its connections, requests, stop and token source.
+    """The bounds of ``legacy-msi serve`` and ``legacy-msi adapt`` (one server core): their
+    connections, requests, stop and token source.
 
     The defaults are the documented ones; a test may lower any of them.
     """
@@ -45,11 +47,18 @@ class ServerLimits:
     max_pending: int = _limit(
         8 * MIB,
         "bytes",
-        "of incomplete request heads, all connections together: past it, the one holding the most is closed; "
-        "each byte held costs the parser about two, so this and max_connections stay well inside memory_max",
+        "of incomplete requests (heads, and bodies not yet wholly received), all connections together: past it, "
+        "the one holding the most is closed; each byte held costs the parser about two, so this and "
+        "max_connections stay well inside memory_max",
     )
     parser_line: int = _limit(
         8190, "bytes", "aiohttp's own limit on a request line or a header field (its default), within max_head"
+    )
+    mmap_threshold: int = _limit(
+        64 * KIB,
+        "bytes",
+        "blocks this large or larger are mapped apart from the heap (glibc's mallopt, fixed at start), so that "
+        "asyncio's 256 KiB read buffers cannot fragment it flood after flood",
     )
     lingering: float = _limit(
         0.5, "s", "aiohttp reads what a client still sends after an answer that closes, so that it sees the answer"
@@ -71,8 +80,8 @@ class ServerLimits:
     memory_max: int = _limit(
         128 * MIB,
         "bytes",
-        "the systemd unit allows (MemoryMax=): about 40 MiB at rest, at most about 70 MiB with every connection "
-        "holding heads (benchmarks/bridge.py)",
+        "the systemd unit allows (MemoryMax=): about 40 MiB at rest, about 62 MiB with every connection holding "
+        "a maximal head, 85 MiB with each trickling a maximal body (benchmarks/bridge.py)",
     )
     # --- stopping ---
     stop_grace: float = _limit(5.0, "s", "to answer what is in flight on stop before 503")
@@ -99,6 +108,64 @@ class ServerLimits:
 #: The documented bounds.
 DEFAULT_LIMITS = ServerLimits()
 
+_SERVICE = "tests/test_bridge_service.py::"
+_BRIDGE = "tests/test_bridge.py::"
+_BENCH = "benchmarks/bridge.py "
+
+#: What shows each bound holding, for docs/bridge.md's table: a test (``file::name``) or a
+#: section of ``benchmarks/bridge.py`` (its printed name in quotes). A test checks that each
+#: field has an entry and that each entry names a test or a section that exists.
+SHOWN_BY: dict[str, tuple[str, ...]] = {
+    "client_timeout": (_SERVICE + "test_the_deadline_is_for_the_whole_request_not_each_read",),
+    "max_connections": (
+        _SERVICE + "test_a_slow_but_timely_client_outlasts_a_flood_of_silent_connections",
+        _BENCH + '"Churn"',
+    ),
+    "max_body": (
+        _SERVICE + "test_oversized_bodies_and_header_floods_are_refused_unread",
+        _BENCH + '"Bodies"',
+    ),
+    "max_headers": (_BRIDGE + "test_too_many_headers_are_refused",),
+    "max_head": (
+        _SERVICE + "test_a_head_one_line_past_max_head_is_refused_at_once_and_one_within_it_served",
+        _BENCH + '"Heads"',
+    ),
+    "max_pending": (
+        _SERVICE + "test_bodies_still_arriving_count_in_the_pending_budget_and_the_largest_gives_way",
+        _BENCH + '"Heads"',
+        _BENCH + '"Bodies"',
+    ),
+    "parser_line": (_SERVICE + "test_incomplete_heads_are_bounded_each_and_all_together",),
+    "mmap_threshold": (_SERVICE + "test_a_started_bridge_keeps_large_buffers_out_of_its_heap", _BENCH + '"Bodies"'),
+    "lingering": (_SERVICE + "test_oversized_bodies_and_header_floods_are_refused_unread",),
+    "descriptor_reserve": (_SERVICE + "test_out_of_descriptors_other_clients_are_answered_and_the_log_stays_quiet",),
+    "accept_batch": (_SERVICE + "test_out_of_descriptors_other_clients_are_answered_and_the_log_stays_quiet",),
+    "accept_queue": (_BENCH + '"Churn"',),
+    "accept_report_interval": (
+        _SERVICE + "test_accept_failures_are_reported_once_an_interval_with_a_count_and_other_errors_as_asyncio_would",
+    ),
+    "memory_max": (_BENCH + '"Memory"', _BENCH + '"Heads"', _BENCH + '"Bodies"'),
+    "stop_grace": (_SERVICE + "test_stop_answers_what_is_in_flight_with_503_when_the_source_hangs",),
+    "stopping_retry_after": (_SERVICE + "test_stop_answers_what_is_in_flight_with_503_when_the_source_hangs",),
+    "stop_drain": (_SERVICE + "test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_file",),
+    "stop_poll": (_SERVICE + "test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_file",),
+    "stop_close": (_SERVICE + "test_sigterm_with_a_hung_source_exits_within_10_s_and_removes_the_settings_file",),
+    "source_timeout": (_BRIDGE + "test_an_unreachable_source_is_500_unknown_never_a_hang",),
+    "source_concurrency": (
+        _SERVICE + "test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after",
+        _BENCH + '"Two local users"',
+    ),
+    "source_rate": (
+        _SERVICE + "test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after",
+        _BENCH + '"Two local users"',
+    ),
+    "source_queue_wait": (
+        _SERVICE + "test_source_calls_are_capped_and_the_excess_gets_429_with_retry_after",
+        _BENCH + '"Two local users"',
+    ),
+    "max_tokens": (_SERVICE + "test_ten_thousand_identities_leave_a_bounded_cache", _BENCH + '"Two local users"'),
+}
+
 
 def _figure(value: Any, unit: str) -> str:
     if unit == "bytes" and value >= MIB and value % MIB == 0:
@@ -110,9 +177,10 @@ def _figure(value: Any, unit: str) -> str:
 
 
 def limits_table(limits: ServerLimits = DEFAULT_LIMITS) -> str:
-    """docs/bridge.md's table of limits: each field, its value with its unit, and why."""
-    rows = ["| limit | value | why |", "| --- | --- | --- |"]
+    """docs/bridge.md's table of limits: each field, its value with its unit, why, and what shows it."""
+    rows = ["| limit | value | why, and what happens at it | shown by |", "| --- | --- | --- | --- |"]
     for item in fields(limits):
         value = getattr(limits, item.name)
-        rows.append(f"| `{item.name}` | {_figure(value, item.metadata['unit'])} | {item.metadata['why']} |")
+        shown = "; ".join(f"`{reference}`" for reference in SHOWN_BY.get(item.name, ()))
+        rows.append(f"| `{item.name}` | {_figure(value, item.metadata['unit'])} | {item.metadata['why']} | {shown} |")
     return "\n".join(rows) + "\n"

@@ -95,8 +95,9 @@ def write_file(path: str | os.PathLike[str], data: bytes, *, mode: int, what: st
         The file written, to remove it later only while it is still this one.
 
     Raises:
-        UnsafeFolderError: Any user may write the folder and it is not sticky and owned by
-            root or this user (other users could replace the file).
+        UnsafeFolderError: Another user could replace the file: the folder, or one above
+            it, is owned by another user than root or this one, or writable by another user
+            or group and not sticky.
         WriteError: It could not be written (the message names the path and why).
     """
     target = os.path.abspath(os.fspath(path))
@@ -132,26 +133,64 @@ def write_file(path: str | os.PathLike[str], data: bytes, *, mode: int, what: st
 def _check_folder(folder: str, what: str) -> None:
     """Refuse a folder in which another user could rename, remove or replace the file.
 
-    Any user may do that in a folder anyone may write, unless it is sticky (then only a
-    file's owner, the folder's owner and root may), and its owner is root or this user.
-    On Windows permissions are access lists this cannot read: there it checks nothing.
+    Another user can do that where they can write the folder or any folder above it (a
+    folder above can have this one renamed away and another put in its place), and where
+    they own one of them. So the folder and each one above it, links resolved, must be
+    owned by root or this user, and writable by nobody else: not by any user unless sticky
+    (then only a file's owner, the folder's owner and root may rename a file in it, as in
+    ``/tmp``), and not by a group unless sticky or the owner's own private group (Fedora's
+    and Debian's user private groups, which have no other member). On Windows permissions
+    are access lists this cannot read: there it checks nothing.
     """
-    try:
-        info = os.stat(folder)
-    except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {what} in {folder}: {exc.strerror}") from None
-    if sys.platform == "win32" or not info.st_mode & stat.S_IWOTH:
+    if sys.platform == "win32":
         return
+    real = os.path.realpath(folder)
+    current = real
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            raise WriteError(exc.errno, f"cannot write {what} in {folder}: {exc.strerror}") from None
+        why = _unsafe(info)
+        if why is not None:
+            where = folder if current == real else f"{folder} (in {current})"
+            raise UnsafeFolderError(
+                f"refusing to write {what} in {where}: {why}, so another user could replace the file with their "
+                "own; choose a folder only its owner can write, owned by root or this user (or a sticky one owned "
+                "by root, like /tmp)"
+            )
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+
+
+def _unsafe(info: os.stat_result) -> str | None:
+    """Why another user could replace a file in the folder ``info`` describes, or None."""
+    if info.st_uid not in (0, os.geteuid()):
+        return f"that folder's owner (uid {info.st_uid}) is neither root nor this user"
     sticky = bool(info.st_mode & stat.S_ISVTX)
-    trusted_owner = info.st_uid in (0, os.geteuid())
-    if sticky and trusted_owner:
-        return
-    why = "and is not sticky" if not sticky else f"and its owner (uid {info.st_uid}) is neither root nor this user"
-    raise UnsafeFolderError(
-        f"refusing to write {what} in {folder}: any user may write that folder {why}, so another user could "
-        "replace the file with their own; choose a folder only its owner can write (or a sticky one owned "
-        "by root, like /tmp)"
-    )
+    if info.st_mode & stat.S_IWOTH and not sticky:
+        return "any user may write that folder and it is not sticky"
+    if info.st_mode & stat.S_IWGRP and not sticky and not _private_group(info.st_gid, info.st_uid):
+        return f"its group (gid {info.st_gid}) may write that folder and it is not sticky"
+    return None
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """Whether group ``gid`` is user ``uid``'s alone: no member listed but that user, and no
+    other user's primary group."""
+    import grp
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
+    if any(member != owner for member in members):
+        return False
+    return all(entry.pw_gid != gid or entry.pw_uid == uid for entry in pwd.getpwall())
 
 
 def _sync_folder(folder: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 from .._constants import DEFAULT_PORT, SERVE_HINT
 from .._loopback import is_loopback_host
 from .._server._binding import Listeners
+from .._server._heap import fix_mmap_threshold
 from .._server._legacy import Listening, Policy
 from .._server._limits import DEFAULT_LIMITS, ServerLimits
 
@@ -212,6 +213,7 @@ class Bridge(Listening):
         """Bind (:meth:`_bind`, which says what it raises) and serve from a background thread. Returns ``self``."""
         if self._loop is not None:
             raise RuntimeError("the bridge is already running")
+        fix_mmap_threshold(self.limits.mmap_threshold)  # process-wide: a server's process is the server's
         # Sockets passed in are served once: stopping closes them.
         listeners, self._listeners = self._listeners, None
         listeners = listeners or self._bind(ipv6_loopback=self._host == "127.0.0.1", backlog=self.limits.accept_queue)

@@ -123,26 +123,28 @@ class Connections:
     """The open connections, and who gives way when there are too many or they hold too much.
 
     A connection is, at any moment, *waiting* (nothing of its next request received yet),
-    *partial* (part of a request head received) or *in a request* (its head is complete,
-    until it is answered). What it holds before its head is complete is bounded twice:
-    ``max_head`` bytes for each (``431`` and closed beyond), and ``max_pending`` for all of
-    them together.
+    *partial* (part of a request received: its head, or its head and part of its body) or
+    *being answered* (its whole request is in, until it is answered). What it holds before
+    its request is whole is bounded twice: ``max_head`` bytes of head (``431`` and closed
+    beyond) and ``max_body`` of body (``413``) for each, and ``max_pending`` for all of them
+    together, heads and bodies alike: a thousand bodies trickling in hold as much memory as a
+    thousand heads would.
 
     Who gives way is decided by what each has sent and how long it has been silent, never
     by age alone, so that a client that keeps connecting without sending cannot push out
     one that is slowly but steadily sending its request:
 
     * at ``limit`` connections, a new one displaces the waiting connection silent longest,
-      else the partial one silent longest; when every connection is in a request (they end
-      soon) the new one is let in;
-    * past ``max_pending`` bytes of incomplete heads, the partial connection holding the
+      else the partial one silent longest; when every connection is being answered (they
+      end soon) the new one is let in;
+    * past ``max_pending`` bytes of incomplete requests, the partial connection holding the
       most goes (of equals, the one silent longest), never the one whose bytes just came;
-    * a connection in a request is never displaced.
+    * a connection being answered is never displaced.
 
     Args:
         limits: The bounds read here: ``client_timeout`` (seconds a connection has to deliver
             each request), ``max_head`` and ``max_body`` (bytes of one request's head and
-            body), ``max_pending`` (bytes of incomplete heads held by all connections together).
+            body), ``max_pending`` (bytes of incomplete requests held by all connections together).
         limit: Connections kept at once (``max_connections``, or fewer where descriptors are short).
     """
 
@@ -157,7 +159,7 @@ class Connections:
         # Each ordered from the longest silent to the most recently heard.
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()
         self._partial: OrderedDict[_Connection, None] = OrderedDict()
-        #: Bytes of incomplete request heads, all connections together.
+        #: Bytes of incomplete requests (heads, and bodies being read), all connections together.
         self.pending = 0
         #: Connections closed for their deadline, displaced, or refused for their head's size
         #: (for tests and the health path).
@@ -178,7 +180,7 @@ class Connections:
         self._waiting[connection] = None
 
     def heard(self, connection: _Connection, size: int) -> None:
-        """``size`` more bytes of ``connection``'s request head (not yet complete) arrived."""
+        """``size`` more bytes of ``connection``'s request (its head, or its body) arrived, before it is whole."""
         self._waiting.pop(connection, None)
         self._partial[connection] = None
         self._partial.move_to_end(connection)
@@ -195,9 +197,14 @@ class Connections:
             self._displace(victim)
 
     def head_complete(self, connection: _Connection) -> None:
-        """``connection``'s request head is in: it is in a request until it is answered."""
-        self._release(connection)
+        """``connection``'s request head is in: its body, if any, is still to come, so it stays
+        partial, its bytes counted, until :meth:`request_read`."""
         self._waiting.pop(connection, None)
+
+    def request_read(self, connection: _Connection) -> None:
+        """``connection``'s whole request is in (its body read to the end): it is being
+        answered, never displaced, until it is answered or closed."""
+        self._release(connection)
 
     def waiting(self, connection: _Connection) -> None:
         """``connection`` was answered and waits for its next request."""
@@ -302,12 +309,16 @@ class _Connection(asyncio.Protocol):
         self.transport: Any = None
         self._busy = False
         self._timer: Optional[asyncio.TimerHandle] = None
-        #: Bytes of the incomplete request head held (counted in ``Connections.pending``).
+        #: Bytes of the incomplete request held (counted in ``Connections.pending``).
         self.pending = 0
+        #: Whether the request's head is in and its body is still being read.
+        self.reading_body = False
         #: Bytes received since the connection last waited for a request.
         self._received = 0
         self._answers = 0
         self._refused = False
+        #: Whether the connection has ended (closed here or by the client).
+        self._ended = False
 
     @property
     def busy(self) -> bool:
@@ -319,9 +330,16 @@ class _Connection(asyncio.Protocol):
         self._busy = value
         if not value:
             self._answers += 1
+            if self.reading_body:  # answered without its body read (a framing refusal)
+                self.request_read()
             if not self._in_request():
                 self._received = 0
                 self._connections.waiting(self)
+
+    def request_read(self) -> None:
+        """The application has read the whole request: no more of it is counted as pending."""
+        self.reading_body = False
+        self._connections.request_read(self)
 
     def _in_request(self) -> bool:
         """Whether aiohttp has parsed a request head that is not yet answered."""
@@ -330,9 +348,12 @@ class _Connection(asyncio.Protocol):
 
     # -- the deadline --
     def arm(self) -> None:
-        """Start the time allowed for the next request (head and body)."""
+        """Start the time allowed for the next request (head and body); nothing once the connection
+        has ended: a timer would keep it, its handler and the request it was reading for the
+        whole deadline after the client left."""
         self.disarm()
-        self._timer = self._loop.call_later(self._connections.limits.client_timeout, self._expire)
+        if not self._ended:
+            self._timer = self._loop.call_later(self._connections.limits.client_timeout, self._expire)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -345,6 +366,7 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self._ended = True
         self.disarm()
         if self.transport is not None:
             self.transport.abort()
@@ -382,6 +404,8 @@ class _Connection(asyncio.Protocol):
                 self.transport.pause_reading()
             self._received += len(data)
             if data:
+                if self.reading_body:
+                    connections.heard(self, len(data))
                 self._inner.data_received(data)
             return
         room = connections.limits.max_head - self._received
@@ -390,6 +414,7 @@ class _Connection(asyncio.Protocol):
         connections.heard(self, len(part))
         self._inner.data_received(part)
         if self._in_request():
+            self.reading_body = True
             connections.head_complete(self)
             if len(part) < len(data):
                 self.data_received(data[len(part) :])
@@ -400,6 +425,7 @@ class _Connection(asyncio.Protocol):
         self._inner.eof_received()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._ended = True
         self.disarm()
         self._connections.closed(self)
         self._inner.connection_lost(exc)
@@ -493,6 +519,8 @@ class BridgeApp:
         refused = first_refusal(FRAMING, facts, self.limits)
         if refused is None:
             facts = replace(facts, body=await self._read_body(request))
+            if connection is not None:
+                connection.request_read()
             refused = first_refusal(BODY, facts, self.limits)
         if refused is not None:
             return self._refused(refused), "-"
@@ -524,13 +552,23 @@ class BridgeApp:
         limit = self.limits.max_body
         try:
             while len(body) <= limit:
-                chunk = await request.content.read(limit + 1 - len(body))
-                if not chunk:
+                held = len(body)
+                body += await request.content.read(limit + 1 - held)  # appended at once: no second copy kept
+                if len(body) == held:
                     break
-                body += chunk
+            return bytes(body)
         except (ConnectionError, HttpProcessingError):
             return None
-        return bytes(body)
+        except RuntimeError:
+            if request.transport is not None:
+                raise
+            return None  # aiohttp's word for a read begun once the connection had ended (displaced)
+        finally:
+            # Let go of what was read now, whatever happened. A connection displaced or gone
+            # mid-body leaves its error in the request's stream, whose traceback keeps this
+            # frame, which keeps the request: a cycle, and these bytes would wait in it for the
+            # cyclic collector while a flood of connections trickling bodies piled up more.
+            body.clear()
 
     def _refused(self, refusal: Refusal) -> web.Response:
         """A refusal's answer; framing the bridge refuses itself is logged and counted as the parser's own refusals."""

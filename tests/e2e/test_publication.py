@@ -238,13 +238,34 @@ def test_the_policies_link_only_files_that_exist_and_invent_no_address() -> None
         if name != "README.md":  # the README's sample URL is an Azure storage account's placeholder
             assert not re.search(r"https?://(?!localhost[:/])", text), f"{name}: an address outside the machine"
     security = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
-    for page in ("docs/reliability.md", "docs/bridge.md", "docs/support.md", "CHANGELOG.md"):
+    for page in ("docs/reliability.md", "docs/bridge.md", "docs/adapt.md", "docs/support.md", "CHANGELOG.md"):
         assert f"]({page})" in security, f"SECURITY.md links {page}"
     config = configparser.ConfigParser(interpolation=None)
     config.read(ROOT / "setup.cfg")
     assert "project_urls" not in config["metadata"], "no public home yet: no Project-URL"
     index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
     assert "\nsupport\n" in index, "the support page is in the site's table of contents"
+
+
+def test_every_command_that_listens_has_a_threat_model_in_the_security_policy() -> None:
+    """A server is what a local user or a browser attacks: each ``legacy-msi`` command that
+    takes ``--port`` is named in SECURITY.md's threat models, so a new one cannot ship
+    without saying what it defends."""
+    import argparse
+
+    from legacy_msi_credential.cli import build_parser
+
+    security = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    threats = security.split("## Threat model of each component", 1)[1]
+    (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listening = sorted(
+        name
+        for name, parser in commands.choices.items()
+        if any("--port" in action.option_strings for action in parser._actions)
+    )
+    assert listening == ["adapt", "emulate", "serve"]
+    for name in listening:
+        assert f"(`legacy-msi {name}`" in threats, f"SECURITY.md: no threat model for legacy-msi {name}"
 
 
 # --- the install page --------------------------------------------------------------------------
