@@ -50,6 +50,7 @@ CORNER_TESTS = ("tests/test_corners.py",)
 ADAPT_TESTS = ("tests/test_adapt.py",)
 FAIRNESS_TESTS = ("tests/test_fairness.py",)
 BINDING_TESTS = ("tests/test_binding.py",)
+SAFE_FILE_TESTS = ("tests/test_safe_file.py",)
 
 MUTANTS = [
     # --- the protocol's rules (_server): what the bridge and the emulator refuse ---------------
@@ -456,10 +457,10 @@ MUTANTS = [
     Mutant(
         "bridge: a displaced connection left open",
         "legacy_msi_credential/bridge/_app.py",
-        "    def close(self) -> None:\n        self.disarm()\n        if self.transport is not None:\n"
-        "            self.transport.abort()\n",
-        "    def close(self) -> None:\n        self.disarm()\n        if self.transport is not None:\n"
-        "            self.transport.pause_reading()\n",
+        "    def close(self) -> None:\n        self._ended = True\n        self.disarm()\n"
+        "        if self.transport is not None:\n            self.transport.abort()\n",
+        "    def close(self) -> None:\n        self._ended = True\n        self.disarm()\n"
+        "        if self.transport is not None:\n            self.transport.pause_reading()\n",
         "a connection the bridge lets go is closed, its descriptor and its place freed",
         CORNER_TESTS,
     ),
@@ -648,6 +649,63 @@ MUTANTS = [
         "                if item.required or exc.errno not in (*_NO_IPV6, errno.EADDRINUSE):\n",
         "both loopback addresses on one port, or a refusal to start: never one left to a squatter",
         BINDING_TESTS,
+    ),
+    # --- what a connection holds, and for how long ---------------------------------------------
+    Mutant(
+        "bridge: a body still arriving is not counted in the budget",
+        "legacy_msi_credential/bridge/_app.py",
+        "                if self.reading_body:\n                    connections.heard(self, len(data))\n",
+        "                if False:\n                    connections.heard(self, len(data))\n",
+        "bodies on their way count in max_pending, as heads do",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: an ended connection gets a new deadline",
+        "legacy_msi_credential/bridge/_app.py",
+        "        if not self._ended:\n            self._timer = self._loop.call_later(",
+        "        if True:\n            self._timer = self._loop.call_later(",
+        "nothing of a connection is kept once it has ended",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: a body read is kept after the connection ends",
+        "legacy_msi_credential/bridge/_app.py",
+        "            body.clear()\n",
+        "            pass\n",
+        "what a connection sent is let go when it ends, not at the next garbage collection",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "bridge: large blocks left to glibc's moving threshold",
+        "legacy_msi_credential/bridge/__init__.py",
+        "        fix_mmap_threshold(self.limits.mmap_threshold)",
+        "        pass  # fix_mmap_threshold(self.limits.mmap_threshold)",
+        "a flood of large reads cannot fragment the heap flood after flood",
+        BRIDGE_TESTS,
+    ),
+    Mutant(
+        "gate: the last place goes to a user already holding places",
+        "legacy_msi_credential/_server/_flights.py",
+        "        return free > 1 or (free == 1 and user not in self._held)\n",
+        "        return free >= 1\n",
+        "a user whose source calls hang leaves a place to the others",
+        FAIRNESS_TESTS,
+    ),
+    Mutant(
+        "safe file: a folder another user owns is accepted",
+        "legacy_msi_credential/_server/_safe_file.py",
+        "    if info.st_uid not in (0, os.geteuid()):\n",
+        "    if False:\n",
+        "no file is published in a folder another user owns",
+        SAFE_FILE_TESTS,
+    ),
+    Mutant(
+        "safe file: the folders above are not checked",
+        "legacy_msi_credential/_server/_safe_file.py",
+        "        parent = os.path.dirname(current)\n",
+        "        return\n",
+        "no file is published under a folder another user may write",
+        SAFE_FILE_TESTS,
     ),
 ]
 
