@@ -52,6 +52,8 @@ def _run_suite(session: nox.Session, e2e: tuple[str, ...] = ()) -> None:
     shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
     for folder in ("docs", "packaging"):  # what tests compare with the code: the pages, the unit
         shutil.copytree(ROOT / folder, scratch / folder, ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    (scratch / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "bridge.py", scratch / "benchmarks")  # the sections the limits table names
     session.chdir(str(scratch))
     session.run(
         "python",
