@@ -555,8 +555,8 @@ MUTANTS = [
     Mutant(
         "rules: the unspecified address in the settings document",
         "legacy_msi_credential/_server/_legacy.py",
-        '        every = ipaddress.ip_address(host.strip("[]")).is_unspecified\n',
-        "        every = False\n",
+        '        return ipaddress.ip_address(host.strip("[]")).is_unspecified\n',
+        "        return False\n",
         "the settings file a server writes is one a credential reads, for every listening form",
         CORNER_TESTS,
     ),
