@@ -1,6 +1,6 @@
 """Plant bugs one at a time in the security-relevant modules and see whether the suite notices.
 
-    .venv/bin/python scripts/mutants.py             # every mutant (about 7 minutes on 2 cores)
+    .venv/bin/python scripts/mutants.py             # every mutant (about 18 minutes on 2 cores)
     .venv/bin/python scripts/mutants.py -k bridge   # those whose name contains "bridge"
 
 Each mutant is a realistic bug that breaks one promise the README or the guide makes (a
