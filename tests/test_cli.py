@@ -564,6 +564,7 @@ def test_dash_dash_version_takes_the_output_given_with_it_in_either_order() -> N
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout) == expected, arguments
     assert cli("--version", "-o", "table").stdout == cli("version").stdout
+    assert json.loads(cli("--version", "version", "-o", "json").stdout) == expected
 
 
 def test_an_output_before_the_command_without_version_names_both_fixes() -> None:

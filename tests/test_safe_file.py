@@ -168,12 +168,38 @@ def test_a_folder_a_shared_group_may_write_is_refused_and_a_private_one_accepted
     os.chown(shared, 0, nogroup)
     with pytest.raises(UnsafeFolderError, match=f"its group \\(gid {nogroup}\\) may write that folder"):
         emulator.write_settings(shared / "ManagedIdentity-Settings")
+    primary = {user.pw_gid for user in pwd.getpwall()}
+    unlisted = next((g for g in grp.getgrall() if not g.gr_mem and g.gr_gid not in primary), None)
+    if unlisted is not None:  # no member listed, nobody's primary group: members may still come unlisted
+        os.chown(shared, 0, unlisted.gr_gid)
+        with pytest.raises(UnsafeFolderError, match=f"its group \\(gid {unlisted.gr_gid}\\) may write"):
+            emulator.write_settings(shared / "ManagedIdentity-Settings")
     root_group = grp.getgrgid(0)
     if root_group.gr_mem or any(user.pw_gid == 0 and user.pw_uid != 0 for user in pwd.getpwall()):
         pytest.skip("group 0 is not root's alone here")
     os.chown(shared, 0, 0)  # root's own group: no other member, as a user private group
     emulator.write_settings(shared / "ManagedIdentity-Settings")
     assert os.listdir(shared) == ["ManagedIdentity-Settings"]
+
+
+@posix_only
+def test_a_link_on_the_way_is_resolved_once_and_the_file_written_where_it_led(tmp_path: Path) -> None:
+    """The folder checked is the folder written: a link in a folder nobody checked (here one any
+    user may write) cannot lead the same path elsewhere later, since the file goes where the
+    link led when it was checked, and is removed from there."""
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "conf").symlink_to(safe)
+    shared.chmod(0o777)
+    written = write_file(shared / "conf" / "settings", b"{}", mode=0o644)
+    assert written.path == str(safe.resolve() / "settings")
+    (shared / "conf").unlink()  # another user swaps the link for a folder of their own
+    (shared / "conf").mkdir()
+    assert written.is_ours()
+    assert written.remove()
+    assert os.listdir(safe) == []
 
 
 @posix_only

@@ -91,7 +91,12 @@ class ServerLimits:
     stop_close: float = _limit(0.5, "s", "aiohttp's own shutdown is given, once no request is being answered")
     # --- the token source ---
     source_timeout: float = _limit(20.0, "s", "a source request may take before the client gets 500 unknown")
-    source_concurrency: int = _limit(4, "requests", "to the source at once: IMDS allows 5 a VM")
+    source_concurrency: int = _limit(
+        4,
+        "requests",
+        "to the source at once: IMDS allows 5 a VM; the last free one is kept for a user holding none, "
+        "so one user alone has 3",
+    )
     source_rate: float = _limit(15.0, "requests a second", "started at the source: IMDS allows 20 a VM")
     source_queue_wait: float = _limit(2.0, "s", "a client waits for the source's gate before 429 with Retry-After")
     max_tokens: int = _limit(

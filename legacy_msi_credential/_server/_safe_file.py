@@ -100,9 +100,11 @@ def write_file(path: str | os.PathLike[str], data: bytes, *, mode: int, what: st
             or group and not sticky.
         WriteError: It could not be written (the message names the path and why).
     """
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target)
-    _check_folder(folder, what)
+    given = os.path.abspath(os.fspath(path))
+    # The folder checked is the folder written: links resolved once, here, so that a link on
+    # the way (in a folder nobody checked) cannot later lead the same path somewhere else.
+    folder = _check_folder(os.path.dirname(given), what)
+    target = os.path.join(folder, os.path.basename(given))
     temporary = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(_TEMPORARY_NAME_BYTES)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
@@ -130,7 +132,7 @@ def write_file(path: str | os.PathLike[str], data: bytes, *, mode: int, what: st
     return WrittenFile(target, written.st_dev, written.st_ino)
 
 
-def _check_folder(folder: str, what: str) -> None:
+def _check_folder(folder: str, what: str) -> str:
     """Refuse a folder in which another user could rename, remove or replace the file.
 
     Another user can do that where they can write the folder or any folder above it (a
@@ -141,9 +143,12 @@ def _check_folder(folder: str, what: str) -> None:
     ``/tmp``), and not by a group unless sticky or the owner's own private group (Fedora's
     and Debian's user private groups, which have no other member). On Windows permissions
     are access lists this cannot read: there it checks nothing.
+
+    Returns:
+        The folder with its links resolved: where to write.
     """
     if sys.platform == "win32":
-        return
+        return os.path.abspath(folder)
     real = os.path.realpath(folder)
     current = real
     while True:
@@ -153,15 +158,18 @@ def _check_folder(folder: str, what: str) -> None:
             raise WriteError(exc.errno, f"cannot write {what} in {folder}: {exc.strerror}") from None
         why = _unsafe(info)
         if why is not None:
-            where = folder if current == real else f"{folder} (in {current})"
+            if current == real:
+                where, fix = folder, "choose a folder only its owner can write, owned by root or this user"
+            else:
+                where = f"{folder} (in {current})"
+                fix = f"make {current} writable only by its owner, root or this user, or choose a folder outside it"
             raise UnsafeFolderError(
                 f"refusing to write {what} in {where}: {why}, so another user could replace the file with their "
-                "own; choose a folder only its owner can write, owned by root or this user (or a sticky one owned "
-                "by root, like /tmp)"
+                f"own; {fix} (or a sticky one owned by root, like /tmp)"
             )
         parent = os.path.dirname(current)
         if parent == current:
-            return
+            return real
         current = parent
 
 
@@ -178,17 +186,21 @@ def _unsafe(info: os.stat_result) -> str | None:
 
 
 def _private_group(gid: int, uid: int) -> bool:
-    """Whether group ``gid`` is user ``uid``'s alone: no member listed but that user, and no
-    other user's primary group."""
+    """Whether group ``gid`` is user ``uid``'s private group: that user's primary group, of the
+    user's own name, with no member listed but that user and no other user's primary group.
+    (A group with no members listed is not enough: setgid programs, systemd's
+    ``SupplementaryGroups=`` and directory services give groups their members unlisted.)"""
     import grp
     import pwd
 
     try:
-        owner = pwd.getpwuid(uid).pw_name
-        members = grp.getgrgid(gid).gr_mem
+        owner = pwd.getpwuid(uid)
+        group = grp.getgrgid(gid)
     except KeyError:
         return False
-    if any(member != owner for member in members):
+    if owner.pw_gid != gid or group.gr_name != owner.pw_name:
+        return False
+    if any(member != owner.pw_name for member in group.gr_mem):
         return False
     return all(entry.pw_gid != gid or entry.pw_uid == uid for entry in pwd.getpwall())
 

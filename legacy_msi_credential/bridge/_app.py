@@ -193,7 +193,7 @@ class Connections:
                 default=None,
             )
             if victim is None:
-                break  # cannot happen while max_pending >= max_head, which __init__ checks
+                break  # only this connection holds bytes: bounded by max_head + max_body itself
             self._displace(victim)
 
     def head_complete(self, connection: _Connection) -> None:
@@ -297,9 +297,10 @@ class _Connection(asyncio.Protocol):
     Whether a request head is complete is aiohttp's parser's word (its count of the requests
     it has parsed on this connection, against the answers given), never a second parse here.
     The parser is fed at most what is left of ``max_head`` while a head is incomplete, so it
-    never holds more; from a complete head until its answer, a connection is read up to
-    ``max_head + max_body`` bytes (the body, and what a client pipelines behind it), then no
-    further: the answer (``413`` for a body too large, which closes) or the deadline ends it.
+    never holds more; from a complete head until its body is read, a connection is read up
+    to ``max_head + max_body`` bytes (the body, and what a client pipelines behind it), then
+    no further: the answer (``413`` for a body too large, which closes) or the deadline ends
+    it. Once its request is whole, nothing more is read until it is answered.
     """
 
     def __init__(self, inner: _Handler, connections: Connections, loop: asyncio.AbstractEventLoop) -> None:
@@ -332,14 +333,25 @@ class _Connection(asyncio.Protocol):
             self._answers += 1
             if self.reading_body:  # answered without its body read (a framing refusal)
                 self.request_read()
-            if not self._in_request():
+            if self._in_request():
+                # A request pipelined behind the one answered is parsed already: its body, if
+                # any, is still to come, and counts as the first one's did.
+                self.reading_body = True
+                self._connections.heard(self, 0)
+            else:
                 self._received = 0
                 self._connections.waiting(self)
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def request_read(self) -> None:
-        """The application has read the whole request: no more of it is counted as pending."""
+        """The application has read the whole request: no more of it is counted as pending, and
+        nothing more is read from the connection until it is answered, so that what a client
+        pipelines behind it waits in the kernel's buffer, not in this process uncounted."""
         self.reading_body = False
         self._connections.request_read(self)
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _in_request(self) -> bool:
         """Whether aiohttp has parsed a request head that is not yet answered."""
@@ -548,6 +560,9 @@ class BridgeApp:
         passed: that bounds the wait). A read returns what has arrived, and a request judged on
         part of its form would lose the parameters still on their way: a ``client_id`` arriving
         in a second segment would get the system-assigned identity's token."""
+        transport: Optional[Any] = request.transport  # None once the connection has ended
+        if transport is None:
+            return None  # the connection ended (displaced) before its handler began
         body = bytearray()
         limit = self.limits.max_body
         try:
@@ -674,6 +689,10 @@ class _Handler(RequestHandler):
         return self._app._reply(refusal_answer(refusal))
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
+        if self.transport is None:
+            # The connection had ended (displaced) before its request's handling began: aiohttp
+            # 3.9 then trips over its own handler's absence. The client is gone, nothing failed.
+            return
         exc = kw.get("exc_info")
         kind = type(exc).__name__ if isinstance(exc, BaseException) else "error"
         self._app.malformed.report("a connection failed (%s)", kind)

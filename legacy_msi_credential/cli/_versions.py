@@ -163,15 +163,16 @@ def add_version_options(parser: argparse.ArgumentParser) -> None:
 
 
 def take_version_request(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
-    """Whether ``--version`` was given; if so, ``args`` is made to run the report, in the form
-    of the ``--output`` given with it, whatever command follows (argparse's own ``version``
-    action ignores the rest of the line alike).
+    """Whether ``--version`` was given; if so, ``args`` is made to run the report instead of
+    the command that follows (the line must still parse), in the form of the ``--output``
+    given with it, or of the ``version`` command's own ``--output``.
 
     An ``--output`` before the command without ``--version`` is a usage error that names both
     fixes, never silently ignored.
     """
     if args.show_version:
-        args.run, args.output = run, args.version_output or "table"
+        own = args.output if args.command_name == "version" else None
+        args.run, args.output = run, args.version_output or own or "table"
         return True
     if args.version_output is not None:
         parser.error(
