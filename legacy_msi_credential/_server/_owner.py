@@ -66,6 +66,8 @@ def socket_owner(peer: Any, local: Any) -> Optional[int]:
         return None
     try:
         ends = (client, int(peer[1]), server, int(local[1]))
+        if not (0 <= ends[1] <= 0xFFFF and 0 <= ends[3] <= 0xFFFF):
+            return None  # not a port: Python 3.9's htons would cut it down to another one
         found, uid = _from_netlink(*ends)
         return uid if found else _from_proc(*ends)
     except (ValueError, OverflowError, struct.error):  # not a port, or an answer of another shape: unknown
