@@ -196,11 +196,6 @@ class Connections:
                 break  # only this connection holds bytes: bounded by max_head + max_body itself
             self._displace(victim)
 
-    def head_complete(self, connection: _Connection) -> None:
-        """``connection``'s request head is in: its body, if any, is still to come, so it stays
-        partial, its bytes counted, until :meth:`request_read`."""
-        self._waiting.pop(connection, None)
-
     def request_read(self, connection: _Connection) -> None:
         """``connection``'s whole request is in (its body read to the end): it is being
         answered, never displaced, until it is answered or closed."""
@@ -332,7 +327,8 @@ class _Connection(asyncio.Protocol):
         if not value:
             self._answers += 1
             if self.reading_body:  # answered without its body read (a framing refusal)
-                self.request_read()
+                self.reading_body = False
+                self._connections.request_read(self)  # no pause: reading resumes below
             if self._in_request():
                 # A request pipelined behind the one answered is parsed already: its body, if
                 # any, is still to come, and counts as the first one's did.
@@ -426,8 +422,9 @@ class _Connection(asyncio.Protocol):
         connections.heard(self, len(part))
         self._inner.data_received(part)
         if self._in_request():
+            # The head is in; its body, if any, is still to come: the connection stays partial
+            # (heard above), its bytes counted, until the application has read the request.
             self.reading_body = True
-            connections.head_complete(self)
             if len(part) < len(data):
                 self.data_received(data[len(part) :])
         elif len(part) < len(data):
